@@ -1,0 +1,3 @@
+from acdistill.cli import app
+
+app(prog_name="acdistill")

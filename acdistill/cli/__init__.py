@@ -1,0 +1,15 @@
+"""The `acdistill` command: one module per stage, each registering its command here."""
+import typer
+
+from acdistill.cli import adv_finetune, attack_eval, distill, fetch_teacher, listing
+
+app = typer.Typer(
+    name="acdistill",
+    help="Transfer adversarial robustness from a robust teacher to a small student, and measure it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _module in (fetch_teacher, distill, adv_finetune, attack_eval, listing):
+    _module.register(app)

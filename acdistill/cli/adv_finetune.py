@@ -1,0 +1,44 @@
+"""acdistill adv-finetune: short PGD-AT of a distilled student (GACD's AFT stage)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from acdistill.checkpoint import load_model, read_sidecar
+from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ParamsOpt, ResumeOpt, SetOpt, device_of, freeze,
+                                  load, train_and_save, user_errors)
+from acdistill.methods import METHODS
+
+
+def adv_finetune(
+    params_file: ParamsOpt = Path("params.yaml"),
+    model: Annotated[Path, typer.Option(help="student checkpoint to fine-tune")] = Path("models/student.safetensors"),
+    epochs: EpochsOpt = None,
+    lr: Annotated[Optional[float], typer.Option(help="override aft.lr")] = None,
+    teacher: Annotated[Path, typer.Option(help="teacher, for an aft.method that needs one")] = Path(
+        "models/teacher.safetensors"),
+    out: Annotated[Path, typer.Option(help="checkpoint to write")] = Path("models/student_aft.safetensors"),
+    metrics: Annotated[Path, typer.Option(help="metrics JSON to write")] = Path("metrics/aft.json"),
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = None,
+    resume: ResumeOpt = True,
+    set_: SetOpt = None,
+) -> None:
+    """Adversarially fine-tune a student (params section `aft`, PGD-AT with a small lr by default)."""
+    params = load(params_file, set_, **{"aft.epochs": epochs, "aft.lr": lr})
+    cfg = params.aft
+    dev = device_of(params, device)
+    student = load_model(model, dev).train()
+    context = {"student_sha256": read_sidecar(model)["sha256"]}
+    teacher_model = None
+    if METHODS.get(cfg.method).needs_teacher:
+        teacher_model = freeze(load_model(teacher, dev))
+        context["teacher_sha256"] = read_sidecar(teacher)["sha256"]
+    train_and_save("aft", cfg, params, student=student, teacher=teacher_model, data_dir=data_dir, device=dev,
+                   out=out, metrics=metrics, resume=resume, context=context)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("adv-finetune")(user_errors(adv_finetune))

@@ -1,0 +1,117 @@
+"""Options and helpers shared by the commands."""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import torch
+import typer
+
+from acdistill.config import Params, TrainParams, load_params, parse_override
+from acdistill.data import ImageSet, load_split
+from acdistill.engine import resolve_device
+from acdistill.errors import AcdistillError
+from acdistill.methods import METHODS, Method
+from acdistill.models import DATASET_STATS, create_model
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="params file (missing params.yaml = all defaults)")]
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", "-S", help="override any params key, e.g. -S distill.ard.tau=10 (repeatable)")]
+DataDirOpt = Annotated[Optional[Path], typer.Option(
+    "--data-dir", help="offline mirror of .npz files (default: $ACDISTILL_DATA_DIR, else torchvision download)")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps (default: params 'device')")]
+EpochsOpt = Annotated[Optional[int], typer.Option(help="override the section's epochs")]
+ResumeOpt = Annotated[bool, typer.Option(help="continue from the last epoch checkpoint if its settings match")]
+
+
+def user_errors(command: Callable) -> Callable:
+    """Report an AcdistillError as one line on stderr with exit code 2, instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except AcdistillError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def load(params_path: Path, sets: list[str] | None, **direct: Any) -> Params:
+    """params file < --set overrides < the command's own options (None = not given)."""
+    overrides = dict(parse_override(s) for s in sets or [])
+    overrides.update({k: v for k, v in direct.items() if v is not None})
+    return load_params(params_path, overrides)
+
+
+def device_of(params: Params, option: str | None) -> torch.device:
+    return resolve_device(option or params.device)
+
+
+def data_splits(params: Params, data_dir: Path | None, monitor_n: int) -> tuple[ImageSet, ImageSet]:
+    """The training subset, and the held-out monitor slice: the first `monitor_n` images of the test subset."""
+    d = params.data
+    train = load_split(d.dataset, True, d.train_subset, d.root, data_dir)
+    test = load_split(d.dataset, False, d.test_subset, d.root, data_dir)
+    return train, test.take(monitor_n)
+
+
+def new_model(arch: str, params: Params, num_classes: int, normalize: bool = True) -> torch.nn.Module:
+    mean, std = DATASET_STATS[params.data.dataset] if normalize else (0.0, 1.0)
+    return create_model(arch, num_classes=num_classes, mean=mean, std=std)
+
+
+def build_method(section: TrainParams, student: torch.nn.Module, teacher: torch.nn.Module | None) -> Method:
+    cls = METHODS.get(section.method)
+    return cls(student, teacher if cls.needs_teacher else None, section.method_params(), section.attack)
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def check_classes(model: torch.nn.Module, data: ImageSet, what: str) -> None:
+    if model.arch_kwargs["num_classes"] != data.num_classes:
+        raise AcdistillError(f"{what} has {model.arch_kwargs['num_classes']} classes but {data.name} has "
+                             f"{data.num_classes}")
+
+
+def echo(msg: str) -> None:
+    print(msg, file=sys.stdout, flush=True)
+
+
+def train_and_save(stage: str, section: TrainParams, params: Params, *, student: torch.nn.Module,
+                   teacher: torch.nn.Module | None, data_dir: Path | None, device: torch.device, out: Path,
+                   metrics: Path, resume: bool, context: dict[str, Any]) -> dict[str, Any]:
+    """The body of every training stage: train `student` with `section`'s method, then write the checkpoint
+    (weights + sidecar) and the stage's metrics JSON. Per-epoch state lives in models/state/<stage>.pt and
+    curves in dvclive/<stage>/."""
+    import time
+
+    from acdistill.checkpoint import save_model
+    from acdistill.engine import Trainer
+    from acdistill.io import write_json
+
+    train, monitor = data_splits(params, data_dir, section.monitor_n)
+    check_classes(student, train, "the student")
+    method = build_method(section, student.to(device), teacher)
+    trainer = Trainer(method, section, seed=params.seed, device=device, label=stage,
+                      state_path=Path("models/state") / f"{stage}.pt", live_dir=Path("dvclive") / stage,
+                      context={"data": params.data.model_dump(), "arch": student.arch, **context})
+    start = time.perf_counter()
+    history = trainer.fit(train, monitor, augment=params.data.augment, resume=resume)
+    last = history[-1]
+    summary = {"method": section.method, "epochs": section.epochs, "train_images": len(train),
+               **{k: v for k, v in last.items() if k.endswith("_acc")},
+               "minutes_this_run": round((time.perf_counter() - start) / 60, 2)}
+    save_model(student, out, dataset=params.data.dataset,
+               info={"stage": stage, "params": section.model_dump(mode="json"), "seed": params.seed, **summary})
+    write_json(metrics, summary)
+    echo(f"{stage}: wrote {out} and {metrics}")
+    return summary

@@ -1,0 +1,49 @@
+"""acdistill distill: train a student from the frozen teacher with a distillation method."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from acdistill.checkpoint import load_model, read_sidecar
+from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ParamsOpt, ResumeOpt, SetOpt, device_of, freeze,
+                                  load, new_model, train_and_save, user_errors)
+from acdistill.data import DATASETS
+from acdistill.methods import METHODS
+
+
+def distill(
+    params_file: ParamsOpt = Path("params.yaml"),
+    method: Annotated[Optional[str], typer.Option(help="distillation method (see `acdistill methods`)")] = None,
+    student: Annotated[Optional[str], typer.Option(help="student architecture")] = None,
+    epochs: EpochsOpt = None,
+    teacher: Annotated[Path, typer.Option(help="teacher checkpoint")] = Path("models/teacher.safetensors"),
+    out: Annotated[Path, typer.Option(help="student checkpoint to write")] = Path("models/student.safetensors"),
+    metrics: Annotated[Path, typer.Option(help="metrics JSON to write")] = Path("metrics/distill.json"),
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = None,
+    resume: ResumeOpt = True,
+    set_: SetOpt = None,
+) -> None:
+    """Distill a student from the teacher (params section `distill`)."""
+    params = load(params_file, set_, **{"distill.method": method, "distill.student": student,
+                                        "distill.epochs": epochs})
+    cfg = params.distill
+    dev = device_of(params, device)
+    teacher_model, context = None, {}
+    if METHODS.get(cfg.method).needs_teacher:
+        teacher_model = freeze(load_model(teacher, dev))
+        context["teacher_sha256"] = read_sidecar(teacher)["sha256"]
+    student_model = new_model(cfg.student, params, DATASETS.get(params.data.dataset).num_classes)
+    if teacher_model is not None and teacher_model.arch_kwargs["num_classes"] != student_model.arch_kwargs["num_classes"]:
+        from acdistill.errors import AcdistillError
+
+        raise AcdistillError(f"{teacher}: teacher has {teacher_model.arch_kwargs['num_classes']} classes but "
+                             f"{params.data.dataset} has {student_model.arch_kwargs['num_classes']}")
+    train_and_save("distill", cfg, params, student=student_model, teacher=teacher_model, data_dir=data_dir,
+                   device=dev, out=out, metrics=metrics, resume=resume, context=context)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("distill")(user_errors(distill))

@@ -1,0 +1,222 @@
+"""params.yaml -> typed, validated objects. Unknown keys are errors that name the key and the file.
+
+Numbers of pixel scale may be written as fractions ("8/255"). Each method's own section (e.g. ``distill.rslad``)
+is validated by that method's `Params` class, so a method's hyperparameters live in its own file.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
+                      model_validator)
+
+from acdistill.errors import AcdistillError
+
+
+def _fraction(value: Any) -> Any:
+    if isinstance(value, str):
+        num, _, den = value.replace(" ", "").partition("/")
+        try:
+            return float(num) / float(den or 1)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"expected a number or a fraction like 8/255, got '{value}'") from None
+    return value
+
+
+PixelFloat = Annotated[float, BeforeValidator(_fraction), Field(ge=0, le=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainAttack(Strict):
+    """The training attack's L-inf budget; each method chooses its loss and random start."""
+
+    eps: PixelFloat = 8 / 255
+    step_size: PixelFloat = 2 / 255
+    steps: int = Field(10, ge=0)
+
+
+class TrainParams(BaseModel):
+    """One training run (teacher training, distillation, adversarial fine-tuning). Besides the keys below, a
+    section may hold one sub-section per method name with that method's params."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    method: str
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: list[int] = Field(default_factory=list, description="epochs at which 'step' multiplies lr by gamma")
+    gamma: float = Field(0.1, gt=0)
+    attack: TrainAttack = TrainAttack()
+    amp: bool = False
+    channels_last: bool = False
+    monitor_n: int = Field(200, ge=0, description="held-out test images for per-epoch clean / PGD accuracy")
+    monitor_steps: int = Field(10, ge=1)
+
+    _method_params: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_method_sections(self) -> "TrainParams":
+        from acdistill.methods import METHODS
+
+        METHODS.get(self.method)
+        for key, value in (self.model_extra or {}).items():
+            if key not in METHODS:
+                raise ValueError(f"unknown key '{key}' (not a field, nor a method: {', '.join(METHODS.names())})")
+            try:
+                self._method_params[key] = METHODS.get(key).Params.model_validate(value or {})
+            except ValidationError as e:
+                raise ValueError(f"{key}.{_describe(e)}") from None
+        return self
+
+    def method_params(self) -> BaseModel:
+        from acdistill.methods import METHODS
+
+        return self._method_params.get(self.method) or METHODS.get(self.method).Params()
+
+
+class DataParams(Strict):
+    dataset: str = "cifar10"
+    train_subset: int | str | None = Field(4000, description="first N images, a path to an index file, or null")
+    test_subset: int | str | None = 1000
+    root: str = Field("data", description="torchvision download directory")
+    augment: bool = True
+
+    @model_validator(mode="after")
+    def _known_dataset(self) -> "DataParams":
+        from acdistill.data import DATASETS
+
+        DATASETS.get(self.dataset)
+        return self
+
+
+class TeacherTrain(TrainParams):
+    method: str = "sat"
+
+
+class TeacherParams(Strict):
+    source: Literal["train", "file", "url"] = "train"
+    arch: str = "resnet20"
+    path: str | None = Field(None, description="local .safetensors / .pt (source: file)")
+    url: str | None = None
+    sha256: str | None = Field(None, description="required with source: url")
+    normalize: Literal["dataset", "none"] = Field(
+        "dataset", description="'none' for third-party weights trained on unnormalized [0, 1] inputs")
+    train: TeacherTrain = TeacherTrain()
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> "TeacherParams":
+        if self.source == "file" and not self.path:
+            raise ValueError("source 'file' needs 'path'")
+        if self.source == "url" and not (self.url and self.sha256):
+            raise ValueError("source 'url' needs 'url' and 'sha256'")
+        return self
+
+
+class DistillParams(TrainParams):
+    method: str = "rslad"
+    student: str = Field("resnet20", description="student architecture")
+
+
+class AftParams(TrainParams):
+    method: str = "sat"
+    lr: float = Field(0.01, gt=0)
+    epochs: int = Field(1, ge=1)
+
+
+class EvalParams(Strict):
+    attacks: list[str] = ["natural", "fgsm", "pgd20"]
+    n: int | None = Field(1000, ge=1, description="first n test images; null for the whole test subset")
+    batch_size: int = Field(256, ge=1)
+    eps: PixelFloat = 8 / 255
+
+    @model_validator(mode="after")
+    def _known_attacks(self) -> "EvalParams":
+        from acdistill.attacks import EVAL_ATTACKS
+
+        for name in self.attacks:
+            EVAL_ATTACKS.get(name)
+        return self
+
+
+class Params(Strict):
+    seed: int = 0
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    data: DataParams = DataParams()
+    teacher: TeacherParams = TeacherParams()
+    distill: DistillParams = DistillParams()
+    aft: AftParams = AftParams()
+    eval: EvalParams = EvalParams()
+
+
+def fingerprint(model: BaseModel, **context: Any) -> str:
+    """Stable hash of validated params plus context: a resumable run only continues one with the same settings."""
+    payload = {"params": model.model_dump(mode="json"), **context}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'distill.ard.tau=10' -> ('distill.ard.tau', 10); the value is read as YAML (safe_load)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise AcdistillError(f"override '{text}' is not KEY=VALUE (e.g. distill.epochs=2)")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise AcdistillError(f"override '{text}': value is not valid YAML") from None
+
+
+def _apply(raw: dict, dotted: str, value: Any, source: str) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise AcdistillError(f"{source}: cannot set '{dotted}': '{part}' is not a section")
+        node = child
+    node[leaf] = value
+
+
+def _describe(err: ValidationError) -> str:
+    """'section.key: what is wrong' for the first error (pydantic lists them all; one line is what users read)."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{loc}: {msg}{more}"
+
+
+def load_params(path: str | Path | None = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Read params.yaml (a missing default file means all defaults), apply dotted overrides, validate."""
+    raw: dict = {}
+    source = str(path) if path else "defaults"
+    if path is not None:
+        p = Path(path)
+        if p.is_file():
+            try:
+                raw = yaml.safe_load(p.read_text()) or {}
+            except yaml.YAMLError as e:
+                mark = getattr(e, "problem_mark", None)
+                where = f" at line {mark.line + 1}" if mark else ""
+                raise AcdistillError(f"{p}: invalid YAML{where}") from None
+            if not isinstance(raw, dict):
+                raise AcdistillError(f"{p}: expected a mapping of sections at the top level")
+        elif str(path) != "params.yaml":
+            raise AcdistillError(f"params file not found: {p}")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _apply(raw, key, value, source)
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise AcdistillError(f"{source}: {_describe(e)}") from None

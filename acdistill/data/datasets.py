@@ -1,0 +1,213 @@
+"""Dataset registry: every dataset is held in memory as one uint8 tensor [N, 3, 32, 32].
+
+All supported datasets are 32x32 (STL-10 is resized, MNIST padded), so even the largest (SVHN train, 73k
+images) is ~220 MB as uint8. Keeping images as one tensor lets augmentation run on whole batches instead of
+per-image PIL work.
+
+Sources, in order: the offline mirror of `.npz` files (``--data-dir`` or ``ACDISTILL_DATA_DIR``) when it has the
+dataset, else torchvision (``download=True``) under ``root``.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from acdistill.errors import AcdistillError
+from acdistill.registry import Registry
+
+MIRROR_ENV = "ACDISTILL_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A split in memory. ``indices`` are positions in the original dataset order (the GACD memory bank and
+    index-file subsets address images by them)."""
+
+    name: str
+    images: torch.Tensor  # uint8 [N, 3, 32, 32]
+    labels: torch.Tensor  # int64 [N]
+    indices: torch.Tensor  # int64 [N]
+    num_classes: int
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, n: int) -> "ImageSet":
+        return ImageSet(self.name, self.images[:n], self.labels[:n], self.indices[:n], self.num_classes, self.source)
+
+
+@dataclass(frozen=True)
+class MirrorFile:
+    filename: str
+    exact: bool  # False for lossy copies (JPEG): warn when used
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    num_classes: int
+    # (root, train) -> (images uint8 [N,3,H,W] or [N,H,W,3] or [N,H,W], labels)
+    torchvision_loader: Callable[[str, bool], tuple[np.ndarray, np.ndarray]]
+    mirror_files: tuple[MirrorFile, ...] = field(default=())
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def _register(spec: DatasetSpec) -> None:
+    DATASETS.register(spec.name)(spec)
+
+
+def _tv_cifar(cls_name: str):
+    def load(root: str, train: bool):
+        import torchvision.datasets as tvd
+
+        ds = getattr(tvd, cls_name)(root, train=train, download=True)
+        return np.asarray(ds.data), np.asarray(ds.targets)
+
+    return load
+
+
+def _tv_split(cls_name: str):
+    def load(root: str, train: bool):
+        import torchvision.datasets as tvd
+
+        ds = getattr(tvd, cls_name)(root, split="train" if train else "test", download=True)
+        return np.asarray(ds.data), np.asarray(ds.labels)
+
+    return load
+
+
+def _tv_mnist(root: str, train: bool):
+    import torchvision.datasets as tvd
+
+    ds = tvd.MNIST(root, train=train, download=True)
+    return ds.data.numpy(), ds.targets.numpy()
+
+
+_register(DatasetSpec("cifar10", 10, _tv_cifar("CIFAR10"),
+                      (MirrorFile("cifar10_lossless_subset.npz", True), MirrorFile("cifar10_jpeg.npz", False))))
+_register(DatasetSpec("cifar100", 100, _tv_cifar("CIFAR100")))
+_register(DatasetSpec("svhn", 10, _tv_split("SVHN")))
+_register(DatasetSpec("stl10", 10, _tv_split("STL10")))
+_register(DatasetSpec("mnist", 10, _tv_mnist, (MirrorFile("mnist.npz", True),)))
+
+
+def to_nchw32(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Bring any source layout to uint8 [N, 3, 32, 32]: HWC -> CHW, grey -> 3 channels, 28 -> 32 by zero
+    padding (lossless, MNIST), 96 -> 32 by antialiased resize (STL-10)."""
+    x = torch.as_tensor(np.asarray(images))
+    if x.dtype != torch.uint8:
+        raise AcdistillError(f"images must be uint8, got {x.dtype}")
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.permute(0, 3, 1, 2)
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise AcdistillError(f"cannot read images of shape {tuple(images.shape)}")
+    x = x.expand(-1, 3, -1, -1)
+    h, w = x.shape[-2:]
+    if (h, w) == (28, 28):
+        x = F.pad(x, (2, 2, 2, 2))
+    elif (h, w) != (32, 32):
+        x = F.interpolate(x.float(), size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+        x = x.round().clamp(0, 255).to(torch.uint8)
+    return x.contiguous()
+
+
+def mirror_dir(data_dir: str | os.PathLike | None) -> Path | None:
+    chosen = data_dir or os.environ.get(MIRROR_ENV)
+    return Path(chosen) if chosen else None
+
+
+def _read_npz(path: Path, train: bool, labels_only: bool = False) -> tuple[np.ndarray | None, np.ndarray]:
+    split = "train" if train else "test"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return (None if labels_only else z[f"x_{split}"]), z[f"y_{split}"]
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        raise AcdistillError(f"{path}: corrupted or truncated .npz ({e.__class__.__name__}: {e})") from None
+    except KeyError as e:
+        raise AcdistillError(f"{path}: not a mirror file, missing array {e}") from None
+
+
+def _npz_length(path: Path, train: bool) -> int:
+    return len(_read_npz(path, train, labels_only=True)[1]) if path.is_file() else 0
+
+
+def read_index_file(path: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise AcdistillError(f"subset index file not found: {p}")
+    try:
+        idx = np.load(p, allow_pickle=False) if p.suffix == ".npy" else np.loadtxt(p, dtype=np.int64, ndmin=1)
+    except ValueError as e:
+        raise AcdistillError(f"{p}: not a list of integer indices ({e})") from None
+    idx = np.asarray(idx)
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer) or (idx < 0).any():
+        raise AcdistillError(f"{p}: an index file holds one non-negative integer per line (or a 1-D .npy)")
+    return idx.astype(np.int64)
+
+
+def subset_indices(subset: int | str | None) -> np.ndarray | None:
+    """None: the whole split; an int n: the first n images; a string: a path to an index file."""
+    if subset is None:
+        return None
+    if isinstance(subset, int):
+        if subset <= 0:
+            raise AcdistillError(f"subset size must be positive, got {subset}")
+        return np.arange(subset)
+    return read_index_file(subset)
+
+
+def load_split(name: str, train: bool, subset: int | str | None = None, root: str = "data",
+               data_dir: str | os.PathLike | None = None) -> ImageSet:
+    spec = DATASETS.get(name)
+    wanted = subset_indices(subset)
+    need = 0 if wanted is None else int(wanted.max()) + 1
+    split = "train" if train else "test"
+
+    mirror = mirror_dir(data_dir)
+    looked: list[str] = []
+    loaded = None
+    if mirror is not None:
+        looked = [str(mirror / mf.filename) for mf in spec.mirror_files]
+        sizes = {mf: _npz_length(mirror / mf.filename, train) for mf in spec.mirror_files}
+        # The whole split comes from the largest copy; a subset from the first (most exact) copy that holds it.
+        fits = [mf for mf, n in sizes.items() if n and (wanted is not None and need <= n)]
+        if wanted is None and any(sizes.values()):
+            fits = [max(sizes, key=sizes.get)]
+        if fits:
+            mf, path = fits[0], mirror / fits[0].filename
+            if not mf.exact:
+                warnings.warn(f"{name}: using the lossy (JPEG) mirror copy {path}; accuracies differ slightly "
+                              f"from the original images", stacklevel=2)
+            loaded = (*_read_npz(path, train), f"mirror:{path.name}")
+    if loaded is None:
+        try:
+            loaded = (*spec.torchvision_loader(root, train), f"torchvision:{root}")
+        except Exception as e:  # no network, or a partial download: say where we looked and how to fix it
+            where = ", ".join(looked) if looked else f"no mirror directory (set {MIRROR_ENV} or --data-dir)"
+            raise AcdistillError(
+                f"no {name} {split} data: offline mirror: {where}; torchvision download into '{root}' failed "
+                f"({e.__class__.__name__}). Point {MIRROR_ENV} or --data-dir at a directory of mirror .npz files"
+            ) from None
+    images, labels, source = loaded
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    if len(images) != len(labels):
+        raise AcdistillError(f"{source}: {len(images)} images but {len(labels)} labels")
+    if wanted is None:
+        wanted = np.arange(len(labels))
+    elif need > len(labels):
+        raise AcdistillError(f"{name} {split} subset asks for index {need - 1} but {source} has {len(labels)} images")
+    idx = torch.as_tensor(wanted)
+    return ImageSet(name, to_nchw32(np.asarray(images)[wanted]), labels[idx], idx, spec.num_classes, source)

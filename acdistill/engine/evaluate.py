@@ -1,0 +1,74 @@
+"""Accuracy under attack: the loop shared by `attack-eval` and the trainer's per-epoch monitor."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from acdistill.attacks import EVAL_ATTACKS
+from acdistill.attacks.suite import AttackFn
+from acdistill.data import ImageSet, iterate
+from acdistill.errors import AcdistillError
+
+
+def correct_mask(model: nn.Module, data: ImageSet, attack: AttackFn, *, eps: float, batch_size: int,
+                 device: torch.device | str, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+    """Boolean [N]: whether the model classifies each attacked example correctly. The model must be in eval mode."""
+    out = []
+    for batch in iterate(data, batch_size, device=device):
+        x_adv = attack(model, batch.x, batch.y, eps)
+        with torch.inference_mode():
+            out.append((model(x_adv).argmax(1) == batch.y).cpu())
+        if on_batch:
+            on_batch(len(batch))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+
+
+def summarize(correct: torch.Tensor, labels: torch.Tensor, num_classes: int, seconds: float) -> dict:
+    per_class = {}
+    for c in range(num_classes):
+        members = labels == c
+        if members.any():
+            per_class[str(c)] = round(100.0 * correct[members].float().mean().item(), 2)
+    return {
+        "accuracy": round(100.0 * correct.float().mean().item(), 2) if len(correct) else 0.0,
+        "per_class": per_class,
+        "worst_class": min(per_class.values()) if per_class else 0.0,
+        "n": int(len(correct)),
+        "seconds": round(seconds, 2),
+    }
+
+
+def evaluate(model: nn.Module, data: ImageSet, attacks: list[str], *, eps: float = 8 / 255, batch_size: int = 256,
+             n: int | None = None, seed: int = 0, device: torch.device | str = "cpu",
+             progress: Callable[[str, int, int], None] | None = None) -> dict[str, dict]:
+    """Evaluate `model` on the first `n` examples of `data` under each named attack (SPEC definitions).
+
+    Returns {attack: {accuracy (percent), per_class, worst_class, n, seconds}} plus "all_attacks": an example
+    counts there only if it is classified correctly under every attack run.
+    """
+    specs = [EVAL_ATTACKS.get(name) for name in attacks]
+    if n is not None:
+        if n > len(data):
+            raise AcdistillError(f"--n {n} is larger than the test set ({len(data)} images)")
+        data = data.take(n)
+    with torch.no_grad():
+        out_classes = model(data.images[:1].to(device).float().div(255)).shape[1]
+    if out_classes != data.num_classes:
+        raise AcdistillError(f"model has {out_classes} outputs but {data.name} has {data.num_classes} classes")
+    model.eval()
+    results: dict[str, dict] = {}
+    robust_all = torch.ones(len(data), dtype=torch.bool)
+    for spec in specs:
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        step = (lambda k, name=spec.name: progress(name, k, len(data))) if progress else None
+        correct = correct_mask(model, data, spec.run, eps=eps, batch_size=batch_size, device=device, on_batch=step)
+        results[spec.name] = summarize(correct, data.labels, data.num_classes, time.perf_counter() - start)
+        robust_all &= correct
+    if len(specs) > 1:
+        results["all_attacks"] = summarize(robust_all, data.labels, data.num_classes,
+                                           sum(r["seconds"] for r in results.values()))
+    return results

@@ -1,0 +1,39 @@
+import torch.nn.functional as F
+from pydantic import Field
+
+from acdistill.attacks import ce_objective, pgd
+from acdistill.methods.base import Method, MethodParams, register_method
+from acdistill.methods.kd import soft_kl
+
+
+class ARDParams(MethodParams):
+    tau: float = Field(30.0, gt=0)
+    alpha: float = Field(1.0, ge=0, le=1)
+
+
+@register_method
+class ARD(Method):
+    """Adversarially robust distillation (Goldblum et al. 2020, goldblum/AdversariallyRobustDistillation).
+
+    x' maximizes CE(S(x'), y) from a uniform start with the student in train mode (as the reference code);
+    loss = alpha * tau^2 * KL(T(x)/tau || S(x')/tau) + (1 - alpha) * CE(S(x), y), with the KL averaged over the
+    batch AND the classes (the reference's `nn.KLDivLoss()` default). The CE term is left out when alpha = 1.
+    """
+
+    name = "ard"
+    Params = ARDParams
+    needs_teacher = True
+    attack_mode = "train"
+
+    def perturb(self, batch):
+        a = self.attack
+        with self.attacking():
+            return pgd(ce_objective(self.student, batch.y), batch.x, eps=a.eps, step_size=a.step_size,
+                       steps=a.steps, start="uniform")
+
+    def loss(self, batch, x_adv):
+        p = self.params
+        terms = {"kl": p.alpha * p.tau ** 2 * soft_kl(self.teacher_logits(batch.x), self.student(x_adv), p.tau, "mean")}
+        if p.alpha < 1:
+            terms["ce"] = (1 - p.alpha) * F.cross_entropy(self.student(batch.x), batch.y)
+        return terms

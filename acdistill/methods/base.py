@@ -1,0 +1,84 @@
+"""The Method interface: every training recipe is a `perturb` (inner maximization) and a `loss` (outer
+minimization) returning named, already-weighted terms; the trainer only sums them.
+
+Adding a method means adding one file to this package that defines a `Method` subclass decorated with
+`@register_method`; the package imports every module in it.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import ClassVar, Iterator, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from acdistill.config import TrainAttack
+from acdistill.data import Batch
+from acdistill.registry import Registry
+
+
+class MethodParams(BaseModel):
+    """Base of each method's own params section (``distill.<method>`` in params.yaml); unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Method:
+    name: ClassVar[str]
+    Params: ClassVar[type[MethodParams]] = MethodParams
+    needs_teacher: ClassVar[bool] = False
+    # Mode of the student while the training attack runs (the reference codes differ; each method states its own).
+    attack_mode: ClassVar[Literal["train", "eval"]] = "eval"
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, params: MethodParams, attack: TrainAttack):
+        if self.needs_teacher and teacher is None:
+            raise ValueError(f"method '{self.name}' needs a teacher")
+        self.student = student
+        self.teacher = teacher
+        self.params = params
+        self.attack = attack
+        self._teacher_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def perturb(self, batch: Batch) -> torch.Tensor | None:
+        """The adversarial batch x' for this step, or None for methods trained on clean inputs only."""
+        return None
+
+    def loss(self, batch: Batch, x_adv: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters besides the student's (e.g. projection heads)."""
+        return []
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Training state besides the student (heads, memory banks), saved with resumable checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            raise ValueError(f"method '{self.name}' keeps no state, got keys {sorted(state)}")
+
+    @contextmanager
+    def attacking(self) -> Iterator[None]:
+        """Put the student in `attack_mode` for the inner maximization, and back in train mode after."""
+        self.student.train(self.attack_mode == "train")
+        try:
+            yield
+        finally:
+            self.student.train(True)
+
+    @torch.no_grad()
+    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """T(x), computed once per input tensor: perturb and loss of the same step share it."""
+        assert self.teacher is not None
+        if self._teacher_cache is None or self._teacher_cache[0] is not x:
+            self._teacher_cache = (x, self.teacher(x))
+        return self._teacher_cache[1]
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    return METHODS.register(cls.name)(cls)

@@ -1,0 +1,32 @@
+import torch.nn.functional as F
+from pydantic import Field
+
+from acdistill.methods.base import Method, MethodParams, register_method
+
+
+class KDParams(MethodParams):
+    tau: float = Field(4.0, gt=0)
+    alpha: float = Field(0.9, ge=0, le=1)
+
+
+def soft_kl(teacher_logits, student_logits, tau: float, reduction: str):
+    """KL(softmax(T/tau) || softmax(S/tau)) with F.kl_div's reduction ('batchmean' or 'mean' over all elements)."""
+    return F.kl_div(F.log_softmax(student_logits / tau, dim=1), F.softmax(teacher_logits / tau, dim=1),
+                    reduction=reduction)
+
+
+@register_method
+class KD(Method):
+    """Knowledge distillation (Hinton et al. 2015) on clean inputs:
+    alpha * tau^2 * KL(T(x)/tau || S(x)/tau) + (1 - alpha) * CE(S(x), y), KL summed over classes and averaged
+    over the batch (`batchmean`, as mdistiller's KD)."""
+
+    name = "kd"
+    Params = KDParams
+    needs_teacher = True
+
+    def loss(self, batch, x_adv):
+        p = self.params
+        logits = self.student(batch.x)
+        kl = soft_kl(self.teacher_logits(batch.x), logits, p.tau, "batchmean")
+        return {"kl": p.alpha * p.tau ** 2 * kl, "ce": (1 - p.alpha) * F.cross_entropy(logits, batch.y)}

@@ -1,0 +1,24 @@
+import torch.nn.functional as F
+
+from acdistill.attacks import ce_objective, pgd
+from acdistill.methods.base import Method, register_method
+
+
+@register_method
+class SAT(Method):
+    """PGD adversarial training (Madry et al. 2018): x' maximizes CE from a uniform random start; loss CE(S(x'), y).
+
+    The attack runs with the student in eval mode, as the TRADES repository's PGD-AT baseline does, so the
+    attack's forward passes do not move the BatchNorm running statistics.
+    """
+
+    name = "sat"
+
+    def perturb(self, batch):
+        a = self.attack
+        with self.attacking():
+            return pgd(ce_objective(self.student, batch.y), batch.x, eps=a.eps, step_size=a.step_size,
+                       steps=a.steps, start="uniform")
+
+    def loss(self, batch, x_adv):
+        return {"ce_adv": F.cross_entropy(self.student(x_adv), batch.y)}

@@ -1,0 +1,32 @@
+import torch.nn.functional as F
+
+from acdistill.attacks import kl_objective, pgd
+from acdistill.methods.base import Method, MethodParams, register_method
+
+
+class TradesParams(MethodParams):
+    beta: float = 6.0
+
+
+@register_method
+class Trades(Method):
+    """TRADES (Zhang et al. 2019, yaodongyu/TRADES `trades_loss`).
+
+    x' maximizes KL(S(x) || S(x')) (summed) from x + 0.001 N(0, 1), student in eval mode;
+    loss = CE(S(x), y) + beta * (1/B) * sum_i KL(S(x_i) || S(x'_i)), gradients through both S(x) and S(x').
+    """
+
+    name = "trades"
+    Params = TradesParams
+
+    def perturb(self, batch):
+        a = self.attack
+        with self.attacking():
+            clean_logits = self.student(batch.x).detach()
+            return pgd(kl_objective(self.student, clean_logits), batch.x, eps=a.eps, step_size=a.step_size,
+                       steps=a.steps, start="normal")
+
+    def loss(self, batch, x_adv):
+        logits = self.student(batch.x)
+        kl = F.kl_div(F.log_softmax(self.student(x_adv), dim=1), F.softmax(logits, dim=1), reduction="batchmean")
+        return {"ce": F.cross_entropy(logits, batch.y), "kl_robust": self.params.beta * kl}

@@ -1,0 +1,87 @@
+"""Shared model wrapper: every architecture is normalisation -> body -> linear head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+# Per-channel (mean, std) of the training sets. MNIST is used as 3x32x32 here, so
+# its single-channel statistics are repeated.
+DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.198, 0.201, 0.197)),
+    "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
+    "mnist": ((0.1307,) * 3, (0.3081,) * 3),
+}
+
+IN_CHANNELS = 3
+
+
+def channel_values(values: float | Sequence[float], name: str) -> list[float]:
+    """Return `values` as a plain list of IN_CHANNELS floats (a scalar applies to all)."""
+    if isinstance(values, (int, float)):
+        values = [values]
+    values = [float(v) for v in values]
+    if len(values) == 1:
+        values = values * IN_CHANNELS
+    if len(values) != IN_CHANNELS:
+        raise ValueError(f"{name} needs 1 or {IN_CHANNELS} values, got {len(values)}")
+    return values
+
+
+def global_pool() -> nn.Sequential:
+    # Adaptive pooling instead of the references' fixed avg_pool2d(4 or 8): identical
+    # on 32x32 inputs, and other input sizes still give [B, D] features.
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+class Normalize(nn.Module):
+    """Per-channel standardisation, so attacks and epsilons work in [0, 1] pixel space."""
+
+    def __init__(self, mean: float | Sequence[float], std: float | Sequence[float]) -> None:
+        super().__init__()
+        mean, std = channel_values(mean, "mean"), channel_values(std, "std")
+        if any(s <= 0 for s in std):
+            raise ValueError(f"std must be positive, got {std}")
+        # Buffers so they follow .to(device) and are saved with the weights.
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class ImageClassifier(nn.Module):
+    """Classifier taking [0, 1] images; exposes pooled penultimate features for distillation."""
+
+    def __init__(
+        self,
+        body: nn.Module,
+        linear: nn.Linear,
+        mean: float | Sequence[float],
+        std: float | Sequence[float],
+        arch: str = "",
+        arch_kwargs: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.body = body
+        self.linear = linear
+        self.feature_dim: int = linear.in_features
+        self.arch = arch
+        self.arch_kwargs: dict = dict(arch_kwargs or {})
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.normalize(x))
+
+    def head(self, f: torch.Tensor) -> torch.Tensor:
+        return self.linear(f)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch!r}, feature_dim={self.feature_dim}"

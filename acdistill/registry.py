@@ -1,0 +1,37 @@
+"""Name -> object registries (methods, attacks, datasets, models) with one error message for unknown names."""
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from acdistill.errors import AcdistillError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def add(item: T) -> T:
+            if name in self._items:
+                raise RuntimeError(f"{self.kind} '{name}' registered twice")
+            self._items[name] = item
+            return item
+
+        return add
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            raise AcdistillError(f"unknown {self.kind} '{name}'; choose from: {', '.join(self.names())}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
