@@ -42,17 +42,23 @@ def attack_eval(
     dev = device_of(params, device)
     net = load_model(model, dev)
     test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        tasks: dict[str, int] = {}
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=console, transient=True)
+    tasks: dict[str, int] = {}
 
-        def progress(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = bar.add_task(name, total=total)
-            bar.advance(tasks[name], done)
+    def progress(name: str, done: int, total: int) -> None:
+        if not tasks:  # started on the first batch, so an input error is not preceded by a bar's blank line
+            bar.start()
+        if name not in tasks:
+            tasks[name] = bar.add_task(name, total=total)
+        bar.advance(tasks[name], done)
 
+    try:
         results = evaluate(net, test, cfg.attacks, eps=cfg.eps, batch_size=cfg.batch_size, n=cfg.n, seed=params.seed,
                            device=dev, progress=progress)
+    finally:
+        if tasks:
+            bar.stop()
     echo(f"{model} on {params.data.dataset} (eps {cfg.eps:.5f})")
     echo(results_table(results, "simple"))
     if out is not None:

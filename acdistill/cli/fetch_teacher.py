@@ -19,10 +19,10 @@ from acdistill.io import atomic_path, write_json
 CACHE_DIR = Path(os.environ.get("ACDISTILL_CACHE", Path.home() / ".cache" / "acdistill"))
 
 
-def download(url: str, sha256: str, cache_dir: Path = CACHE_DIR) -> Path:
+def download(url: str, sha256: str) -> Path:
     """Fetch `url` into a cache keyed by its sha256; the file appears only once its hash is verified."""
     sha256 = sha256.lower()
-    target = cache_dir / sha256 / Path(url.split("?")[0]).name
+    target = CACHE_DIR / sha256 / Path(url.split("?")[0]).name
     if target.is_file():
         return target
     digest = hashlib.sha256()

@@ -196,7 +196,12 @@ def load_split(name: str, train: bool, subset: int | str | None = None, root: st
         try:
             loaded = (*spec.torchvision_loader(root, train), f"torchvision:{root}")
         except Exception as e:  # no network, or a partial download: say where we looked and how to fix it
-            where = ", ".join(looked) if looked else f"no mirror directory (set {MIRROR_ENV} or --data-dir)"
+            if mirror is None:
+                where = f"no mirror directory (set {MIRROR_ENV} or --data-dir)"
+            elif looked:
+                where = f"{', '.join(looked)} (missing, or too few images for the subset)"
+            else:
+                where = f"{mirror} (the mirror has no {name} files)"
             raise AcdistillError(
                 f"no {name} {split} data: offline mirror: {where}; torchvision download into '{root}' failed "
                 f"({e.__class__.__name__}). Point {MIRROR_ENV} or --data-dir at a directory of mirror .npz files"

@@ -33,7 +33,7 @@ class ARD(Method):
 
     def loss(self, batch, x_adv):
         p = self.params
-        terms = {"kl": p.alpha * p.tau ** 2 * soft_kl(self.teacher_logits(batch.x), self.student(x_adv), p.tau, "mean")}
+        terms = {"kl": p.alpha * p.tau ** 2 * soft_kl(self.teacher_logits(batch.x), self.student(x_adv), p.tau, per_class=True)}
         if p.alpha < 1:
             terms["ce"] = (1 - p.alpha) * F.cross_entropy(self.student(batch.x), batch.y)
         return terms

@@ -9,10 +9,12 @@ class KDParams(MethodParams):
     alpha: float = Field(0.9, ge=0, le=1)
 
 
-def soft_kl(teacher_logits, student_logits, tau: float, reduction: str):
-    """KL(softmax(T/tau) || softmax(S/tau)) with F.kl_div's reduction ('batchmean' or 'mean' over all elements)."""
-    return F.kl_div(F.log_softmax(student_logits / tau, dim=1), F.softmax(teacher_logits / tau, dim=1),
-                    reduction=reduction)
+def soft_kl(teacher_logits, student_logits, tau: float, per_class: bool = False):
+    """KL(softmax(T/tau) || softmax(S/tau)), summed over classes and averaged over the batch, or with
+    `per_class` averaged over batch AND classes (`nn.KLDivLoss()`'s default, which ARD and RSLAD use)."""
+    kl = F.kl_div(F.log_softmax(student_logits / tau, dim=1), F.softmax(teacher_logits / tau, dim=1),
+                  reduction="sum")
+    return kl / (student_logits.numel() if per_class else len(student_logits))
 
 
 @register_method
@@ -28,5 +30,5 @@ class KD(Method):
     def loss(self, batch, x_adv):
         p = self.params
         logits = self.student(batch.x)
-        kl = soft_kl(self.teacher_logits(batch.x), logits, p.tau, "batchmean")
+        kl = soft_kl(self.teacher_logits(batch.x), logits, p.tau)
         return {"kl": p.alpha * p.tau ** 2 * kl, "ce": (1 - p.alpha) * F.cross_entropy(logits, batch.y)}

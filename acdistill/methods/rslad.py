@@ -31,5 +31,5 @@ class RSLAD(Method):
     def loss(self, batch, x_adv):
         w = self.params.adv_weight
         t = self.teacher_logits(batch.x)
-        return {"kl_adv": w * soft_kl(t, self.student(x_adv), 1.0, "mean"),
-                "kl_nat": (1 - w) * soft_kl(t, self.student(batch.x), 1.0, "mean")}
+        return {"kl_adv": w * soft_kl(t, self.student(x_adv), 1.0, per_class=True),
+                "kl_nat": (1 - w) * soft_kl(t, self.student(batch.x), 1.0, per_class=True)}

@@ -1,4 +1,4 @@
-"""A ~66k-parameter CNN: trains in seconds on CPU, for tests and MNIST."""
+"""A ~24k-parameter CNN (~3 M multiply-adds per 32x32 image): trains in seconds on CPU, for tests and MNIST."""
 
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ def _conv_bn_relu(in_planes: int, planes: int) -> list[nn.Module]:
 @register_model("small_cnn")
 def small_cnn(num_classes: int) -> tuple[nn.Module, nn.Linear]:
     body = nn.Sequential(
-        *_conv_bn_relu(3, 32),
-        *_conv_bn_relu(32, 32),
+        *_conv_bn_relu(3, 16),
+        nn.MaxPool2d(2),
+        *_conv_bn_relu(16, 32),
         nn.MaxPool2d(2),
         *_conv_bn_relu(32, 64),
-        *_conv_bn_relu(64, 64),
-        nn.MaxPool2d(2),
         global_pool(),
     )
     return body, nn.Linear(64, num_classes)

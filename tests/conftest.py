@@ -1,0 +1,45 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from acdistill.data import load_split
+
+REPO = Path(__file__).resolve().parents[1]
+MIRROR = Path(os.environ.get("ACDISTILL_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    if not (MIRROR / "cifar10_lossless_subset.npz").is_file():
+        pytest.fail(f"offline data mirror not found at {MIRROR}; set ACDISTILL_DATA_DIR")
+    return MIRROR
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def mnist_model(mirror):
+    """A small CNN trained naturally on 6000 MNIST images for one epoch (a few seconds): a real trained model
+    with robust accuracy well between 0 and 100 % at eps 0.1, for cross-checking attacks."""
+    from acdistill.config import TrainParams
+    from acdistill.engine import Trainer
+    from acdistill.methods.natural import Natural
+    from acdistill.models import DATASET_STATS, create_model
+
+    torch.manual_seed(0)
+    train = load_split("mnist", True, 6000, data_dir=mirror)
+    model = create_model("small_cnn", num_classes=10, mean=DATASET_STATS["mnist"][0], std=DATASET_STATS["mnist"][1])
+    cfg = TrainParams(method="natural", epochs=2, batch_size=64, lr=0.05, monitor_n=0)
+    Trainer(Natural(model, None, cfg.method_params(), cfg.attack), cfg, seed=0,
+            device=torch.device("cpu")).fit(train, None, augment=False)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def mnist_test(mirror):
+    return load_split("mnist", False, 1000, data_dir=mirror)

@@ -1,0 +1,76 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from acdistill.attacks import EVAL_ATTACKS, ce_objective, cw_objective, fgsm, pgd
+from acdistill.engine.evaluate import correct_mask
+
+EPS = 0.02  # the naturally trained MNIST model keeps ~50 % under PGD-20 here: far from both 0 and 100 %
+
+
+@pytest.mark.parametrize("start", ["uniform", "normal", "none"])
+def test_pgd_stays_in_ball_and_box_and_raises_loss(mnist_model, mnist_test, start):
+    x, y = mnist_test.images[:200].float() / 255, mnist_test.labels[:200]
+    torch.manual_seed(0)
+    x_adv = pgd(ce_objective(mnist_model, y), x, eps=EPS, step_size=0.005, steps=10, start=start)
+    assert (x_adv - x).abs().max() <= EPS + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    with torch.no_grad():
+        assert F.cross_entropy(mnist_model(x_adv), y) > F.cross_entropy(mnist_model(x), y) + 0.2
+
+
+def test_pgd_leaves_parameter_gradients_alone(mnist_model, mnist_test):
+    x, y = mnist_test.images[:8].float() / 255, mnist_test.labels[:8]
+    mnist_model.zero_grad(set_to_none=True)
+    pgd(ce_objective(mnist_model, y), x, eps=EPS, step_size=0.02, steps=2)
+    assert all(p.grad is None for p in mnist_model.parameters())
+
+
+def test_fgsm_is_one_full_step(mnist_model, mnist_test):
+    x, y = mnist_test.images[:64].float() / 255, mnist_test.labels[:64]
+    delta = fgsm(mnist_model, x, y, EPS) - x
+    interior = (x > EPS) & (x < 1 - EPS)
+    assert torch.allclose(delta[interior].abs(), torch.full_like(delta[interior], EPS), atol=1e-6)
+
+
+def test_cw_objective_matches_reference_cwloss():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 10) * 30
+    y = torch.randint(0, 10, (6,))
+    onehot = F.one_hot(y, 10).float()
+    real = (onehot * logits).sum(1)
+    other = ((1 - onehot) * logits - onehot * 10000).max(1)[0]
+    reference = -torch.clamp(real - other + 50, min=0).sum()  # TRADES/RSLAD cwloss
+    assert torch.allclose(cw_objective(lambda x: x, y)(logits), reference)
+
+
+def _torchattacks_accuracy(model, data, random_start):
+    import torchattacks
+
+    atk = torchattacks.PGD(model, eps=EPS, alpha=0.005, steps=20, random_start=random_start)
+    x, y = data.images.float() / 255, data.labels
+    torch.manual_seed(1)
+    return (model(atk(x, y)).argmax(1) == y).float().mean().item() * 100
+
+
+def _our_accuracy(model, data, start):
+    attack = lambda m, x, y, eps: pgd(ce_objective(m, y), x, eps=eps, step_size=0.005, steps=20, start=start)
+    torch.manual_seed(1)
+    return correct_mask(model, data, attack, eps=EPS, batch_size=500, device="cpu").float().mean().item() * 100
+
+
+def test_pgd_agrees_with_torchattacks(mnist_model, mnist_test):
+    data = mnist_test.take(500)
+    ours = _our_accuracy(mnist_model, data, "uniform")
+    theirs = _torchattacks_accuracy(mnist_model, data, True)
+    assert 5 < theirs < 95, "the model should be neither broken nor robust at this eps"
+    assert abs(ours - theirs) <= 1.5
+    # Without the random start both are deterministic and must agree almost exactly.
+    assert abs(_our_accuracy(mnist_model, data, "none") - _torchattacks_accuracy(mnist_model, data, False)) <= 0.3
+
+
+def test_eval_attack_suite_ordering(mnist_model, mnist_test):
+    data = mnist_test.take(300)
+    acc = {name: correct_mask(mnist_model, data, EVAL_ATTACKS.get(name).run, eps=EPS, batch_size=300,
+                              device="cpu").float().mean().item() for name in ["natural", "fgsm", "pgd7", "pgd20"]}
+    assert acc["natural"] > acc["fgsm"] >= acc["pgd7"] - 0.02 and acc["pgd7"] >= acc["pgd20"] - 0.02

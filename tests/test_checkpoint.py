@@ -1,0 +1,62 @@
+import builtins
+
+import pytest
+import torch
+
+from acdistill import create_model, load_model, save_model
+from acdistill.checkpoint import read_sidecar, read_state_dict
+from acdistill.errors import AcdistillError
+
+
+def test_round_trip_rebuilds_the_same_model(tmp_path):
+    model = create_model("small_cnn", num_classes=7, mean=0.5, std=0.25).eval()
+    path = save_model(model, tmp_path / "m.safetensors", dataset="cifar10", info={"note": "x"})
+    meta = read_sidecar(path)
+    assert meta["arch"] == "small_cnn" and meta["num_classes"] == 7 and meta["mean"] == [0.5] * 3
+    loaded = load_model(path)
+    x = torch.rand(3, 3, 32, 32)
+    assert torch.equal(loaded(x), model(x)) and not loaded.training
+
+
+def test_changed_weights_are_caught(tmp_path):
+    path = save_model(create_model("small_cnn"), tmp_path / "m.safetensors", dataset="cifar10")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AcdistillError, match="sha256 does not match its sidecar"):
+        load_model(path)
+
+
+def test_missing_or_corrupted_sidecar(tmp_path):
+    path = save_model(create_model("small_cnn"), tmp_path / "m.safetensors", dataset="cifar10")
+    path.with_suffix(".json").write_text("{not json")
+    with pytest.raises(AcdistillError, match="corrupted sidecar"):
+        load_model(path)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(AcdistillError, match="no sidecar"):
+        load_model(path)
+
+
+class Payload:
+    """Unpickling this calls open(marker, 'w'): proof that code in a checkpoint ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (builtins.open, (str(self.marker), "w"))
+
+
+def test_pickled_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "payload-ran"
+    path = tmp_path / "evil.pt"
+    torch.save({"weight": torch.zeros(2), "x": Payload(marker)}, path)
+    with pytest.raises(AcdistillError, match="refused"):
+        read_state_dict(path)
+    assert not marker.exists()
+
+
+def test_wrapper_prefix_and_container_are_unwrapped(tmp_path):
+    state = create_model("small_cnn").state_dict()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, tmp_path / "w.pt")
+    loaded = read_state_dict(tmp_path / "w.pt")
+    assert set(loaded) == set(state)

@@ -1,0 +1,160 @@
+"""Every command through Typer's CliRunner on the tiny profile, and every user error: one line, exit code 2,
+nothing already written lost."""
+import hashlib
+import json
+import shutil
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from acdistill import create_model, load_model
+from acdistill.cli import app, fetch_teacher
+from conftest import MIRROR, REPO
+
+runner = CliRunner()
+
+
+def run(*args, ok=True):
+    result = runner.invoke(app, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
+        assert "Traceback" not in result.output
+    return result
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A directory where the whole tiny pipeline has run once through the CLI."""
+    d = tmp_path_factory.mktemp("cli")
+    shutil.copy(REPO / "tests" / "tiny_params.yaml", d / "params.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(d)
+        mp.setenv("ACDISTILL_DATA_DIR", str(MIRROR))
+        run("fetch-teacher")
+        run("distill")
+        run("adv-finetune")
+        run("attack-eval", "--model", "models/student.safetensors", "--out", "metrics/eval_student.json")
+    return d
+
+
+@pytest.fixture
+def here(workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("ACDISTILL_DATA_DIR", str(MIRROR))
+    return workdir
+
+
+def test_stages_write_checkpoints_metrics_and_curves(here):
+    for name in ("teacher", "student", "student_aft"):
+        model = load_model(here / f"models/{name}.safetensors")
+        assert model.arch == "small_cnn"
+    assert json.loads((here / "models/student.json").read_text())["info"]["method"] == "rslad"
+    distill = json.loads((here / "metrics/distill.json").read_text())
+    assert {"method", "epochs", "clean_acc", "pgd1_acc"} <= set(distill)
+    assert (here / "dvclive/distill/plots/metrics/loss/kl_adv.tsv").is_file()
+    assert (here / "dvclive/distill/plots/metrics/clean_acc.tsv").is_file()
+    results = json.loads((here / "metrics/eval_student.json").read_text())
+    assert list(results) == ["natural", "fgsm", "pgd20", "all_attacks"]
+    for r in results.values():
+        assert 0 <= r["accuracy"] <= 100 and r["n"] == 32
+        assert r["worst_class"] <= r["accuracy"]
+    assert "| attack" in (here / "metrics/eval_student.md").read_text()
+
+
+def test_attack_eval_prints_a_table_and_takes_options(here):
+    out = run("attack-eval", "--model", "models/teacher.safetensors", "--attacks", "natural,fgsm", "--n", "8").output
+    assert "natural" in out and "fgsm" in out and "pgd20" not in out
+
+
+def test_resume_skips_finished_epochs(here):
+    before = digest(here / "models/student.safetensors")
+    out = run("distill").output
+    assert "resuming after epoch 1 of 1" in out
+    assert digest(here / "models/student.safetensors") == before
+
+
+def test_distill_options_override_params(here):
+    run("distill", "--method", "kd", "--out", "models/kd.safetensors", "--metrics", "metrics/kd.json",
+        "-S", "distill.kd.tau=2")
+    info = json.loads((here / "models/kd.json").read_text())["info"]
+    assert info["method"] == "kd" and info["params"]["kd"] == {"tau": 2}
+
+
+def test_fetch_teacher_from_a_third_party_pt(here):
+    source = create_model("small_cnn")
+    torch.save({"model": {f"module.{k}": v for k, v in source.state_dict().items()}}, here / "third_party.pt")
+    run("fetch-teacher", "--source", "file", "--path", "third_party.pt", "--out", "models/t2.safetensors",
+        "--metrics", "metrics/t2.json")
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(load_model(here / "models/t2.safetensors")(x), source.eval()(x))
+
+
+def test_fetch_teacher_by_url_checks_sha256(here, monkeypatch, tmp_path):
+    monkeypatch.setattr(fetch_teacher, "CACHE_DIR", tmp_path / "cache")
+    weights = here / "models/teacher.safetensors"
+    good = digest(weights)
+    url = weights.as_uri()
+    run("fetch-teacher", "--source", "url", "--url", url, "--sha256", "0" * 64, "--out", "models/t3.safetensors",
+        ok=False)
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
+    assert not (here / "models/t3.safetensors").exists()
+    # Our own safetensors carry the arch's buffers, so a URL teacher loads like a file one.
+    run("fetch-teacher", "--source", "url", "--url", url, "--sha256", good, "--arch", "small_cnn",
+        "--out", "models/t3.safetensors", "--metrics", "metrics/t3.json")
+    assert (tmp_path / "cache" / good / "teacher.safetensors").is_file()
+
+
+def test_listings():
+    assert "resnet20" in run("models").output
+    assert "rslad" in run("methods").output
+    assert "pgd20" in run("attacks").output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["distill", "--method", "nope"], "unknown method 'nope'; choose from: ard, kd"),
+    (["distill", "--student", "nope"], "unknown model 'nope'; choose from:"),
+    (["distill", "-S", "distill.epohcs=2"], "params.yaml: distill: unknown key 'epohcs'"),
+    (["distill", "-S", "data.dataset=imagenet"], "unknown dataset 'imagenet'"),
+    (["distill", "--teacher", "models/missing.safetensors"], "model file not found"),
+    (["attack-eval", "--model", "models/student.safetensors", "--attacks", "natural,nope"], "unknown attack 'nope'"),
+    (["attack-eval", "--model", "models/student.safetensors", "--n", "33"], "--n 33 is larger than the test set"),
+    (["fetch-teacher", "--source", "file", "--path", "nothing.pt"], "model file not found: nothing.pt"),
+    (["fetch-teacher", "--source", "file", "--path", "models/teacher.safetensors", "--arch", "resnet20"],
+     "weights do not fit arch 'resnet20'"),
+    (["distill", "--device", "cuda:7"], "not available on this machine"),
+])
+def test_user_errors_are_one_line_and_lose_nothing(here, args, message):
+    before = {p: digest(p) for p in (here / "models").glob("*.*")}
+    result = run(*args, ok=False)
+    assert message in result.output
+    assert {p: digest(p) for p in (here / "models").glob("*.*")} == before
+
+
+def test_corrupted_checkpoint_names_the_file(here):
+    shutil.copy(here / "models/student.safetensors", here / "models/broken.safetensors")
+    shutil.copy(here / "models/student.json", here / "models/broken.json")
+    with open(here / "models/broken.safetensors", "r+b") as f:
+        f.truncate(100)
+    result = run("attack-eval", "--model", "models/broken.safetensors", ok=False)
+    assert "models/broken.safetensors: sha256 does not match" in result.output
+
+
+def test_missing_data_offline_says_where_it_looked(here, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACDISTILL_DATA_DIR", str(tmp_path))
+    result = run("distill", "-S", f"data.root={tmp_path / 'tv'}", ok=False)
+    assert str(tmp_path / "cifar10_lossless_subset.npz") in result.output and "torchvision download" in result.output
+
+
+def test_bad_params_file(here, tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("eval:\n  attacks: [natural\n")
+    assert "invalid YAML" in run("attack-eval", "--model", "models/student.safetensors", "--params", bad,
+                                 ok=False).output

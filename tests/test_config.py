@@ -1,0 +1,73 @@
+import pytest
+
+from acdistill.config import load_params, parse_override
+from acdistill.errors import AcdistillError
+from acdistill.methods.ard import ARDParams
+from conftest import REPO
+
+
+def test_repo_params_validate():
+    p = load_params(REPO / "params.yaml")
+    assert p.data.train_subset == 4000 and p.data.test_subset == 1000
+    assert p.distill.attack.eps == pytest.approx(8 / 255)
+    assert p.teacher.train.attack.step_size == pytest.approx(2.5 / 255)
+
+
+def test_defaults_follow_spec():
+    p = load_params(None)
+    assert p.teacher.train.method == "sat" and p.aft.method == "sat" and p.aft.lr == 0.01
+    assert p.distill.attack.steps == 10 and p.distill.attack.step_size == pytest.approx(2 / 255)
+
+
+def test_method_section_is_validated_by_the_method():
+    p = load_params(None, {"distill.method": "ard", "distill.ard": {"tau": 3}})
+    assert p.distill.method_params() == ARDParams(tau=3.0)
+    assert load_params(None, {"distill.method": "ard"}).distill.method_params() == ARDParams()
+
+
+@pytest.mark.parametrize("override, expected", [
+    ({"distill.foo": 1}, "distill: unknown key 'foo'"),
+    ({"distill.ard.tauu": 1}, "distill: ard.tauu: unknown key"),
+    ({"distill.ard.tau": -1}, "ard.tau: Input should be greater than 0"),
+    ({"distill.method": "nope"}, "unknown method 'nope'; choose from: ard, kd, natural, rslad, sat, trades"),
+    ({"eval.attacks": ["nope"]}, "unknown attack 'nope'; choose from:"),
+    ({"data.dataset": "imagenet"}, "unknown dataset 'imagenet'; choose from: cifar10, cifar100, mnist, stl10, svhn"),
+    ({"teacher.source": "url"}, "source 'url' needs 'url' and 'sha256'"),
+    ({"distill.attack.eps": "8/0"}, "distill.attack.eps: expected a number or a fraction"),
+    ({"distill.epochs": 0}, "distill.epochs: Input should be greater than or equal to 1"),
+])
+def test_bad_params_name_the_key(override, expected):
+    with pytest.raises(AcdistillError) as err:
+        load_params(None, override)
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_key_in_file_names_key_and_file(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("distill:\n  epohcs: 3\n")
+    with pytest.raises(AcdistillError, match=rf"{f}: distill: unknown key 'epohcs'"):
+        load_params(f)
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("distill: [unclosed\n")
+    with pytest.raises(AcdistillError, match="invalid YAML at line"):
+        load_params(f)
+    with pytest.raises(AcdistillError, match="params file not found"):
+        load_params(tmp_path / "missing.yaml")
+
+
+def test_fractions_and_overrides():
+    assert load_params(None, {"eval.eps": "4/255"}).eval.eps == pytest.approx(4 / 255)
+    assert parse_override("distill.ard.tau=10") == ("distill.ard.tau", 10)
+    assert parse_override("eval.attacks=[natural, fgsm]") == ("eval.attacks", ["natural", "fgsm"])
+    with pytest.raises(AcdistillError, match="not KEY=VALUE"):
+        parse_override("distill.epochs")
+
+
+@pytest.mark.parametrize("preset", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_presets_validate(preset):
+    p = load_params(preset)
+    assert p.data.train_subset is None and p.distill.epochs >= 100
