@@ -1,7 +1,7 @@
 import torch.nn.functional as F
 from pydantic import Field
 
-from acdistill.attacks import ce_objective, pgd
+from acdistill.attacks import ce_objective
 from acdistill.methods.base import Method, MethodParams, register_method
 from acdistill.methods.kd import soft_kl
 
@@ -26,10 +26,7 @@ class ARD(Method):
     attack_mode = "train"
 
     def perturb(self, batch):
-        a = self.attack
-        with self.attacking():
-            return pgd(ce_objective(self.student, batch.y), batch.x, eps=a.eps, step_size=a.step_size,
-                       steps=a.steps, start="uniform")
+        return self.run_attack(lambda: ce_objective(self.student, batch.y), batch.x, "uniform")
 
     def loss(self, batch, x_adv):
         p = self.params

@@ -6,13 +6,13 @@ Adding a method means adding one file to this package that defines a `Method` su
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import ClassVar, Iterator, Literal
+from typing import Callable, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from acdistill.attacks.pgd import Objective, Start, pgd
 from acdistill.config import TrainAttack
 from acdistill.data import Batch
 from acdistill.registry import Registry
@@ -59,12 +59,13 @@ class Method:
         if state:
             raise ValueError(f"method '{self.name}' keeps no state, got keys {sorted(state)}")
 
-    @contextmanager
-    def attacking(self) -> Iterator[None]:
-        """Put the student in `attack_mode` for the inner maximization, and back in train mode after."""
+    def run_attack(self, make_objective: Callable[[], Objective], x: torch.Tensor, start: Start) -> torch.Tensor:
+        """The inner maximization within this method's budget, with the student in `attack_mode` (also while
+        the objective is built, e.g. TRADES' clean logits) and back in train mode after."""
+        a = self.attack
         self.student.train(self.attack_mode == "train")
         try:
-            yield
+            return pgd(make_objective(), x, eps=a.eps, step_size=a.step_size, steps=a.steps, start=start)
         finally:
             self.student.train(True)
 

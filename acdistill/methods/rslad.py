@@ -1,6 +1,6 @@
 from pydantic import Field
 
-from acdistill.attacks import kl_objective, pgd
+from acdistill.attacks import kl_objective
 from acdistill.methods.base import Method, MethodParams, register_method
 from acdistill.methods.kd import soft_kl
 
@@ -23,10 +23,7 @@ class RSLAD(Method):
     needs_teacher = True
 
     def perturb(self, batch):
-        a = self.attack
-        with self.attacking():
-            return pgd(kl_objective(self.student, self.teacher_logits(batch.x)), batch.x, eps=a.eps,
-                       step_size=a.step_size, steps=a.steps, start="normal")
+        return self.run_attack(lambda: kl_objective(self.student, self.teacher_logits(batch.x)), batch.x, "normal")
 
     def loss(self, batch, x_adv):
         w = self.params.adv_weight

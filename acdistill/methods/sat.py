@@ -1,6 +1,6 @@
 import torch.nn.functional as F
 
-from acdistill.attacks import ce_objective, pgd
+from acdistill.attacks import ce_objective
 from acdistill.methods.base import Method, register_method
 
 
@@ -15,10 +15,7 @@ class SAT(Method):
     name = "sat"
 
     def perturb(self, batch):
-        a = self.attack
-        with self.attacking():
-            return pgd(ce_objective(self.student, batch.y), batch.x, eps=a.eps, step_size=a.step_size,
-                       steps=a.steps, start="uniform")
+        return self.run_attack(lambda: ce_objective(self.student, batch.y), batch.x, "uniform")
 
     def loss(self, batch, x_adv):
         return {"ce_adv": F.cross_entropy(self.student(x_adv), batch.y)}

@@ -1,6 +1,6 @@
 import torch.nn.functional as F
 
-from acdistill.attacks import kl_objective, pgd
+from acdistill.attacks import kl_objective
 from acdistill.methods.base import Method, MethodParams, register_method
 
 
@@ -20,11 +20,7 @@ class Trades(Method):
     Params = TradesParams
 
     def perturb(self, batch):
-        a = self.attack
-        with self.attacking():
-            clean_logits = self.student(batch.x).detach()
-            return pgd(kl_objective(self.student, clean_logits), batch.x, eps=a.eps, step_size=a.step_size,
-                       steps=a.steps, start="normal")
+        return self.run_attack(lambda: kl_objective(self.student, self.student(batch.x)), batch.x, "normal")
 
     def loss(self, batch, x_adv):
         logits = self.student(batch.x)

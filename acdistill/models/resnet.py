@@ -15,8 +15,25 @@ def conv3x3(in_planes: int, planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
 
 
+class PadShortcut(nn.Module):
+    """Option-A shortcut: subsample and zero-pad channels. Being parameter-free is what
+    keeps ResNet-20 at the paper's 0.27M parameters."""
+
+    def __init__(self, stride: int, extra_channels: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.pad = (extra_channels // 2, extra_channels - extra_channels // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, *self.pad))
+
+
 class BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+    """A shape-changing shortcut is a 1x1 conv + BN projection ("B", ResNet-18) or the parameter-free
+    option "A" of the CIFAR ResNets."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "B") -> None:
         super().__init__()
         self.conv1 = conv3x3(in_planes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -24,9 +41,8 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-            )
+            self.shortcut = (PadShortcut(stride, planes - in_planes) if shortcut == "A" else
+                             nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))

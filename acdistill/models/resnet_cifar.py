@@ -8,43 +8,7 @@ from torch import nn
 
 from .base import global_pool
 from .registry import register_model
-
-
-class PadShortcut(nn.Module):
-    """Option-A shortcut: subsample and zero-pad channels. Being parameter-free is what
-    keeps ResNet-20 at the paper's 0.27M parameters."""
-
-    def __init__(self, stride: int, extra_channels: int) -> None:
-        super().__init__()
-        self.stride = stride
-        self.pad = (extra_channels // 2, extra_channels - extra_channels // 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, *self.pad))
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int, shortcut: str) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.shortcut: nn.Module = nn.Identity()
-        if stride == 1 and in_planes == planes:
-            pass
-        elif shortcut == "A":
-            self.shortcut = PadShortcut(stride, planes - in_planes)
-        else:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+from .resnet import BasicBlock
 
 
 class CifarResNet(nn.Module):
