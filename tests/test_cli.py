@@ -158,3 +158,11 @@ def test_bad_params_file(here, tmp_path):
     bad.write_text("eval:\n  attacks: [natural\n")
     assert "invalid YAML" in run("attack-eval", "--model", "models/student.safetensors", "--params", bad,
                                  ok=False).output
+
+
+def test_teacher_with_other_class_count_is_refused(here):
+    from acdistill import save_model
+
+    save_model(create_model("small_cnn", num_classes=100), here / "models/t100.safetensors", dataset="cifar100")
+    result = run("distill", "--teacher", "models/t100.safetensors", ok=False)
+    assert "teacher models/t100.safetensors has 100 classes but cifar10 has 10" in result.output

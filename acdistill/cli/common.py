@@ -10,7 +10,7 @@ import torch
 import typer
 
 from acdistill.config import Params, TrainParams, load_params, parse_override
-from acdistill.data import ImageSet, load_split
+from acdistill.data import DATASETS, ImageSet, load_split
 from acdistill.engine import resolve_device
 from acdistill.errors import AcdistillError
 from acdistill.methods import METHODS, Method
@@ -76,10 +76,10 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def check_classes(model: torch.nn.Module, data: ImageSet, what: str) -> None:
-    if model.arch_kwargs["num_classes"] != data.num_classes:
-        raise AcdistillError(f"{what} has {model.arch_kwargs['num_classes']} classes but {data.name} has "
-                             f"{data.num_classes}")
+def check_classes(model: torch.nn.Module, dataset: str, what: str) -> None:
+    expected = DATASETS.get(dataset).num_classes
+    if model.arch_kwargs["num_classes"] != expected:
+        raise AcdistillError(f"{what} has {model.arch_kwargs['num_classes']} classes but {dataset} has {expected}")
 
 
 def echo(msg: str) -> None:
@@ -99,7 +99,7 @@ def train_and_save(stage: str, section: TrainParams, params: Params, *, student:
     from acdistill.io import write_json
 
     train, monitor = data_splits(params, data_dir, section.monitor_n)
-    check_classes(student, train, "the student")
+    check_classes(student, params.data.dataset, "the student")
     method = build_method(section, student.to(device), teacher)
     trainer = Trainer(method, section, seed=params.seed, device=device, label=stage,
                       state_path=Path("models/state") / f"{stage}.pt", live_dir=Path("dvclive") / stage,

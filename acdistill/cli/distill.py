@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from acdistill.checkpoint import load_model, read_sidecar
-from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ParamsOpt, ResumeOpt, SetOpt, device_of, freeze,
-                                  load, new_model, train_and_save, user_errors)
+from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ParamsOpt, ResumeOpt, SetOpt, check_classes,
+                                  device_of, freeze, load, new_model, train_and_save, user_errors)
 from acdistill.data import DATASETS
 from acdistill.methods import METHODS
 
@@ -35,12 +35,8 @@ def distill(
     if METHODS.get(cfg.method).needs_teacher:
         teacher_model = freeze(load_model(teacher, dev))
         context["teacher_sha256"] = read_sidecar(teacher)["sha256"]
+        check_classes(teacher_model, params.data.dataset, f"teacher {teacher}")
     student_model = new_model(cfg.student, params, DATASETS.get(params.data.dataset).num_classes)
-    if teacher_model is not None and teacher_model.arch_kwargs["num_classes"] != student_model.arch_kwargs["num_classes"]:
-        from acdistill.errors import AcdistillError
-
-        raise AcdistillError(f"{teacher}: teacher has {teacher_model.arch_kwargs['num_classes']} classes but "
-                             f"{params.data.dataset} has {student_model.arch_kwargs['num_classes']}")
     train_and_save("distill", cfg, params, student=student_model, teacher=teacher_model, data_dir=data_dir,
                    device=dev, out=out, metrics=metrics, resume=resume, context=context)
 
