@@ -166,3 +166,15 @@ def test_teacher_with_other_class_count_is_refused(here):
     save_model(create_model("small_cnn", num_classes=100), here / "models/t100.safetensors", dataset="cifar100")
     result = run("distill", "--teacher", "models/t100.safetensors", ok=False)
     assert "teacher models/t100.safetensors has 100 classes but cifar10 has 10" in result.output
+
+
+def test_per_class_accuracies_add_up_to_the_total(here):
+    from acdistill.data import load_split
+
+    labels = load_split("cifar10", False, 32).labels
+    results = json.loads((here / "metrics/eval_student.json").read_text())
+    for r in results.values():
+        counts = [(labels == c).sum().item() for c in range(10)]
+        assert sum(a * n / 100 for a, n in zip(r["per_class"], counts) if a is not None) == pytest.approx(
+            r["accuracy"] * 32 / 100, abs=0.05)
+        assert all((a is None) == (n == 0) for a, n in zip(r["per_class"], counts))

@@ -27,15 +27,15 @@ def correct_mask(model: nn.Module, data: ImageSet, attack: AttackFn, *, eps: flo
 
 
 def summarize(correct: torch.Tensor, labels: torch.Tensor, num_classes: int, seconds: float) -> dict:
-    per_class = {}
-    for c in range(num_classes):
-        members = labels == c
-        if members.any():
-            per_class[str(c)] = round(100.0 * correct[members].float().mean().item(), 2)
+    """per_class is a list indexed by class (None where the subset has no example of it): a list, so that
+    `dvc metrics show` keeps to the scalar columns."""
+    per_class = [round(100.0 * correct[labels == c].float().mean().item(), 2) if (labels == c).any() else None
+                 for c in range(num_classes)]
+    present = [a for a in per_class if a is not None]
     return {
         "accuracy": round(100.0 * correct.float().mean().item(), 2) if len(correct) else 0.0,
         "per_class": per_class,
-        "worst_class": min(per_class.values()) if per_class else 0.0,
+        "worst_class": min(present) if present else 0.0,
         "n": int(len(correct)),
         "seconds": round(seconds, 2),
     }
