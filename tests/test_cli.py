@@ -130,6 +130,10 @@ def test_listings():
     (["fetch-teacher", "--source", "file", "--path", "models/teacher.safetensors", "--arch", "resnet20"],
      "weights do not fit arch 'resnet20'"),
     (["distill", "--device", "cuda:7"], "not available on this machine"),
+    (["distill", "--out", "models/student.pt"], "checkpoints are written as .safetensors"),
+    (["distill", "--out", "models/x.safetensors", "--metrics", "models/x.json"], "would overwrite the checkpoint"),
+    (["fetch-teacher", "--out", "models/teacher.safetensors", "--metrics", "models/teacher.json"],
+     "would overwrite the checkpoint or its sidecar"),
 ])
 def test_user_errors_are_one_line_and_lose_nothing(here, args, message):
     before = {p: digest(p) for p in (here / "models").glob("*.*")}

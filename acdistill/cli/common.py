@@ -86,6 +86,16 @@ def echo(msg: str) -> None:
     print(msg, file=sys.stdout, flush=True)
 
 
+def check_outputs(out: Path, metrics: Path) -> None:
+    """Before any work: a bad output path found after hours of training would lose the run."""
+    from acdistill.checkpoint import sidecar_path
+
+    if out.suffix != ".safetensors":
+        raise AcdistillError(f"--out {out}: checkpoints are written as .safetensors")
+    if metrics.resolve() in (out.resolve(), sidecar_path(out).resolve()):
+        raise AcdistillError(f"--metrics {metrics} would overwrite the checkpoint or its sidecar {sidecar_path(out)}")
+
+
 def train_and_save(stage: str, section: TrainParams, params: Params, *, student: torch.nn.Module,
                    teacher: torch.nn.Module | None, data_dir: Path | None, device: torch.device, out: Path,
                    metrics: Path, resume: bool, context: dict[str, Any]) -> dict[str, Any]:
@@ -98,6 +108,7 @@ def train_and_save(stage: str, section: TrainParams, params: Params, *, student:
     from acdistill.engine import Trainer
     from acdistill.io import write_json
 
+    check_outputs(out, metrics)
     train, monitor = data_splits(params, data_dir, section.monitor_n)
     check_classes(student, params.data.dataset, "the student")
     method = build_method(section, student.to(device), teacher)

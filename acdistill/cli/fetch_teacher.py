@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from acdistill.checkpoint import load_weights_into, read_state_dict, save_model
-from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ParamsOpt, ResumeOpt, SetOpt, data_splits,
-                                  device_of, echo, load, new_model, train_and_save, user_errors)
+from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ParamsOpt, ResumeOpt, SetOpt, check_outputs,
+                                  data_splits, device_of, echo, load, new_model, train_and_save, user_errors)
 from acdistill.engine import evaluate
 from acdistill.errors import AcdistillError
 from acdistill.io import atomic_path, write_json
@@ -60,6 +60,7 @@ def fetch_teacher(
                                         "teacher.url": url, "teacher.sha256": sha256, "teacher.arch": arch,
                                         "teacher.train.epochs": epochs})
     t = params.teacher
+    check_outputs(out, metrics)
     dev = device_of(params, device)
     train, monitor = data_splits(params, data_dir, t.train.monitor_n)
     model = new_model(t.arch, params, train.num_classes, normalize=t.normalize == "dataset")
