@@ -74,11 +74,18 @@ def test_attack_eval_prints_a_table_and_takes_options(here):
     assert "natural" in out and "fgsm" in out and "pgd20" not in out
 
 
-def test_resume_skips_finished_epochs(here):
+def test_resume_skips_finished_epochs_and_keeps_the_curves(here):
     before = digest(here / "models/student.safetensors")
+    shutil.rmtree(here / "dvclive/distill")  # as DVC does before rerunning a stage
     out = run("distill").output
     assert "resuming after epoch 1 of 1" in out
     assert digest(here / "models/student.safetensors") == before
+    assert len((here / "dvclive/distill/plots/metrics/clean_acc.tsv").read_text().splitlines()) == 2  # header + epoch
+
+
+def test_runs_are_seeded(here):
+    run("fetch-teacher", "--no-resume", "--out", "models/again.safetensors", "--metrics", "metrics/again.json")
+    assert digest(here / "models/again.safetensors") == digest(here / "models/teacher.safetensors")
 
 
 def test_distill_options_override_params(here):

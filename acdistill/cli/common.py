@@ -41,10 +41,13 @@ def user_errors(command: Callable) -> Callable:
 
 
 def load(params_path: Path, sets: list[str] | None, **direct: Any) -> Params:
-    """params file < --set overrides < the command's own options (None = not given)."""
+    """params file < --set overrides < the command's own options (None = not given). Seeds torch's global RNG
+    with `seed`, so that model initialization is the same in every run."""
     overrides = dict(parse_override(s) for s in sets or [])
     overrides.update({k: v for k, v in direct.items() if v is not None})
-    return load_params(params_path, overrides)
+    params = load_params(params_path, overrides)
+    torch.manual_seed(params.seed)
+    return params
 
 
 def device_of(params: Params, option: str | None) -> torch.device:

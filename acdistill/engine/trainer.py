@@ -109,7 +109,10 @@ class Trainer:
         if self.live_dir is not None:
             from dvclive import Live
 
-            live = Live(str(self.live_dir), resume=bool(start_epoch), save_dvc_exp=False, dvcyaml=None)
+            # Curves are rewritten from the saved history: DVC deletes a stage's plots before rerunning it.
+            live = Live(str(self.live_dir), save_dvc_exp=False, dvcyaml=None)
+            for record in history:
+                self._log(live, record)
         self.model.train()
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
@@ -122,15 +125,19 @@ class Trainer:
                 console.print(f"{self.label} epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(
                     f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"))
                 if live is not None:
-                    for key, value in record.items():
-                        if key != "epoch":
-                            live.log_metric(key, value)
-                    live.next_step()
+                    self._log(live, record)
                 self._save_state(epoch + 1, history)
         if live is not None:
             live.end()
         self.model.eval()
         return history
+
+    @staticmethod
+    def _log(live, record: dict[str, Any]) -> None:
+        for key, value in record.items():
+            if key != "epoch":
+                live.log_metric(key, value)
+        live.next_step()
 
     def _epoch(self, epoch: int, data: ImageSet, augment: bool, steps_per_epoch: int, bar: Progress,
                task) -> dict[str, Any]:
