@@ -54,12 +54,14 @@ def device_of(params: Params, option: str | None) -> torch.device:
     return resolve_device(option or params.device)
 
 
-def data_splits(params: Params, data_dir: Path | None, monitor_n: int) -> tuple[ImageSet, ImageSet]:
-    """The training subset, and the held-out monitor slice: the first `monitor_n` images of the test subset."""
+def data_splits(params: Params, data_dir: Path | None, monitor_n: int,
+                train: bool = True) -> tuple[ImageSet | None, ImageSet]:
+    """The training subset (None with train=False), and the held-out monitor slice: the first `monitor_n`
+    images of the test subset."""
     d = params.data
-    train = load_split(d.dataset, True, d.train_subset, d.root, data_dir)
+    train_set = load_split(d.dataset, True, d.train_subset, d.root, data_dir) if train else None
     test = load_split(d.dataset, False, d.test_subset, d.root, data_dir)
-    return train, test.take(monitor_n)
+    return train_set, test.take(monitor_n)
 
 
 def new_model(arch: str, params: Params, num_classes: int, normalize: bool = True) -> torch.nn.Module:

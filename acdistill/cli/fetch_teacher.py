@@ -12,6 +12,7 @@ import typer
 from acdistill.checkpoint import load_weights_into, read_state_dict, save_model
 from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ParamsOpt, ResumeOpt, SetOpt, check_outputs,
                                   data_splits, device_of, echo, load, new_model, train_and_save, user_errors)
+from acdistill.data import DATASETS
 from acdistill.engine import evaluate
 from acdistill.errors import AcdistillError
 from acdistill.io import atomic_path, write_json
@@ -62,8 +63,8 @@ def fetch_teacher(
     t = params.teacher
     check_outputs(out, metrics)
     dev = device_of(params, device)
-    train, monitor = data_splits(params, data_dir, t.train.monitor_n)
-    model = new_model(t.arch, params, train.num_classes, normalize=t.normalize == "dataset")
+    model = new_model(t.arch, params, DATASETS.get(params.data.dataset).num_classes,
+                      normalize=t.normalize == "dataset")
     if t.source == "train":
         from acdistill.methods import METHODS
 
@@ -76,6 +77,7 @@ def fetch_teacher(
     weights = Path(t.path) if t.source == "file" else download(t.url, t.sha256)
     load_weights_into(model, read_state_dict(weights), weights)
     model.to(dev).eval()
+    _, monitor = data_splits(params, data_dir, t.train.monitor_n, train=False)
     check = evaluate(model, monitor, ["natural"], device=dev)["natural"]["accuracy"] if len(monitor) else None
     summary = {"source": t.source, "file": str(weights), "clean_acc": check}
     save_model(model, out, dataset=params.data.dataset, info=summary)

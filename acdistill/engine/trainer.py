@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from acdistill.attacks import ce_objective, pgd
+from acdistill.attacks import EVAL_ATTACKS, ce_objective, pgd
 from acdistill.config import TrainParams, fingerprint
 from acdistill.data import ImageSet, iterate
 from acdistill.engine.evaluate import correct_mask
@@ -53,7 +53,7 @@ class Trainer:
             raise AcdistillError("amp: bf16 autocast needs oneDNN on CPU; run without --amp")
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        params = [p for p in self.model.parameters()] + method.parameters()
+        params = list(self.model.parameters()) + method.parameters()
         self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.fingerprint = fingerprint(cfg, seed=seed, **(context or {}))
 
@@ -92,7 +92,7 @@ class Trainer:
 
         torch.manual_seed(self.seed)
         out = {}
-        for name, attack in (("clean_acc", lambda m, x, y, eps: x), (f"pgd{steps}_acc", pgd_attack)):
+        for name, attack in (("clean_acc", EVAL_ATTACKS.get("natural").run), (f"pgd{steps}_acc", pgd_attack)):
             correct = correct_mask(self.model, data, attack, eps=a.eps, batch_size=256, device=self.device)
             out[name] = round(100.0 * correct.float().mean().item(), 2)
         self.model.train()
