@@ -65,3 +65,13 @@ def test_lr_schedules():
     assert lr_factor(cosine, 0) == 1 and lr_factor(cosine, 5) == pytest.approx(0.5) and lr_factor(cosine, 10) < 1e-12
     step = TrainParams(method="natural", epochs=10, schedule="step", milestones=[5, 8], gamma=0.1)
     assert [lr_factor(step, e) for e in (0, 4.9, 5, 8)] == pytest.approx([1, 1, 0.1, 0.01])
+
+
+def test_amp_and_channels_last_train_on_cpu(tmp_path, mirror):
+    data = load_split("cifar10", True, 64, data_dir=mirror)
+    cfg = TrainParams(method="sat", epochs=1, batch_size=32, monitor_n=0, amp=True, channels_last=True,
+                      attack={"steps": 1})
+    trainer = make_trainer(tmp_path, cfg)
+    history = trainer.fit(data)
+    assert torch.isfinite(torch.tensor(history[0]["loss/total"]))
+    assert trainer.model.body[0].weight.is_contiguous(memory_format=torch.channels_last)
