@@ -42,7 +42,11 @@ class ImageSet:
         return len(self.labels)
 
     def take(self, n: int) -> "ImageSet":
-        return ImageSet(self.name, self.images[:n], self.labels[:n], self.indices[:n], self.num_classes, self.source)
+        return self.select(slice(0, n))
+
+    def select(self, which: slice | torch.Tensor) -> "ImageSet":
+        return ImageSet(self.name, self.images[which], self.labels[which], self.indices[which], self.num_classes,
+                        self.source)
 
 
 @dataclass(frozen=True)

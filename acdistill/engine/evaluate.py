@@ -46,8 +46,10 @@ def evaluate(model: nn.Module, data: ImageSet, attacks: list[str], *, eps: float
              progress: Callable[[str, int, int], None] | None = None) -> dict[str, dict]:
     """Evaluate `model` on the first `n` examples of `data` under each named attack (SPEC definitions).
 
-    Returns {attack: {accuracy (percent), per_class, worst_class, n, seconds}} plus "all_attacks": an example
-    counts there only if it is classified correctly under every attack run.
+    As AutoAttack does, an attack runs only on the examples the model classifies correctly when clean; the
+    others count as not robust. Returns {attack: {accuracy (percent), per_class, worst_class, n, seconds}} plus
+    "all_attacks" when more than one attack ran: an example counts there only if it is classified correctly
+    under every attack run.
     """
     specs = [EVAL_ATTACKS.get(name) for name in attacks]
     if n is not None:
@@ -59,14 +61,25 @@ def evaluate(model: nn.Module, data: ImageSet, attacks: list[str], *, eps: float
     if out_classes != data.num_classes:
         raise AcdistillError(f"model has {out_classes} outputs but {data.name} has {data.num_classes} classes")
     model.eval()
+    natural = EVAL_ATTACKS.get("natural")
+    start = time.perf_counter()
+    clean = correct_mask(model, data, natural.run, eps=eps, batch_size=batch_size, device=device)
+    clean_seconds = time.perf_counter() - start
+    still_correct = data.select(clean)
     results: dict[str, dict] = {}
-    robust_all = torch.ones(len(data), dtype=torch.bool)
+    robust_all = clean.clone()
     for spec in specs:
-        torch.manual_seed(seed)
-        start = time.perf_counter()
-        step = (lambda k, name=spec.name: progress(name, k, len(data))) if progress else None
-        correct = correct_mask(model, data, spec.run, eps=eps, batch_size=batch_size, device=device, on_batch=step)
-        results[spec.name] = summarize(correct, data.labels, data.num_classes, time.perf_counter() - start)
+        if spec is natural:
+            correct, seconds = clean, clean_seconds
+        else:
+            torch.manual_seed(seed)
+            start = time.perf_counter()
+            step = (lambda k, name=spec.name: progress(name, k, len(still_correct))) if progress else None
+            correct = clean.clone()
+            correct[clean] = correct_mask(model, still_correct, spec.run, eps=eps, batch_size=batch_size,
+                                          device=device, on_batch=step)
+            seconds = time.perf_counter() - start
+        results[spec.name] = summarize(correct, data.labels, data.num_classes, seconds)
         robust_all &= correct
     if len(specs) > 1:
         results["all_attacks"] = summarize(robust_all, data.labels, data.num_classes,
