@@ -189,3 +189,32 @@ def test_per_class_accuracies_add_up_to_the_total(here):
         assert sum(a * n / 100 for a, n in zip(r["per_class"], counts) if a is not None) == pytest.approx(
             r["accuracy"] * 32 / 100, abs=0.05)
         assert all((a is None) == (n == 0) for a, n in zip(r["per_class"], counts))
+
+
+def test_attack_eval_of_a_third_party_state_dict(here):
+    ours = load_model(here / "models/student.safetensors")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in ours.state_dict().items() if "normalize" not in k}},
+               here / "foreign.pt")
+    run("attack-eval", "--model", "foreign.pt", "--arch", "small_cnn", "--attacks", "natural,fgsm",
+        "--out", "metrics/foreign.json")
+    foreign = json.loads((here / "metrics/foreign.json").read_text())
+    assert foreign["natural"] == json.loads((here / "metrics/eval_student.json").read_text())["natural"] | {
+        "seconds": foreign["natural"]["seconds"]}
+
+
+def test_attack_eval_refuses_pickled_code(here):
+    from test_checkpoint import Payload
+
+    torch.save({"w": Payload(here / "ran")}, here / "evil.pt")
+    result = run("attack-eval", "--model", "evil.pt", "--arch", "small_cnn", ok=False)
+    assert "refused" in result.output and not (here / "ran").exists()
+
+
+def test_attack_eval_warns_when_clean_accuracy_is_far_below_the_record(here):
+    side = json.loads((here / "models/student.json").read_text())
+    side["info"]["clean_acc"] = 100.0
+    shutil.copy(here / "models/student.safetensors", here / "models/optimist.safetensors")
+    (here / "models/optimist.json").write_text(json.dumps(side))
+    out = run("attack-eval", "--model", "models/optimist.safetensors", "--attacks", "natural").output
+    assert "warning: clean accuracy" in out and "wrong normalization" in out
+    assert "warning" not in run("attack-eval", "--model", "models/student.safetensors", "--attacks", "natural").output

@@ -8,12 +8,31 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from tabulate import tabulate
 
-from acdistill.checkpoint import load_model
-from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, device_of, echo, load, user_errors
-from acdistill.data import load_split
+import torch
+
+from acdistill.checkpoint import load_model, load_weights_into, read_sidecar, read_state_dict
+from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, device_of, echo, load, new_model, user_errors
+from acdistill.data import DATASETS, load_split
 from acdistill.engine import evaluate
 from acdistill.engine.trainer import console
+from acdistill.errors import AcdistillError
 from acdistill.io import write_json, write_text
+
+
+# Points of clean accuracy below the checkpoint's own record that signal a wrong setup rather than sampling noise
+# (the record comes from a different slice of the test set, of a few hundred images).
+CLEAN_DROP_WARNING = 15.0
+
+
+def open_model(path: Path, arch: str | None, normalize: str, params, device) -> tuple[torch.nn.Module, float | None]:
+    """Our checkpoint with the clean accuracy recorded in its sidecar, or a third-party state dict built as `arch`."""
+    if arch is None:
+        return load_model(path, device), read_sidecar(path).get("info", {}).get("clean_acc")
+    if normalize not in ("dataset", "none"):
+        raise AcdistillError(f"--normalize must be 'dataset' or 'none', got '{normalize}'")
+    net = new_model(arch, params, DATASETS.get(params.data.dataset).num_classes, normalize=normalize == "dataset")
+    load_weights_into(net, read_state_dict(path), path)
+    return net.to(device).eval(), None
 
 
 def results_table(results: dict[str, dict], fmt: str) -> str:
@@ -23,8 +42,14 @@ def results_table(results: dict[str, dict], fmt: str) -> str:
 
 
 def attack_eval(
-    model: Annotated[Path, typer.Option(help="checkpoint (.safetensors with its .json sidecar)")],
-    attacks: Annotated[Optional[str], typer.Option(help="comma-separated: natural,fgsm,pgd20,pgd7,pgd-trades,cw-inf")] = None,
+    model: Annotated[Path, typer.Option(help="checkpoint: ours (.safetensors + .json sidecar), or any state dict "
+                                             "(.safetensors / .pt) with --arch")],
+    arch: Annotated[Optional[str], typer.Option(
+        help="architecture of a third-party state dict (a .pt is read with weights_only=True)")] = None,
+    normalize: Annotated[str, typer.Option(
+        help="with --arch: 'dataset' adds the dataset's mean/std inside the model, 'none' for weights trained on "
+             "unnormalized [0, 1] inputs")] = "dataset",
+    attacks: Annotated[Optional[str], typer.Option(help="comma-separated, see `acdistill attacks`")] = None,
     n: Annotated[Optional[int], typer.Option(help="evaluate the first n test images")] = None,
     eps: Annotated[Optional[str], typer.Option(help="L-inf budget, e.g. 8/255")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="attack batch size")] = None,
@@ -40,7 +65,7 @@ def attack_eval(
                                         "eval.batch_size": batch_size})
     cfg = params.eval
     dev = device_of(params, device)
-    net = load_model(model, dev)
+    net, recorded_clean = open_model(model, arch, normalize, params, dev)
     test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=console, transient=True)
@@ -60,6 +85,10 @@ def attack_eval(
         if tasks:
             bar.stop()
     echo(f"{model} on {params.data.dataset} (eps {cfg.eps:.5f})")
+    clean = results.get("natural", {}).get("accuracy")
+    if clean is not None and recorded_clean is not None and clean < recorded_clean - CLEAN_DROP_WARNING:
+        typer.echo(f"warning: clean accuracy {clean:.1f} % is far below the {recorded_clean:.1f} % recorded with "
+                   f"{model}; a wrong normalization or dataset is the usual cause", err=True)
     echo(results_table(results, "simple"))
     if out is not None:
         write_json(out, results)
