@@ -133,6 +133,8 @@ def test_listings():
     (["distill", "--teacher", "models/missing.safetensors"], "model file not found"),
     (["attack-eval", "--model", "models/student.safetensors", "--attacks", "natural,nope"], "unknown attack 'nope'"),
     (["attack-eval", "--model", "models/student.safetensors", "--n", "33"], "--n 33 is larger than the test set"),
+    (["attack-eval", "--model", "models/student.safetensors", "--eps", "2"], "eval.eps: Input should be less than or equal to 1"),
+    (["attack-eval", "--model", "models/student.safetensors", "--eps", "-8/255"], "eval.eps: Input should be greater than or equal to 0"),
     (["fetch-teacher", "--source", "file", "--path", "nothing.pt"], "model file not found: nothing.pt"),
     (["fetch-teacher", "--source", "file", "--path", "models/teacher.safetensors", "--arch", "resnet20"],
      "weights do not fit arch 'resnet20'"),
