@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from acdistill.attacks import EVAL_ATTACKS, ce_objective, cw_objective, fgsm, pgd
+from acdistill.attacks import EVAL_ATTACKS, ce_objective, cw_l2, cw_objective, fgsm, pgd
 from acdistill.engine.evaluate import correct_mask
 
 EPS = 0.02  # the naturally trained MNIST model keeps ~50 % under PGD-20 here: far from both 0 and 100 %
@@ -74,3 +74,26 @@ def test_eval_attack_suite_ordering(mnist_model, mnist_test):
     acc = {name: correct_mask(mnist_model, data, EVAL_ATTACKS.get(name).run, eps=EPS, batch_size=300,
                               device="cpu").float().mean().item() for name in ["natural", "fgsm", "pgd7", "pgd20"]}
     assert acc["natural"] > acc["fgsm"] >= acc["pgd7"] - 0.02 and acc["pgd7"] >= acc["pgd20"] - 0.02
+
+
+def _cw_robust(model, x, y, x_adv):
+    with torch.no_grad():
+        wrong = model(x_adv).argmax(1) != y
+    return ~(wrong & ((x_adv - x).flatten(1).norm(dim=1) <= 0.5 + 1e-6))
+
+
+def test_cw2_agrees_with_torchattacks(mnist_model, mnist_test):
+    import torchattacks
+
+    x, y = mnist_test.images[:64].float() / 255, mnist_test.labels[:64]
+    with torch.no_grad():
+        keep = mnist_model(x).argmax(1) == y
+    x, y = x[keep], y[keep]
+    ours = cw_l2(mnist_model, x, y)
+    assert ((ours - x).flatten(1).norm(dim=1) <= 0.5 + 1e-5).all()
+    theirs = torchattacks.CW(mnist_model, c=1, kappa=0, steps=100, lr=0.01)(x, y)
+    ours_acc = _cw_robust(mnist_model, x, y, ours).float().mean().item()
+    theirs_acc = _cw_robust(mnist_model, x, y, theirs).float().mean().item()
+    assert 0.05 < ours_acc < 0.95, "the example set should be neither all broken nor all robust"
+    assert ours_acc <= theirs_acc + 0.02  # without torchattacks' early stop ours is at least as strong
+    assert abs(ours_acc - theirs_acc) <= 0.1

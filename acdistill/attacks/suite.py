@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from acdistill.attacks.pgd import ce_objective, cw_objective, fgsm, pgd
+from acdistill.attacks.pgd import ce_objective, cw_l2, cw_objective, fgsm, pgd
 from acdistill.registry import Registry
 
 # (model, x, y, eps) -> adversarial x
@@ -51,6 +51,8 @@ _add("pgd7", "CE, uniform start, step 2/255, 7 steps", _pgd_ce(7, 2 / 255, "unif
 _add("pgd-trades", "CE, start x + 0.001 N(0,1), step 0.003, 20 steps", _pgd_ce(20, 0.003, "normal"))
 _add("cw-inf", "PGD on the C&W margin loss (kappa 50), step 2/255, 30 steps",
      lambda model, x, y, eps: pgd(cw_objective(model, y), x, eps=eps, step_size=2 / 255, steps=30, start="uniform"))
+_add("cw2", "C&W L2 (c 1, kappa 0, 100 Adam steps, lr 0.01); robust if it fails or needs L2 > 0.5; ignores eps",
+     lambda model, x, y, eps: cw_l2(model, x, y))
 _add("aa", "AutoAttack standard (apgd-ce, apgd-t, fab-t, square) through pyautoattack", _autoattack("standard"))
 _add("aa-fast", "AutoAttack version custom: apgd-ce + apgd-t, through pyautoattack",
      _autoattack("custom", ["apgd-ce", "apgd-t"]))
