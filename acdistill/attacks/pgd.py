@@ -57,14 +57,13 @@ def kl_objective(model: nn.Module, reference_logits: torch.Tensor) -> Objective:
 def cw_objective(model: nn.Module, y: torch.Tensor, kappa: float = 50.0) -> Objective:
     """C&W margin loss, -max(z_y - max_{j!=y} z_j + kappa, 0), summed: the `cwloss` of the TRADES/RSLAD code."""
 
-    def objective(x_adv: torch.Tensor) -> torch.Tensor:
-        logits = model(x_adv)
-        onehot = F.one_hot(y, logits.shape[1]).bool()
-        true = logits[onehot]
-        other = logits.masked_fill(onehot, float("-inf")).amax(dim=1)
-        return -torch.clamp(true - other + kappa, min=0).sum()
+    return lambda x_adv: -torch.clamp(margin(model(x_adv), y) + kappa, min=0).sum()
 
-    return objective
+
+def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """z_y - max_{j != y} z_j per example: negative once the example is misclassified."""
+    onehot = F.one_hot(y, logits.shape[1]).bool()
+    return logits[onehot] - logits.masked_fill(onehot, float("-inf")).amax(dim=1)
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
@@ -82,13 +81,11 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, c: float = 1.0,
     optimizer = torch.optim.Adam([w], lr=lr)
     best = x.clone()
     best_sq = torch.full((len(x),), float("inf"), device=x.device)
-    onehot = F.one_hot(y, model(x[:1]).shape[1]).bool()
     for _ in range(steps):
         x_adv = (torch.tanh(w) + 1) / 2
         sq = (x_adv - x).flatten(1).pow(2).sum(1)
         logits = model(x_adv)
-        margin = logits[onehot] - logits.masked_fill(onehot, float("-inf")).amax(1)
-        loss = sq.sum() + c * torch.clamp(margin, min=-kappa).sum()
+        loss = sq.sum() + c * torch.clamp(margin(logits, y), min=-kappa).sum()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -54,14 +54,10 @@ def device_of(params: Params, option: str | None) -> torch.device:
     return resolve_device(option or params.device)
 
 
-def data_splits(params: Params, data_dir: Path | None, monitor_n: int,
-                train: bool = True) -> tuple[ImageSet | None, ImageSet]:
-    """The training subset (None with train=False), and the held-out monitor slice: the first `monitor_n`
-    images of the test subset."""
+def monitor_split(params: Params, data_dir: Path | None, monitor_n: int) -> ImageSet:
+    """The held-out monitor slice: the first `monitor_n` images of the test subset."""
     d = params.data
-    train_set = load_split(d.dataset, True, d.train_subset, d.root, data_dir) if train else None
-    test = load_split(d.dataset, False, d.test_subset, d.root, data_dir)
-    return train_set, test.take(monitor_n)
+    return load_split(d.dataset, False, d.test_subset, d.root, data_dir).take(monitor_n)
 
 
 def new_model(arch: str, params: Params, num_classes: int, normalize: bool = True) -> torch.nn.Module:
@@ -114,7 +110,9 @@ def train_and_save(stage: str, section: TrainParams, params: Params, *, student:
     from acdistill.io import write_json
 
     check_outputs(out, metrics)
-    train, monitor = data_splits(params, data_dir, section.monitor_n)
+    d = params.data
+    train = load_split(d.dataset, True, d.train_subset, d.root, data_dir)
+    monitor = monitor_split(params, data_dir, section.monitor_n)
     check_classes(student, params.data.dataset, "the student")
     method = build_method(section, student.to(device), teacher)
     trainer = Trainer(method, section, seed=params.seed, device=device, label=stage,

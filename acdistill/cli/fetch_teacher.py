@@ -11,7 +11,7 @@ import typer
 
 from acdistill.checkpoint import load_weights_into, read_state_dict, save_model
 from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ParamsOpt, ResumeOpt, SetOpt, check_outputs,
-                                  data_splits, device_of, echo, load, new_model, train_and_save, user_errors)
+                                  device_of, echo, load, monitor_split, new_model, train_and_save, user_errors)
 from acdistill.data import DATASETS
 from acdistill.engine import evaluate
 from acdistill.errors import AcdistillError
@@ -77,7 +77,7 @@ def fetch_teacher(
     weights = Path(t.path) if t.source == "file" else download(t.url, t.sha256)
     load_weights_into(model, read_state_dict(weights), weights)
     model.to(dev).eval()
-    _, monitor = data_splits(params, data_dir, t.train.monitor_n, train=False)
+    monitor = monitor_split(params, data_dir, t.train.monitor_n)
     check = evaluate(model, monitor, ["natural"], device=dev)["natural"]["accuracy"] if len(monitor) else None
     summary = {"source": t.source, "file": str(weights), "clean_acc": check}
     save_model(model, out, dataset=params.data.dataset, info=summary)
