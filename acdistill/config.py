@@ -28,6 +28,7 @@ def _fraction(value: Any) -> Any:
 
 
 PixelFloat = Annotated[float, BeforeValidator(_fraction), Field(ge=0, le=1)]
+Eps = Annotated[float, BeforeValidator(_fraction), Field(ge=0)]  # L-inf budgets are also capped at 1, below
 
 
 class Strict(BaseModel):
@@ -134,19 +135,49 @@ class AftParams(TrainParams):
     epochs: int = Field(1, ge=1)
 
 
+class SweepParams(Strict):
+    """Accuracy against eps for one attack: the curve of Carlini et al.'s checklist, as DVC plot data and a PNG."""
+
+    attack: str = "pgd20"
+    eps: list[Eps] = Field([0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255], min_length=2)
+    n: int | None = Field(None, ge=1, description="first n test images; null for eval.n")
+
+
+class SanityParams(Strict):
+    """Gradient-masking checks run by `attack-eval --sanity` (see acdistill/engine/sanity.py)."""
+
+    n: int = Field(200, ge=1, description="first n test images")
+    steps: int = Field(20, ge=1, description="PGD steps of the base attack")
+    more_steps_factor: int = Field(5, ge=2, description="the longest run has steps x this")
+    square_queries: int = Field(1000, ge=1, description="queries of the black-box Square attack")
+    tolerance: float = Field(1.0, ge=0, description="accuracy points a check allows for random-start noise")
+    huge_eps_max_accuracy: float = Field(2.0, ge=0, le=100, description="percent allowed when eps covers the image")
+
+
 class EvalParams(Strict):
     attacks: list[str] = ["natural", "fgsm", "pgd20"]
     n: int | None = Field(1000, ge=1, description="first n test images; null for the whole test subset")
     batch_size: int = Field(256, ge=1)
-    eps: PixelFloat = 8 / 255
+    eps: Eps = 8 / 255
+    norm: Literal["Linf", "L2"] = "Linf"
+    steps: int | None = Field(None, ge=1, description="iterations of every iterative attack; null for their own")
+    sweep: SweepParams | None = None
+    sanity: SanityParams = SanityParams()
 
     @model_validator(mode="after")
-    def _known_attacks(self) -> "EvalParams":
+    def _valid_budget(self) -> "EvalParams":
         from acdistill.attacks import EVAL_ATTACKS
 
-        for name in self.attacks:
-            EVAL_ATTACKS.get(name)
+        if self.norm == "Linf" and max([self.eps] + (self.sweep.eps if self.sweep else [])) > 1:
+            raise ValueError("an L-inf eps must be at most 1 (images live in [0, 1])")
+        for name in self.attacks + ([self.sweep.attack] if self.sweep else []):
+            EVAL_ATTACKS.get(name).check(self.budget())
         return self
+
+    def budget(self, eps: float | None = None):
+        from acdistill.attacks import Budget
+
+        return Budget(self.eps if eps is None else eps, self.norm, self.steps)
 
 
 class Params(Strict):
@@ -180,7 +211,9 @@ def _apply(raw: dict, dotted: str, value: Any, source: str) -> None:
     node = raw
     *parents, leaf = dotted.split(".")
     for part in parents:
-        child = node.setdefault(part, {})
+        if node.get(part) is None:  # absent, or an optional section switched off with null
+            node[part] = {}
+        child = node[part]
         if not isinstance(child, dict):
             raise AcdistillError(f"{source}: cannot set '{dotted}': '{part}' is not a section")
         node = child
@@ -214,8 +247,7 @@ def load_params(path: str | Path | None = "params.yaml", overrides: dict[str, An
         elif str(path) != "params.yaml":
             raise AcdistillError(f"params file not found: {p}")
     for key, value in (overrides or {}).items():
-        if value is not None:
-            _apply(raw, key, value, source)
+        _apply(raw, key, value, source)  # a None value sets null (e.g. `-S eval.sweep=null` turns the sweep off)
     try:
         return Params.model_validate(raw)
     except ValidationError as e:

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from acdistill.attacks import EVAL_ATTACKS, ce_objective, cw_l2, cw_objective, fgsm, pgd
+from acdistill.attacks import EVAL_ATTACKS, Budget, ce_objective, cw_l2, cw_objective, fgsm, pgd
 from acdistill.engine.evaluate import correct_mask
 
 EPS = 0.02  # the naturally trained MNIST model keeps ~50 % under PGD-20 here: far from both 0 and 100 %
@@ -54,9 +54,10 @@ def _torchattacks_accuracy(model, data, random_start):
 
 
 def _our_accuracy(model, data, start):
-    attack = lambda m, x, y, eps: pgd(ce_objective(m, y), x, eps=eps, step_size=0.005, steps=20, start=start)
+    attack = lambda m, x, y, b: pgd(ce_objective(m, y), x, eps=b.eps, step_size=0.005, steps=20, start=start)
     torch.manual_seed(1)
-    return correct_mask(model, data, attack, eps=EPS, batch_size=500, device="cpu").float().mean().item() * 100
+    correct = correct_mask(model, data, attack, budget=Budget(EPS), batch_size=500, device="cpu")
+    return correct.float().mean().item() * 100
 
 
 def test_pgd_agrees_with_torchattacks(mnist_model, mnist_test):
@@ -71,7 +72,7 @@ def test_pgd_agrees_with_torchattacks(mnist_model, mnist_test):
 
 def test_eval_attack_suite_ordering(mnist_model, mnist_test):
     data = mnist_test.take(300)
-    acc = {name: correct_mask(mnist_model, data, EVAL_ATTACKS.get(name).run, eps=EPS, batch_size=300,
+    acc = {name: correct_mask(mnist_model, data, EVAL_ATTACKS.get(name).run, budget=Budget(EPS), batch_size=300,
                               device="cpu").float().mean().item() for name in ["natural", "fgsm", "pgd7", "pgd20"]}
     assert acc["natural"] > acc["fgsm"] >= acc["pgd7"] - 0.02 and acc["pgd7"] >= acc["pgd20"] - 0.02
 
@@ -97,3 +98,44 @@ def test_cw2_agrees_with_torchattacks(mnist_model, mnist_test):
     assert 0.05 < ours_acc < 0.95, "the example set should be neither all broken nor all robust"
     assert ours_acc <= theirs_acc + 0.02  # without torchattacks' early stop ours is at least as strong
     assert abs(ours_acc - theirs_acc) <= 0.1
+
+
+def test_l2_pgd_stays_in_the_l2_ball_and_agrees_with_torchattacks(mnist_model, mnist_test):
+    import torchattacks
+
+    data = mnist_test.take(300)
+    x, y = data.images.float() / 255, data.labels
+    eps = 1.0
+    torch.manual_seed(0)
+    ours = EVAL_ATTACKS.get("pgd20").run(mnist_model, x, y, Budget(eps, "L2"))
+    assert ((ours - x).flatten(1).norm(dim=1) <= eps + 1e-4).all() and ours.min() >= 0 and ours.max() <= 1
+    theirs = torchattacks.PGDL2(mnist_model, eps=eps, alpha=2.5 * eps / 20, steps=20, random_start=True)(x, y)
+    with torch.no_grad():
+        acc_ours, acc_theirs = ((mnist_model(a).argmax(1) == y).float().mean().item() * 100 for a in (ours, theirs))
+    assert 5 < acc_theirs < 95
+    assert abs(acc_ours - acc_theirs) <= 3.0  # random starts differ (ours: uniform radius), the same attack otherwise
+
+
+def test_steps_override_reaches_iterative_attacks_only(mnist_model, mnist_test):
+    x, y = mnist_test.images[:100].float() / 255, mnist_test.labels[:100]
+    assert EVAL_ATTACKS.get("pgd20").steps_for(Budget(EPS, steps=3)) == 3
+    assert EVAL_ATTACKS.get("fgsm").steps_for(Budget(EPS, steps=3)) is None
+    torch.manual_seed(0)
+    one_step = EVAL_ATTACKS.get("pgd20").run(mnist_model, x, y, Budget(EPS, steps=1))
+    torch.manual_seed(0)
+    start = x + torch.empty_like(x).uniform_(-EPS, EPS)
+    one_by_hand = torch.clamp(torch.minimum(torch.maximum(start, x - EPS), x + EPS), 0, 1)
+    one_by_hand = pgd(ce_objective(mnist_model, y), one_by_hand, eps=EPS, step_size=2 / 255, steps=1, start="none")
+    assert torch.allclose(torch.clamp(torch.minimum(torch.maximum(one_by_hand, x - EPS), x + EPS), 0, 1), one_step)
+
+
+def test_budget_and_norm_errors():
+    from acdistill.errors import AcdistillError
+
+    with pytest.raises(AcdistillError, match="unknown norm 'L3'"):
+        Budget(0.1, "L3")
+    with pytest.raises(AcdistillError, match=r"eps must be in \[0, 1\] for L-inf"):
+        Budget(2.0)
+    assert Budget(2.0, "L2").eps == 2.0
+    with pytest.raises(AcdistillError, match="'cw-inf' is defined for Linf only, not L2"):
+        EVAL_ATTACKS.get("cw-inf").check(Budget(0.5, "L2"))

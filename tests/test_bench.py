@@ -11,3 +11,17 @@ def test_pgd_benchmark_smoke():
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["ours_images_per_s"] > 0 and result["torchattacks_images_per_s"] > 0
+
+
+def test_whole_evaluation_benchmark_smoke(tmp_path):
+    from acdistill import create_model, save_model
+    from conftest import MIRROR
+
+    save_model(create_model("small_cnn"), tmp_path / "m.safetensors", dataset="cifar10")
+    done = subprocess.run([sys.executable, "-m", "bench.pgd_eval", "--checkpoint", str(tmp_path / "m.safetensors"),
+                           "--n", "8", "--steps", "1", "--data-dir", str(MIRROR), "--json"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["mode"] == "whole evaluation" and result["images"] == 8
+    assert 0 <= result["ours_accuracy"] <= 100 and result["ours_images_per_s"] > 0

@@ -70,8 +70,9 @@ def test_stages_write_checkpoints_metrics_and_curves(here):
 
 
 def test_attack_eval_prints_a_table_and_takes_options(here):
-    out = run("attack-eval", "--model", "models/teacher.safetensors", "--attacks", "natural,fgsm", "--n", "8").output
-    assert "natural" in out and "fgsm" in out and "pgd20" not in out
+    out = run("attack-eval", "--model", "models/teacher.safetensors", "--attacks", "natural,fgsm", "--n", "8",
+              "-S", "eval.sweep=null").output
+    assert "natural" in out and "fgsm" in out and "pgd20" not in out and "against eps" not in out
 
 
 def test_resume_skips_finished_epochs_and_keeps_the_curves(here):
@@ -126,14 +127,25 @@ def test_listings():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["distill", "--method", "nope"], "unknown method 'nope'; choose from: ard, kd"),
+    (["distill", "--method", "nope"], "unknown method 'nope'; choose from: ard, gacd, kd"),
     (["distill", "--student", "nope"], "unknown model 'nope'; choose from:"),
     (["distill", "-S", "distill.epohcs=2"], "params.yaml: distill: unknown key 'epohcs'"),
     (["distill", "-S", "data.dataset=imagenet"], "unknown dataset 'imagenet'"),
     (["distill", "--teacher", "models/missing.safetensors"], "model file not found"),
     (["attack-eval", "--model", "models/student.safetensors", "--attacks", "natural,nope"], "unknown attack 'nope'"),
     (["attack-eval", "--model", "models/student.safetensors", "--n", "33"], "--n 33 is larger than the test set"),
-    (["attack-eval", "--model", "models/student.safetensors", "--eps", "2"], "eval.eps: Input should be less than or equal to 1"),
+    (["attack-eval", "--model", "models/student.safetensors", "--eps", "2"], "eval: an L-inf eps must be at most 1"),
+    (["attack-eval", "--model", "models/student.safetensors", "--norm", "L3"],
+     "eval.norm: Input should be 'Linf' or 'L2'"),
+    (["attack-eval", "--model", "models/student.safetensors", "--norm", "L2", "--attacks", "cw-inf"],
+     "attack 'cw-inf' is defined for Linf only, not L2"),
+    (["attack-eval", "--model", "models/student.safetensors", "--steps", "0"],
+     "eval.steps: Input should be greater than or equal to 1"),
+    (["attack-eval", "--model", "models/student.safetensors", "--sweep", "0,x/255"],
+     "eval.sweep.eps.1: expected a number"),
+    (["attack-eval", "--model", "models/student.safetensors", "--sweep", "0,2"], "an L-inf eps must be at most 1"),
+    (["attack-eval", "--model", "models/student.safetensors", "--sanity", "--eps", "0"],
+     "--sanity needs eps > 0"),
     (["attack-eval", "--model", "models/student.safetensors", "--eps", "-8/255"], "eval.eps: Input should be greater than or equal to 0"),
     (["fetch-teacher", "--source", "file", "--path", "nothing.pt"], "model file not found: nothing.pt"),
     (["fetch-teacher", "--source", "file", "--path", "models/teacher.safetensors", "--arch", "resnet20"],
@@ -220,3 +232,25 @@ def test_attack_eval_warns_when_clean_accuracy_is_far_below_the_record(here):
     out = run("attack-eval", "--model", "models/optimist.safetensors", "--attacks", "natural").output
     assert "warning: clean accuracy" in out and "wrong normalization" in out
     assert "warning" not in run("attack-eval", "--model", "models/student.safetensors", "--attacks", "natural").output
+
+
+def test_attack_eval_sweep_and_sanity_outputs(here):
+    out = run("attack-eval", "--model", "models/student.safetensors", "--attacks", "natural,pgd20", "--steps", "3",
+              "--sweep", "0,4/255,8/255", "--sanity", "-S", "eval.sanity.n=16", "-S", "eval.sanity.square_queries=20",
+              "-S", "eval.sanity.steps=2", "--out", "metrics/sweep.json").output
+    assert "gradient-masking checks" in out and "more_steps" in out and "against eps" in out
+    results = json.loads((here / "metrics/sweep.json").read_text())
+    assert results["pgd20"]["steps"] == 3
+    assert set(results["sanity"]) == {"more_steps", "larger_eps", "whitebox_vs_square", "huge_eps"}
+    assert all(isinstance(c["passed"], bool) for c in results["sanity"].values())
+    curve = json.loads((here / "metrics/sweep_sweep.json").read_text())
+    assert [r["eps"] for r in curve] == [0.0, round(4 / 255, 6), round(8 / 255, 6)]
+    assert curve[0]["accuracy"] == results["natural"]["accuracy"]
+    assert (here / "metrics/sweep_sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Gradient-masking checks" in (here / "metrics/sweep.md").read_text()
+
+
+def test_attack_eval_l2(here):
+    out = run("attack-eval", "--model", "models/student.safetensors", "--attacks", "natural,fgsm,pgd20",
+              "--norm", "L2", "--eps", "0.5").output
+    assert "L2 eps 0.50000" in out

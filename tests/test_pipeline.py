@@ -49,6 +49,11 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(repo):
         assert f"Running stage '{stage}'" in first
     for name in ("teacher", "student", "student_aft"):
         assert json.loads((repo / f"metrics/eval_{name}.json").read_text())["pgd20"]["n"] == 32
+        assert [r["eps"] for r in json.loads((repo / f"metrics/eval_{name}_sweep.json").read_text())] == [
+            0.0, round(8 / 255, 6)]
+    sh(repo, "dvc", "plots", "show", "-o", "plots_html")
+    page = (repo / "plots_html" / "index.html").read_text()
+    assert "robust accuracy against eps" in page and "eval_student_aft_sweep.json" in page
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "tiny run")
 

@@ -1,4 +1,4 @@
-"""L-inf projected gradient ascent, shared by training (inner maximization) and evaluation.
+"""Projected gradient ascent (L-inf or L2), shared by training (inner maximization) and evaluation.
 
 Every attack works in pixel space on inputs in [0, 1] (normalization lives inside the models) and projects onto
 the eps-ball and [0, 1] after every step.
@@ -13,35 +13,56 @@ from torch import nn
 
 Objective = Callable[[torch.Tensor], torch.Tensor]  # x_adv -> scalar to maximize
 Start = Literal["uniform", "normal", "none"]
+Norm = Literal["Linf", "L2"]
+NORMS: tuple[Norm, ...] = ("Linf", "L2")
 
 
 def pgd(objective: Objective, x: torch.Tensor, *, eps: float, step_size: float, steps: int,
-        start: Start = "uniform", normal_std: float = 0.001) -> torch.Tensor:
-    """Maximize ``objective`` over the L-inf ball of radius ``eps`` around ``x`` with signed-gradient steps.
+        start: Start = "uniform", normal_std: float = 0.001, norm: Norm = "Linf") -> torch.Tensor:
+    """Maximize ``objective`` over the ``norm`` ball of radius ``eps`` around ``x``.
 
-    start: "uniform" in [-eps, eps] (Madry), "normal" = x + normal_std * N(0, 1) (TRADES, RSLAD), "none" = x.
+    L-inf takes signed-gradient steps (Madry); L2 takes steps along the gradient scaled to L2 length
+    ``step_size`` (as the `robustness` library and torchattacks.PGDL2 do).
+    start: "uniform" in the ball (L-inf: each pixel in [-eps, eps]; L2: a uniformly random direction and radius),
+    "normal" = x + normal_std * N(0, 1) (TRADES, RSLAD), "none" = x.
     Only the input gets a gradient, so the parameters' .grad stay untouched.
     """
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm '{norm}'; choose from {', '.join(NORMS)}")
     x = x.detach()
     if start == "uniform":
-        x_adv = x + torch.empty_like(x).uniform_(-eps, eps)
+        if norm == "Linf":
+            x_adv = x + torch.empty_like(x).uniform_(-eps, eps)
+        else:
+            radius = eps * torch.rand(len(x), *([1] * (x.dim() - 1)), device=x.device)
+            x_adv = x + radius * _unit_l2(torch.randn_like(x))
     elif start == "normal":
         x_adv = x + normal_std * torch.randn_like(x)
     elif start == "none":
         x_adv = x.clone()
     else:
         raise ValueError(f"unknown PGD start '{start}'")
-    x_adv = _project(x_adv, x, eps)
+    x_adv = _project(x_adv, x, eps, norm)
     for _ in range(steps):
         x_adv.requires_grad_(True)
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(objective(x_adv), x_adv)
-        x_adv = _project(x_adv.detach() + step_size * grad.sign(), x, eps)
+        direction = grad.sign() if norm == "Linf" else _unit_l2(grad)
+        x_adv = _project(x_adv.detach() + step_size * direction, x, eps, norm)
     return x_adv.detach()
 
 
-def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
-    return torch.clamp(torch.minimum(torch.maximum(x_adv, x - eps), x + eps), 0.0, 1.0)
+def _unit_l2(v: torch.Tensor) -> torch.Tensor:
+    """Each example of ``v`` scaled to L2 length 1 (a zero gradient stays zero)."""
+    return v / v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
+
+
+def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: Norm = "Linf") -> torch.Tensor:
+    if norm == "Linf":
+        return torch.clamp(torch.minimum(torch.maximum(x_adv, x - eps), x + eps), 0.0, 1.0)
+    delta = x_adv - x
+    length = delta.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
+    return torch.clamp(x + delta * torch.clamp(eps / length.clamp_min(1e-12), max=1.0), 0.0, 1.0)
 
 
 def ce_objective(model: nn.Module, y: torch.Tensor) -> Objective:
@@ -66,8 +87,9 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return logits[onehot] - logits.masked_fill(onehot, float("-inf")).amax(dim=1)
 
 
-def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-    return pgd(ce_objective(model, y), x, eps=eps, step_size=eps, steps=1, start="none")
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: Norm = "Linf") -> torch.Tensor:
+    """One full step of length eps (L2: the fast gradient method along the normalized gradient)."""
+    return pgd(ce_objective(model, y), x, eps=eps, step_size=eps, steps=1, start="none", norm=norm)
 
 
 def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, c: float = 1.0, kappa: float = 0.0,

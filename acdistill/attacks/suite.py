@@ -1,4 +1,4 @@
-"""Evaluation attacks by name, as ../shared/SPEC.md defines them (model in eval mode, L-inf)."""
+"""Evaluation attacks by name, as ../shared/SPEC.md defines them (model in eval mode, L-inf by default)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,11 +7,30 @@ from typing import Callable
 import torch
 from torch import nn
 
-from acdistill.attacks.pgd import ce_objective, cw_l2, cw_objective, fgsm, pgd
+from acdistill.attacks.pgd import NORMS, Norm, ce_objective, cw_l2, cw_objective, fgsm, pgd
+from acdistill.errors import AcdistillError
 from acdistill.registry import Registry
 
-# (model, x, y, eps) -> adversarial x
-AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+@dataclass(frozen=True)
+class Budget:
+    """The threat model of one evaluation. steps None keeps each attack's own iteration count."""
+
+    eps: float = 8 / 255
+    norm: Norm = "Linf"
+    steps: int | None = None
+
+    def __post_init__(self):
+        if self.norm not in NORMS:
+            raise AcdistillError(f"unknown norm '{self.norm}'; choose from: {', '.join(NORMS)}")
+        if self.eps < 0 or (self.norm == "Linf" and self.eps > 1):
+            raise AcdistillError(f"eps must be in [0, 1] for L-inf (>= 0 for L2), got {self.eps}")
+        if self.steps is not None and self.steps < 1:
+            raise AcdistillError(f"steps must be >= 1, got {self.steps}")
+
+
+# (model, x, y, budget) -> adversarial x
+AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, Budget], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -19,40 +38,67 @@ class EvalAttack:
     name: str
     run: AttackFn
     description: str
+    steps: int | None = None  # the default iteration count; None: not iterative, or a fixed protocol
+    norms: tuple[Norm, ...] = NORMS
+
+    def steps_for(self, budget: Budget) -> int | None:
+        return budget.steps if self.steps is not None and budget.steps is not None else self.steps
+
+    def check(self, budget: Budget) -> None:
+        if budget.norm not in self.norms:
+            raise AcdistillError(f"attack '{self.name}' is defined for {', '.join(self.norms)} only, not {budget.norm}")
 
 
 EVAL_ATTACKS: Registry[EvalAttack] = Registry("attack")
 
 
-def _add(name: str, description: str, run: AttackFn) -> None:
-    EVAL_ATTACKS.register(name)(EvalAttack(name, run, description))
+def _add(name: str, description: str, run: AttackFn, steps: int | None = None,
+         norms: tuple[Norm, ...] = NORMS) -> None:
+    EVAL_ATTACKS.register(name)(EvalAttack(name, run, description, steps, norms))
 
 
-def _pgd_ce(steps: int, step_size: float, start: str) -> AttackFn:
-    return lambda model, x, y, eps: pgd(ce_objective(model, y), x, eps=eps, step_size=step_size, steps=steps,
-                                        start=start)
+def l2_step_size(eps: float, steps: int) -> float:
+    """L2 PGD's step: 2.5 eps / steps, the `robustness` library's rule (SPEC's 2/255 is an L-inf step)."""
+    return 2.5 * eps / steps
+
+
+def _pgd_ce(default_steps: int, linf_step: float, start: str) -> AttackFn:
+    def run(model, x, y, budget: Budget):
+        steps = budget.steps or default_steps
+        step = linf_step if budget.norm == "Linf" else l2_step_size(budget.eps, steps)
+        return pgd(ce_objective(model, y), x, eps=budget.eps, step_size=step, steps=steps, start=start,
+                   norm=budget.norm)
+
+    return run
 
 
 def _autoattack(version: str, attacks: list[str] | None = None) -> AttackFn:
-    def run(model, x, y, eps):
+    def run(model, x, y, budget: Budget):
         from pyautoattack import AutoAttack
 
-        adversary = AutoAttack(model, attacks=attacks, eps=eps, version=version, device=x.device, seed=0)
+        adversary = AutoAttack(model, attacks=attacks, eps=budget.eps, norm=budget.norm, version=version,
+                               device=x.device, seed=0)
+        if version == "custom" and budget.steps is not None:
+            adversary.apgd.n_iter = adversary.apgd_targeted.n_iter = budget.steps
         x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))  # (x_adv, predictions on x_adv)
         return x_adv
 
     return run
 
 
-_add("natural", "clean accuracy", lambda model, x, y, eps: x)
-_add("fgsm", "one signed-gradient step of size eps, no random start", lambda model, x, y, eps: fgsm(model, x, y, eps))
-_add("pgd20", "PGD_SAT: CE, uniform start, step 2/255, 20 steps", _pgd_ce(20, 2 / 255, "uniform"))
-_add("pgd7", "CE, uniform start, step 2/255, 7 steps", _pgd_ce(7, 2 / 255, "uniform"))
-_add("pgd-trades", "CE, start x + 0.001 N(0,1), step 0.003, 20 steps", _pgd_ce(20, 0.003, "normal"))
+_add("natural", "clean accuracy", lambda model, x, y, budget: x)
+_add("fgsm", "one signed-gradient step of size eps, no random start (L2: along the normalized gradient)",
+     lambda model, x, y, budget: fgsm(model, x, y, budget.eps, budget.norm))
+_add("pgd20", "PGD_SAT: CE, uniform start, step 2/255, 20 steps", _pgd_ce(20, 2 / 255, "uniform"), steps=20)
+_add("pgd7", "CE, uniform start, step 2/255, 7 steps", _pgd_ce(7, 2 / 255, "uniform"), steps=7)
+_add("pgd-trades", "CE, start x + 0.001 N(0,1), step 0.003, 20 steps", _pgd_ce(20, 0.003, "normal"), steps=20)
 _add("cw-inf", "PGD on the C&W margin loss (kappa 50), step 2/255, 30 steps",
-     lambda model, x, y, eps: pgd(cw_objective(model, y), x, eps=eps, step_size=2 / 255, steps=30, start="uniform"))
+     lambda model, x, y, budget: pgd(cw_objective(model, y), x, eps=budget.eps, step_size=2 / 255,
+                                     steps=budget.steps or 30, start="uniform"),
+     steps=30, norms=("Linf",))
 _add("cw2", "C&W L2 (c 1, kappa 0, 100 Adam steps, lr 0.01); robust if it fails or needs L2 > 0.5; ignores eps",
-     lambda model, x, y, eps: cw_l2(model, x, y))
-_add("aa", "AutoAttack standard (apgd-ce, apgd-t, fab-t, square) through pyautoattack", _autoattack("standard"))
-_add("aa-fast", "AutoAttack version custom: apgd-ce + apgd-t, through pyautoattack",
-     _autoattack("custom", ["apgd-ce", "apgd-t"]))
+     lambda model, x, y, budget: cw_l2(model, x, y, steps=budget.steps or 100), steps=100)
+_add("aa", "AutoAttack standard (apgd-ce, apgd-t, fab-t, square) through pyautoattack; a fixed protocol",
+     _autoattack("standard"))
+_add("aa-fast", "AutoAttack version custom: apgd-ce + apgd-t (100 iterations), through pyautoattack",
+     _autoattack("custom", ["apgd-ce", "apgd-t"]), steps=100)

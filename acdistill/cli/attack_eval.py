@@ -14,9 +14,12 @@ from acdistill.checkpoint import load_model, load_weights_into, read_sidecar, re
 from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, device_of, echo, load, new_model, user_errors
 from acdistill.data import DATASETS, load_split
 from acdistill.engine import evaluate
+from acdistill.engine.evaluate import eps_sweep, first_n
+from acdistill.engine.sanity import Check, sanity_checks
 from acdistill.engine.trainer import console
 from acdistill.errors import AcdistillError
 from acdistill.io import write_json, write_text
+from acdistill.plots import eps_sweep_png
 
 
 # Points of clean accuracy below the checkpoint's own record that signal a wrong setup rather than sampling noise
@@ -36,9 +39,47 @@ def open_model(path: Path, arch: str | None, normalize: str, params, device) -> 
 
 
 def results_table(results: dict[str, dict], fmt: str) -> str:
-    rows = [[name, f"{r['accuracy']:.2f}", f"{r['worst_class']:.2f}", r["n"], f"{r['seconds']:.1f}"]
+    rows = [[name, f"{r['accuracy']:.2f}", f"{r['worst_class']:.2f}", r["n"], r.get("steps", ""), f"{r['seconds']:.1f}"]
             for name, r in results.items()]
-    return tabulate(rows, headers=["attack", "accuracy %", "worst class %", "n", "seconds"], tablefmt=fmt)
+    return tabulate(rows, headers=["attack", "accuracy %", "worst class %", "n", "steps", "seconds"], tablefmt=fmt)
+
+
+def sanity_table(checks: list[Check], fmt: str) -> str:
+    return tabulate([[c.name, "pass" if c.passed else "FAIL", c.detail] for c in checks],
+                    headers=["masking check", "result", "measured"], tablefmt=fmt)
+
+
+def sweep_table(rows: list[dict], fmt: str) -> str:
+    return tabulate([[f"{r['eps']:.5f}", f"{r['eps'] * 255:.2f}", f"{r['accuracy']:.2f}"] for r in rows],
+                    headers=["eps", "eps x 255", "accuracy %"], tablefmt=fmt)
+
+
+def parse_eps_list(text: str) -> list[str]:
+    """'0,2/255,8/255' -> its items; params validation turns each into a number (or names the bad one)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+class ProgressBars:
+    """One rich bar per attack, started on the first batch so that an input error is not preceded by a blank bar."""
+
+    def __init__(self):
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=console, transient=True)
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        if not self.tasks:
+            self.bar.start()
+        if name not in self.tasks:
+            self.tasks[name] = self.bar.add_task(name, total=total)
+        self.bar.advance(self.tasks[name], done)
+
+    def __enter__(self) -> "ProgressBars":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.tasks:
+            self.bar.stop()
 
 
 def attack_eval(
@@ -51,9 +92,18 @@ def attack_eval(
              "unnormalized [0, 1] inputs")] = "dataset",
     attacks: Annotated[Optional[str], typer.Option(help="comma-separated, see `acdistill attacks`")] = None,
     n: Annotated[Optional[int], typer.Option(help="evaluate the first n test images")] = None,
-    eps: Annotated[Optional[str], typer.Option(help="L-inf budget, e.g. 8/255")] = None,
+    eps: Annotated[Optional[str], typer.Option(help="budget, e.g. 8/255 (L-inf) or 0.5 (L2)")] = None,
+    norm: Annotated[Optional[str], typer.Option(help="threat model: Linf or L2")] = None,
+    steps: Annotated[Optional[int], typer.Option(
+        help="iterations of every iterative attack (pgd*, cw*, aa-fast) instead of their SPEC defaults")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="attack batch size")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="JSON to write; a markdown table goes beside it (.md)")] = None,
+    sweep: Annotated[Optional[str], typer.Option(
+        help="accuracy-vs-eps curve at these comma-separated eps (e.g. 0,2/255,4/255,8/255,16/255) for the attack "
+             "eval.sweep.attack (default pgd20)")] = None,
+    sanity: Annotated[bool, typer.Option(
+        "--sanity", help="also run the gradient-masking checks (more steps, larger eps, Square, huge eps)")] = False,
+    out: Annotated[Optional[Path], typer.Option(
+        help="JSON to write; a markdown report goes beside it (.md), the sweep as _sweep.json and _sweep.png")] = None,
     params_file: ParamsOpt = Path("params.yaml"),
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,
@@ -61,41 +111,62 @@ def attack_eval(
 ) -> None:
     """Evaluate a model under attacks on the params' test subset (section `eval`)."""
     attack_list = [a.strip() for a in attacks.split(",") if a.strip()] if attacks is not None else None
-    params = load(params_file, set_, **{"eval.attacks": attack_list, "eval.n": n, "eval.eps": eps,
-                                        "eval.batch_size": batch_size})
+    params = load(params_file, set_, **{"eval.attacks": attack_list, "eval.n": n, "eval.eps": eps, "eval.norm": norm,
+                                        "eval.steps": steps, "eval.batch_size": batch_size,
+                                        "eval.sweep.eps": parse_eps_list(sweep) if sweep is not None else None})
     cfg = params.eval
+    budget = cfg.budget()
+    if sanity and budget.eps <= 0:
+        raise AcdistillError("--sanity needs eps > 0")
     dev = device_of(params, device)
     net, recorded_clean = open_model(model, arch, normalize, params, dev)
     test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, transient=True)
-    tasks: dict[str, int] = {}
-
-    def progress(name: str, done: int, total: int) -> None:
-        if not tasks:  # started on the first batch, so an input error is not preceded by a bar's blank line
-            bar.start()
-        if name not in tasks:
-            tasks[name] = bar.add_task(name, total=total)
-        bar.advance(tasks[name], done)
-
-    try:
-        results = evaluate(net, test, cfg.attacks, eps=cfg.eps, batch_size=cfg.batch_size, n=cfg.n, seed=params.seed,
-                           device=dev, progress=progress)
-    finally:
-        if tasks:
-            bar.stop()
-    echo(f"{model} on {params.data.dataset} (eps {cfg.eps:.5f})")
+    common = dict(batch_size=cfg.batch_size, seed=params.seed, device=dev)
+    with ProgressBars() as progress:
+        results = evaluate(net, test, cfg.attacks, budget=budget, n=cfg.n, progress=progress, **common)
+        curve = (eps_sweep(net, test, cfg.sweep.attack, cfg.sweep.eps, budget=budget, n=cfg.sweep.n or cfg.n,
+                           progress=progress, **common) if cfg.sweep else None)
+        s = cfg.sanity
+        checks = (sanity_checks(net, first_n(test, s.n), budget, steps=s.steps, more_steps_factor=s.more_steps_factor,
+                                square_queries=s.square_queries, tolerance=s.tolerance,
+                                huge_eps_max_accuracy=s.huge_eps_max_accuracy, progress=progress, **common)
+                  if sanity else None)
+    threat = f"{cfg.norm} eps {cfg.eps:.5f}" + (f", {cfg.steps} steps" if cfg.steps else "")
+    echo(f"{model} on {params.data.dataset} ({threat})")
     clean = results.get("natural", {}).get("accuracy")
     if clean is not None and recorded_clean is not None and clean < recorded_clean - CLEAN_DROP_WARNING:
         typer.echo(f"warning: clean accuracy {clean:.1f} % is far below the {recorded_clean:.1f} % recorded with "
                    f"{model}; a wrong normalization or dataset is the usual cause", err=True)
     echo(results_table(results, "simple"))
+    sections = [f"# {model.stem}: attack evaluation\n\nmodel `{model}`, dataset {params.data.dataset}, {threat}, "
+                f"seed {params.seed}\n\n{results_table(results, 'github')}\n"]
+    if curve:
+        sweep_n = cfg.sweep.n or cfg.n
+        echo(f"\n{cfg.sweep.attack} against eps (first {sweep_n} test images)\n{sweep_table(curve, 'simple')}")
+        sections.append(f"## {cfg.sweep.attack} against eps (first {sweep_n} test images)\n\n"
+                        f"{sweep_table(curve, 'github')}\n")
+    if checks:
+        failed = [c.name for c in checks if not c.passed]
+        echo(f"\ngradient-masking checks (first {len(first_n(test, cfg.sanity.n))} test images, all attacked)\n"
+             f"{sanity_table(checks, 'simple')}")
+        if failed:
+            typer.echo(f"warning: masking checks failed ({', '.join(failed)}): the robust accuracy above is likely "
+                       f"overestimated; evaluate with stronger or adaptive attacks", err=True)
+        sections.append(f"## Gradient-masking checks\n\n{sanity_table(checks, 'github')}\n")
     if out is not None:
-        write_json(out, results)
-        md = out.with_suffix(".md")
-        write_text(md, f"# {model.stem}: attack evaluation\n\nmodel `{model}`, dataset {params.data.dataset}, "
-                       f"eps {cfg.eps:.5f}, seed {params.seed}\n\n{results_table(results, 'github')}\n")
-        echo(f"wrote {out} and {md}")
+        report = dict(results)
+        if checks:
+            report["sanity"] = {c.name: c.as_dict() for c in checks}
+        written = [out, out.with_suffix(".md")]
+        write_json(out, report)
+        write_text(written[1], "\n".join(sections))
+        if curve:
+            data_path, png = out.with_name(f"{out.stem}_sweep.json"), out.with_name(f"{out.stem}_sweep.png")
+            write_json(data_path, curve)
+            eps_sweep_png(curve, png, title=f"{model.stem}: {cfg.sweep.attack}, first {cfg.sweep.n or cfg.n} images",
+                          attack=cfg.sweep.attack, norm=cfg.norm)
+            written += [data_path, png]
+        echo("wrote " + ", ".join(str(w) for w in written))
 
 
 def register(app: typer.Typer) -> None:

@@ -2,23 +2,24 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Callable
 
 import torch
 from torch import nn
 
 from acdistill.attacks import EVAL_ATTACKS
-from acdistill.attacks.suite import AttackFn
+from acdistill.attacks.suite import AttackFn, Budget
 from acdistill.data import ImageSet, iterate
 from acdistill.errors import AcdistillError
 
 
-def correct_mask(model: nn.Module, data: ImageSet, attack: AttackFn, *, eps: float, batch_size: int,
+def correct_mask(model: nn.Module, data: ImageSet, attack: AttackFn, *, budget: Budget, batch_size: int,
                  device: torch.device | str, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
     """Boolean [N]: whether the model classifies each attacked example correctly. The model must be in eval mode."""
     out = []
     for batch in iterate(data, batch_size, device=device):
-        x_adv = attack(model, batch.x, batch.y, eps)
+        x_adv = attack(model, batch.x, batch.y, budget)
         with torch.inference_mode():
             out.append((model(x_adv).argmax(1) == batch.y).cpu())
         if on_batch:
@@ -41,29 +42,40 @@ def summarize(correct: torch.Tensor, labels: torch.Tensor, num_classes: int, sec
     }
 
 
-def evaluate(model: nn.Module, data: ImageSet, attacks: list[str], *, eps: float = 8 / 255, batch_size: int = 256,
-             n: int | None = None, seed: int = 0, device: torch.device | str = "cpu",
-             progress: Callable[[str, int, int], None] | None = None) -> dict[str, dict]:
-    """Evaluate `model` on the first `n` examples of `data` under each named attack (SPEC definitions).
+def first_n(data: ImageSet, n: int | None) -> ImageSet:
+    if n is None:
+        return data
+    if n > len(data):
+        raise AcdistillError(f"--n {n} is larger than the test set ({len(data)} images)")
+    return data.take(n)
 
-    As AutoAttack does, an attack runs only on the examples the model classifies correctly when clean; the
-    others count as not robust. Returns {attack: {accuracy (percent), per_class, worst_class, n, seconds}} plus
-    "all_attacks" when more than one attack ran: an example counts there only if it is classified correctly
-    under every attack run.
-    """
-    specs = [EVAL_ATTACKS.get(name) for name in attacks]
-    if n is not None:
-        if n > len(data):
-            raise AcdistillError(f"--n {n} is larger than the test set ({len(data)} images)")
-        data = data.take(n)
+
+def check_model_outputs(model: nn.Module, data: ImageSet, device: torch.device | str) -> None:
     with torch.no_grad():
         out_classes = model(data.images[:1].to(device).float().div(255)).shape[1]
     if out_classes != data.num_classes:
         raise AcdistillError(f"model has {out_classes} outputs but {data.name} has {data.num_classes} classes")
+
+
+def evaluate(model: nn.Module, data: ImageSet, attacks: list[str], *, budget: Budget = Budget(),
+             batch_size: int = 256, n: int | None = None, seed: int = 0, device: torch.device | str = "cpu",
+             progress: Callable[[str, int, int], None] | None = None) -> dict[str, dict]:
+    """Evaluate `model` on the first `n` examples of `data` under each named attack (SPEC definitions).
+
+    As AutoAttack does, an attack runs only on the examples the model classifies correctly when clean; the
+    others count as not robust. Returns {attack: {accuracy (percent), per_class, worst_class, n, seconds, steps}}
+    plus "all_attacks" when more than one attack ran: an example counts there only if it is classified correctly
+    under every attack run.
+    """
+    specs = [EVAL_ATTACKS.get(name) for name in attacks]
+    for spec in specs:
+        spec.check(budget)
+    data = first_n(data, n)
+    check_model_outputs(model, data, device)
     model.eval()
     natural = EVAL_ATTACKS.get("natural")
     start = time.perf_counter()
-    clean = correct_mask(model, data, natural.run, eps=eps, batch_size=batch_size, device=device)
+    clean = correct_mask(model, data, natural.run, budget=budget, batch_size=batch_size, device=device)
     clean_seconds = time.perf_counter() - start
     still_correct = data.select(clean)
     results: dict[str, dict] = {}
@@ -76,12 +88,26 @@ def evaluate(model: nn.Module, data: ImageSet, attacks: list[str], *, eps: float
             start = time.perf_counter()
             step = (lambda k, name=spec.name: progress(name, k, len(still_correct))) if progress else None
             correct = clean.clone()
-            correct[clean] = correct_mask(model, still_correct, spec.run, eps=eps, batch_size=batch_size,
+            correct[clean] = correct_mask(model, still_correct, spec.run, budget=budget, batch_size=batch_size,
                                           device=device, on_batch=step)
             seconds = time.perf_counter() - start
         results[spec.name] = summarize(correct, data.labels, data.num_classes, seconds)
+        if spec.steps is not None:
+            results[spec.name]["steps"] = spec.steps_for(budget)
         robust_all &= correct
     if len(specs) > 1:
         results["all_attacks"] = summarize(robust_all, data.labels, data.num_classes,
                                            sum(r["seconds"] for r in results.values()))
     return results
+
+
+def eps_sweep(model: nn.Module, data: ImageSet, attack: str, eps_values: list[float], *, budget: Budget = Budget(),
+              progress: Callable[[str, int, int], None] | None = None, **kwargs) -> list[dict]:
+    """Accuracy under `attack` at each eps, by the `evaluate` protocol (so the point at the evaluation's eps equals
+    its table entry on the same examples): rows {eps, accuracy} as DVC plots read them. kwargs go to `evaluate`."""
+    rows = []
+    for eps in eps_values:
+        step = (lambda name, k, total, eps=eps: progress(f"{name} at eps {eps:.4f}", k, total)) if progress else None
+        result = evaluate(model, data, [attack], budget=replace(budget, eps=eps), progress=step, **kwargs)
+        rows.append({"eps": round(eps, 6), "accuracy": result[attack]["accuracy"]})
+    return rows

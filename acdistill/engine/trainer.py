@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from acdistill.attacks import EVAL_ATTACKS, ce_objective, pgd
+from acdistill.attacks import EVAL_ATTACKS, Budget, ce_objective, pgd
 from acdistill.config import TrainParams, fingerprint
 from acdistill.data import ImageSet, iterate
 from acdistill.engine.evaluate import correct_mask
@@ -87,13 +87,14 @@ class Trainer:
         a = self.cfg.attack
         steps = self.cfg.monitor_steps
 
-        def pgd_attack(model, x, y, eps):
-            return pgd(ce_objective(model, y), x, eps=eps, step_size=a.step_size, steps=steps, start="uniform")
+        def pgd_attack(model, x, y, budget):
+            return pgd(ce_objective(model, y), x, eps=budget.eps, step_size=a.step_size, steps=steps, start="uniform")
 
         torch.manual_seed(self.seed)
         out = {}
         for name, attack in (("clean_acc", EVAL_ATTACKS.get("natural").run), (f"pgd{steps}_acc", pgd_attack)):
-            correct = correct_mask(self.model, data, attack, eps=a.eps, batch_size=256, device=self.device)
+            correct = correct_mask(self.model, data, attack, budget=Budget(a.eps), batch_size=256,
+                                   device=self.device)
             out[name] = round(100.0 * correct.float().mean().item(), 2)
         self.model.train()
         return out
@@ -101,6 +102,7 @@ class Trainer:
     def fit(self, train_set: ImageSet, monitor_set: ImageSet | None = None, *, augment: bool = True,
             resume: bool = True) -> list[dict[str, Any]]:
         cfg = self.cfg
+        self.method.setup(train_set)
         start_epoch, history = self._load_state() if resume else (0, [])
         steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
         if start_epoch:

@@ -14,7 +14,7 @@ from torch import nn
 
 from acdistill.attacks.pgd import Objective, Start, pgd
 from acdistill.config import TrainAttack
-from acdistill.data import Batch
+from acdistill.data import Batch, ImageSet
 from acdistill.registry import Registry
 
 
@@ -39,6 +39,10 @@ class Method:
         self.params = params
         self.attack = attack
         self._teacher_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def setup(self, train_set: ImageSet) -> None:
+        """Called once before training (and before a saved state is restored), for state sized by the training
+        set, such as a memory bank."""
 
     def perturb(self, batch: Batch) -> torch.Tensor | None:
         """The adversarial batch x' for this step, or None for methods trained on clean inputs only."""
