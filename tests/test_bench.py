@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
 
 
@@ -25,3 +27,12 @@ def test_whole_evaluation_benchmark_smoke(tmp_path):
     result = json.loads(done.stdout)
     assert result["mode"] == "whole evaluation" and result["images"] == 8
     assert 0 <= result["ours_accuracy"] <= 100 and result["ours_images_per_s"] > 0
+
+
+def test_gacd_benchmark_smoke():
+    done = subprocess.run([sys.executable, "-m", "bench.gacd_step", "--model", "small_cnn", "--batch-size", "8",
+                           "--bank-size", "200", "--repeats", "1", "--json"], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["gacd_float16_bank_mb"] * 2 == pytest.approx(result["gacd_float32_bank_mb"], abs=0.1)
+    assert result["rslad_step_s"] > 0 and result["sinkhorn_ours_s"] > 0

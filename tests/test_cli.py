@@ -56,10 +56,10 @@ def test_stages_write_checkpoints_metrics_and_curves(here):
     for name in ("teacher", "student", "student_aft"):
         model = load_model(here / f"models/{name}.safetensors")
         assert model.arch == "small_cnn"
-    assert json.loads((here / "models/student.json").read_text())["info"]["method"] == "rslad"
+    assert json.loads((here / "models/student.json").read_text())["info"]["method"] == "gacd"
     distill = json.loads((here / "metrics/distill.json").read_text())
     assert {"method", "epochs", "clean_acc", "pgd1_acc"} <= set(distill)
-    assert (here / "dvclive/distill/plots/metrics/loss/kl_adv.tsv").is_file()
+    assert (here / "dvclive/distill/plots/metrics/loss/nce.tsv").is_file()
     assert (here / "dvclive/distill/plots/metrics/clean_acc.tsv").is_file()
     results = json.loads((here / "metrics/eval_student.json").read_text())
     assert list(results) == ["natural", "fgsm", "pgd20", "all_attacks"]
@@ -245,7 +245,8 @@ def test_attack_eval_sweep_and_sanity_outputs(here):
     assert all(isinstance(c["passed"], bool) for c in results["sanity"].values())
     curve = json.loads((here / "metrics/sweep_sweep.json").read_text())
     assert [r["eps"] for r in curve] == [0.0, round(4 / 255, 6), round(8 / 255, 6)]
-    assert curve[0]["accuracy"] == results["natural"]["accuracy"]
+    # eps 0 is clean accuracy, up to one image whose near-tied logits flip when it is re-run in a smaller batch
+    assert curve[0]["accuracy"] == pytest.approx(results["natural"]["accuracy"], abs=100 / 32 + 0.01)
     assert (here / "metrics/sweep_sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Gradient-masking checks" in (here / "metrics/sweep.md").read_text()
 

@@ -6,10 +6,32 @@ import torch.nn.functional as F
 from torch import nn
 
 from acdistill.config import TrainAttack, load_params
-from acdistill.data import Batch
+from acdistill.data import Batch, ImageSet
 from acdistill.methods import METHODS
 
 B, C = 4, 5
+
+
+class Featured(nn.Module):
+    """head(features(x)), the model interface feature-based methods (gacd) need; with body = Flatten it computes
+    exactly what nn.Sequential(Flatten, Linear) does, with the same initialization."""
+
+    def __init__(self, body: nn.Module, feature_dim: int, classes: int):
+        super().__init__()
+        self.body, self.feature_dim, self.linear = body, feature_dim, nn.Linear(feature_dim, classes)
+
+    def features(self, x):
+        return self.body(x)
+
+    def head(self, f):
+        return self.linear(f)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def as_train_set(batch: Batch) -> ImageSet:
+    return ImageSet("toy", (batch.x * 255).round().byte(), batch.y, batch.index, C, "test")
 
 
 def close(expected):
@@ -26,8 +48,8 @@ def _kl_rows(p_logits, q_logits, tau=1.0):
 @pytest.fixture
 def setup():
     torch.manual_seed(0)
-    student = nn.Sequential(nn.Flatten(), nn.Linear(12, C))
-    teacher = nn.Sequential(nn.Flatten(), nn.Linear(12, C)).requires_grad_(False)
+    student = Featured(nn.Flatten(), 12, C)
+    teacher = Featured(nn.Flatten(), 12, C).requires_grad_(False)
     x = torch.rand(B, 3, 2, 2)
     x_adv = (x + 0.03 * torch.randn_like(x)).clamp(0, 1)
     batch = Batch(x, torch.tensor([0, 1, 2, 4]), torch.arange(B))
@@ -38,6 +60,7 @@ def _loss(name, setup, **params):
     student, teacher, batch, x_adv = setup
     cls = METHODS.get(name)
     method = cls(student, teacher if cls.needs_teacher else None, cls.Params(**params), TrainAttack())
+    method.setup(as_train_set(batch))
     return {k: v.item() for k, v in method.loss(batch, x_adv).items()}
 
 
@@ -83,6 +106,7 @@ def test_rslad_averages_kl_over_batch_and_classes(setup):
 # Recorded from this implementation after the formula checks above passed.
 GOLDEN = {
     "ard": {"kl": 0.018350332975387573},
+    "gacd": {"nce": 0.5788360238075256, "ce": 1.6038143634796143},  # formula checks: tests/test_gacd.py
     "kd": {"kl": 0.07991190999746323, "ce": 0.16038143634796143},
     "natural": {"ce": 1.6038143634796143},
     "rslad": {"kl_adv": 0.013834175653755665, "kl_nat": 0.002722018864005804},
@@ -103,13 +127,14 @@ def test_every_method_has_a_golden_value():
 @pytest.mark.parametrize("name", METHODS.names())
 def test_perturb_stays_in_ball_and_teacher_gets_no_gradient(name):
     torch.manual_seed(0)
-    student = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                            nn.Flatten(), nn.Linear(4, C))
-    teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, C)).eval().requires_grad_(False)
+    student = Featured(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                                     nn.AdaptiveAvgPool2d(1), nn.Flatten()), 4, C)
+    teacher = Featured(nn.Flatten(), 3 * 8 * 8, C).eval().requires_grad_(False)
     batch = Batch(torch.rand(6, 3, 8, 8), torch.randint(0, C, (6,)), torch.arange(6))
     attack = TrainAttack(eps=4 / 255, step_size=2 / 255, steps=3)
     cls = METHODS.get(name)
     method = cls(student, teacher if cls.needs_teacher else None, cls.Params(), attack)
+    method.setup(as_train_set(batch))
     x_adv = method.perturb(batch)
     assert student.training, "perturb must hand the student back in train mode"
     if x_adv is not None:
@@ -119,6 +144,7 @@ def test_perturb_stays_in_ball_and_teacher_gets_no_gradient(name):
     total.backward()
     assert all(p.grad is not None for p in student.parameters())
     assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None for p in method.parameters())
 
 
 def test_ard_attacks_in_train_mode_rslad_in_eval_mode():

@@ -51,6 +51,7 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(repo):
         assert json.loads((repo / f"metrics/eval_{name}.json").read_text())["pgd20"]["n"] == 32
         assert [r["eps"] for r in json.loads((repo / f"metrics/eval_{name}_sweep.json").read_text())] == [
             0.0, round(8 / 255, 6)]
+    assert json.loads((repo / "metrics/distill.json").read_text())["method"] == "gacd"  # the default method
     sh(repo, "dvc", "plots", "show", "-o", "plots_html")
     page = (repo / "plots_html" / "index.html").read_text()
     assert "robust accuracy against eps" in page and "eval_student_aft_sweep.json" in page

@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from acdistill.attacks.ot import cosine_cost, sinkhorn_cost
+from acdistill.config import PixelFloat
+from acdistill.data import ImageSet
+from acdistill.errors import AcdistillError, warn
+from acdistill.methods.base import Method, MethodParams, register_method
+
+
+class GACDParams(MethodParams):
+    embed_dim: int = Field(128, ge=1, description="d of the L2-normalized embeddings (CRD's convention)")
+    k: int = Field(16384, gt=0, description="negatives per anchor, capped at the other-class samples available")
+    tau: float = Field(0.1, gt=0, description="temperature of the critic")
+    momentum: float = Field(0.5, ge=0, lt=1, description="memory-bank update: new row = m * old + (1 - m) * s")
+    reweight: bool = Field(True, description="weight each sample by the teacher's probability of its class")
+    ce_weight: float = Field(1.0, ge=0, description="weight of CE(S(x), y), which trains the classifier head")
+    bank_dtype: Literal["float32", "float16"] = Field("float32", description="float16 halves the bank's memory")
+    scatter_steps: int = Field(1, ge=0, description="feature-scattering attack steps (eps is distill.attack.eps)")
+    scatter_step_size: PixelFloat = 8 / 255
+    scatter_net: Literal["student", "teacher"] = Field("student", description="whose features are scattered")
+    sinkhorn_reg: float = Field(0.01, gt=0)
+    sinkhorn_iters: int = Field(100, ge=1)
+
+
+def reweighted_nce(pos: torch.Tensor, neg: torch.Tensor, weight: torch.Tensor, *, tau: float, log_z: torch.Tensor,
+                   n_data: int) -> torch.Tensor:
+    """Eq. 10 of the GACD paper, negated and averaged over the batch:
+    -mean_i w_i [log h(t_i, s_i+) + sum_j log(1 - h(t_i, s_ij-))], h = P / (P + k/N), P = exp(t.s / tau) / Z.
+
+    pos [B] and neg [B, k] are the dot products t.s of normalized embeddings; log_z = log Z. Computed in the log
+    domain (log h = log P - log(P + k/N)), so large t.s / tau cannot overflow.
+    """
+    log_noise = math.log(neg.shape[1] / n_data)
+    log_p_pos, log_p_neg = pos / tau - log_z, neg / tau - log_z
+    log_h_pos = log_p_pos - torch.logaddexp(log_p_pos, torch.full_like(log_p_pos, log_noise))
+    log_not_h_neg = log_noise - torch.logaddexp(log_p_neg, torch.full_like(log_p_neg, log_noise))
+    return -(weight * (log_h_pos + log_not_h_neg.sum(dim=1))).mean()
+
+
+def first_batch_log_z(pos: torch.Tensor, neg: torch.Tensor, *, tau: float, n_data: int) -> torch.Tensor:
+    """CRD's estimate of the normalizing constant, fixed from the first batch: Z = N * mean(exp(t.s / tau)) over
+    every positive and negative score of the batch."""
+    scores = torch.cat([pos[:, None], neg], dim=1).detach() / tau
+    return torch.logsumexp(scores.flatten(), dim=0) - math.log(scores.numel()) + math.log(n_data)
+
+
+class MemoryBank:
+    """N x d student embeddings addressed by dataset index, plus the other-class pools negatives are drawn from."""
+
+    def __init__(self, data: ImageSet, dim: int, dtype: torch.dtype, device: torch.device):
+        n = len(data)
+        self.n = n
+        self.rows = torch.nn.functional.normalize(torch.randn(n, dim, device=device), dim=1).to(dtype)
+        # Dataset index -> bank row: subsets (e.g. an index file) need not be 0..N-1.
+        self.row_of = torch.full((int(data.indices.max()) + 1,), -1, dtype=torch.long, device=device)
+        self.row_of[data.indices.to(device)] = torch.arange(n, device=device)
+        labels = data.labels.to(device)
+        self.labels = labels
+        pools = [torch.nonzero(labels != c).flatten() for c in range(data.num_classes)]
+        self.pool_size = torch.tensor([len(p) for p in pools], device=device)
+        self.pools = torch.zeros(data.num_classes, int(self.pool_size.max()), dtype=torch.long, device=device)
+        for c, pool in enumerate(pools):
+            self.pools[c, :len(pool)] = pool
+
+    def available(self) -> int:
+        """Other-class samples of the class that has the fewest (among the classes present)."""
+        present = torch.unique(self.labels)
+        return int(self.pool_size[present].min())
+
+    def sample_negatives(self, y: torch.Tensor, k: int) -> torch.Tensor:
+        """[B, k] bank rows of other classes, uniformly with replacement (as CRD draws its negatives)."""
+        u = torch.rand(len(y), k, device=y.device)
+        return torch.gather(self.pools[y], 1, (u * self.pool_size[y][:, None]).long())
+
+    def lookup(self, index: torch.Tensor) -> torch.Tensor:
+        rows = self.row_of[index]
+        if (rows < 0).any():
+            raise AcdistillError("gacd: a batch holds images that are not in the training set the bank was built for")
+        return rows
+
+    def update(self, rows: torch.Tensor, embeddings: torch.Tensor, momentum: float) -> None:
+        mixed = momentum * self.rows[rows].float() + (1 - momentum) * embeddings.detach().float()
+        # Out of place: this step's graph still holds the old rows for the negatives' gradient.
+        self.rows = self.rows.index_put((rows,), F.normalize(mixed, dim=1).to(self.rows.dtype))
+
+
+@register_method
+class GACD(Method):
+    """Guided adversarial contrastive distillation (SPEC, GACD paper Algorithm 1 and Eq. 10).
+
+    - x+ maximizes the entropic OT distance (Sinkhorn, cost 1 - cos) between the features of the clean batch and
+      of the perturbed batch, label-free (feature scattering): `scatter_steps` signed steps from a uniform start.
+    - t+ = normalize(W_t T.features(x+)), s+ = normalize(W_s S.features(x+)); W_t, W_s are trainable linear maps
+      to `embed_dim`; the teacher backbone stays frozen.
+    - Negatives: k rows of a memory bank of student embeddings, drawn from other classes. After each step the rows
+      of the batch move toward its s+ (momentum, then renormalized): the bank holds what the student produced.
+    - Critic h(t, s) = P / (P + k/N), P = exp(t.s / tau) / Z, Z fixed from the first batch (CRD).
+    - Loss: reweighted NCE (weights w = softmax(T(x+))[y], detached; 1 with reweight false) + ce_weight CE(S(x), y).
+    """
+
+    name = "gacd"
+    Params = GACDParams
+    needs_teacher = True
+
+    def __init__(self, student, teacher, params: GACDParams, attack):
+        super().__init__(student, teacher, params, attack.model_copy(
+            update={"steps": params.scatter_steps, "step_size": params.scatter_step_size}))
+        device = next(student.parameters()).device
+        t_dim, s_dim = _feature_dim(teacher, "teacher"), _feature_dim(student, "student")
+        self.embed_t = nn.Linear(t_dim, params.embed_dim).to(device)
+        self.embed_s = nn.Linear(s_dim, params.embed_dim).to(device)
+        self.bank: MemoryBank | None = None
+        self.k = params.k
+        self.log_z = torch.tensor(float("nan"), device=device)  # set from the first batch
+
+    def setup(self, train_set: ImageSet) -> None:
+        p = self.params
+        device = self.log_z.device
+        self.bank = MemoryBank(train_set, p.embed_dim, getattr(torch, p.bank_dtype), device)
+        available = self.bank.available()
+        if p.k > available:
+            warn(f"gacd: k={p.k} negatives asked, but the training set has only {available} images of other "
+                 f"classes for some class; using k={available}")
+        self.k = min(p.k, available)
+
+    def parameters(self):
+        return list(self.embed_t.parameters()) + list(self.embed_s.parameters())
+
+    def state_dict(self):
+        assert self.bank is not None, "setup() builds the bank"
+        return {"embed_t": self.embed_t.state_dict(), "embed_s": self.embed_s.state_dict(),
+                "bank": self.bank.rows, "log_z": self.log_z}
+
+    def load_state_dict(self, state):
+        assert self.bank is not None, "setup() builds the bank"
+        if state["bank"].shape != self.bank.rows.shape:
+            raise AcdistillError(f"gacd: the saved memory bank has shape {tuple(state['bank'].shape)}, "
+                                 f"this training set needs {tuple(self.bank.rows.shape)}")
+        self.embed_t.load_state_dict(state["embed_t"])
+        self.embed_s.load_state_dict(state["embed_s"])
+        self.bank.rows = state["bank"].to(self.bank.rows.dtype)
+        self.log_z = state["log_z"]
+
+    def perturb(self, batch):
+        net = self.student if self.params.scatter_net == "student" else self.teacher
+
+        def objective():
+            with torch.no_grad():
+                clean = net.features(batch.x)
+            return lambda x_adv: sinkhorn_cost(cosine_cost(clean, net.features(x_adv)), self.params.sinkhorn_reg,
+                                               self.params.sinkhorn_iters)
+
+        return self.run_attack(objective, batch.x, "uniform")
+
+    def loss(self, batch, x_adv):
+        if batch.index is None:
+            raise AcdistillError("gacd needs each image's dataset index to address its memory bank")
+        assert self.bank is not None, "setup() builds the bank"
+        p = self.params
+        with torch.no_grad():
+            t_features = self.teacher.features(x_adv)
+            weight = (F.softmax(self.teacher.head(t_features), dim=1).gather(1, batch.y[:, None]).squeeze(1)
+                      if p.reweight else torch.ones(len(batch), device=x_adv.device))
+        t = F.normalize(self.embed_t(t_features), dim=1)
+        s = F.normalize(self.embed_s(self.student.features(x_adv)), dim=1)
+        neg_rows = self.bank.sample_negatives(batch.y, self.k)
+        pos = (t * s).sum(dim=1)
+        # t . bank^T, then the sampled columns: B x N scores cost far less memory than B x k x d gathered rows.
+        neg = torch.gather(t @ self.bank.rows.to(t.dtype).T, 1, neg_rows)
+        if torch.isnan(self.log_z):
+            self.log_z = first_batch_log_z(pos, neg, tau=p.tau, n_data=self.bank.n)
+        nce = reweighted_nce(pos, neg, weight, tau=p.tau, log_z=self.log_z, n_data=self.bank.n)
+        self.bank.update(self.bank.lookup(batch.index), s, p.momentum)
+        return {"nce": nce, "ce": p.ce_weight * F.cross_entropy(self.student(batch.x), batch.y)}
+
+
+def _feature_dim(model: nn.Module, role: str) -> int:
+    dim = getattr(model, "feature_dim", None)
+    if not isinstance(dim, int) or not hasattr(model, "features"):
+        raise AcdistillError(f"gacd: the {role} has no features()/feature_dim for the embedding head "
+                             f"(embed_{role[0]}) to take")
+    return dim

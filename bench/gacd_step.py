@@ -1,0 +1,95 @@
+"""GACD's cost: time per distillation step against RSLAD on the same model and batch, the memory bank's size in
+float32 and float16 at CIFAR-10 scale (N = 50 000, d = 128), and our Sinkhorn against POT's on the same problem.
+
+    python -m bench.gacd_step --model resnet20 --batch-size 128 --repeats 3 --json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+
+from acdistill.config import TrainAttack
+from acdistill.data import Batch, ImageSet
+from acdistill.methods import METHODS
+from acdistill.models import create_model
+
+
+def best_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def step_time(name: str, params: dict, args, batch: Batch, train_set: ImageSet) -> tuple[float, object]:
+    torch.manual_seed(0)
+    student, teacher = create_model(args.model), create_model(args.model).eval().requires_grad_(False)
+    cls = METHODS.get(name)
+    # RSLAD with SPEC's training attack (10 steps of 2/255); GACD with its own 1-step feature scattering.
+    method = cls(student, teacher, cls.Params(**params), TrainAttack())
+    method.setup(train_set)
+    optimizer = torch.optim.SGD(list(student.parameters()) + method.parameters(), lr=0.01)
+
+    def step():
+        loss = sum(method.loss(batch, method.perturb(batch)).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return best_time(step, args.repeats), method
+
+
+def sinkhorn_times(args) -> dict:
+    import ot
+
+    from acdistill.attacks.ot import cosine_cost, sinkhorn_cost
+
+    torch.manual_seed(0)
+    a = torch.randn(args.batch_size, 64)
+    b = torch.randn(args.batch_size, 64, requires_grad=True)
+    uniform = torch.full((args.batch_size,), 1.0 / args.batch_size)
+
+    def ours():
+        sinkhorn_cost(cosine_cost(a, b)).backward()
+
+    def pot():
+        ot.sinkhorn2(uniform, uniform, cosine_cost(a, b), 0.01, method="sinkhorn_log", numItermax=100).backward()
+
+    return {"sinkhorn_ours_s": round(best_time(ours, args.repeats), 4),
+            "sinkhorn_pot_s": round(best_time(pot, args.repeats), 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--bank-size", type=int, default=50_000, help="N, the training-set size the bank holds")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    labels = torch.arange(args.bank_size) % 10
+    train_set = ImageSet("synthetic", torch.zeros(args.bank_size, 1, 1, 1, dtype=torch.uint8), labels,
+                         torch.arange(args.bank_size), 10, "bench")
+    batch = Batch(torch.rand(args.batch_size, 3, 32, 32), labels[:args.batch_size], torch.arange(args.batch_size))
+    result = {"model": args.model, "batch_size": args.batch_size, "bank_size": args.bank_size,
+              "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
+    result["rslad_step_s"] = round(step_time("rslad", {}, args, batch, train_set)[0], 3)
+    for dtype in ("float32", "float16"):
+        seconds, method = step_time("gacd", {"bank_dtype": dtype}, args, batch, train_set)
+        result[f"gacd_{dtype}_step_s"] = round(seconds, 3)
+        result[f"gacd_{dtype}_bank_mb"] = round(method.bank.rows.numel() * method.bank.rows.element_size() / 2**20, 1)
+    result.update(sinkhorn_times(args))
+    print(json.dumps(result) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
+if __name__ == "__main__":
+    main()
