@@ -1,7 +1,6 @@
 """GACD's pieces against direct, independent computations: Eq. 10 by loops, exact OT, the bank's rules."""
 import math
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -94,25 +93,20 @@ def test_fp16_bank_halves_memory_and_keeps_the_scores():
 
 
 @pytest.mark.parametrize("n", [3, 6, 10])
-def test_sinkhorn_matches_exact_ot_and_pot(n):
-    import ot
-
+def test_sinkhorn_matches_exact_ot_and_its_gradient_is_the_derivative(n):
     torch.manual_seed(n)
     a, b = torch.randn(n, 16).double(), torch.randn(n, 16).double().requires_grad_(True)
-    cost = cosine_cost(a, b)
-    ours = sinkhorn_cost(cost)
-    rows, cols = linear_sum_assignment(cost.detach().numpy())  # exact OT between uniform n-point sets
-    exact = cost.detach().numpy()[rows, cols].sum() / n
-    assert ours.item() == pytest.approx(exact, abs=0.01 * math.log(n) + 1e-3)  # entropic bias <= reg * log n
-    # POT's log-domain solver orders its updates differently; after the same 100 iterations the two agree to
-    # ~1e-4 in value and point the gradient the same way.
-    uniform = torch.full((n,), 1.0 / n, dtype=torch.double)
-    theirs = ot.sinkhorn2(uniform, uniform, cosine_cost(a, b), 0.01, method="sinkhorn_log", numItermax=100)
-    assert ours.item() == pytest.approx(theirs.item(), abs=1e-3)
-    grad_ours, = torch.autograd.grad(ours, b)
-    grad_theirs, = torch.autograd.grad(theirs, b)
-    assert F.cosine_similarity(grad_ours.flatten(), grad_theirs.flatten(), dim=0) > 0.99
-    assert np.isfinite(grad_ours.numpy()).all()
+    ours = sinkhorn_cost(cosine_cost(a, b))
+    cost = cosine_cost(a, b).detach().numpy()
+    rows, cols = linear_sum_assignment(cost)  # exact OT between uniform n-point sets is an assignment
+    assert ours.item() == pytest.approx(cost[rows, cols].sum() / n, abs=0.01 * math.log(n) + 1e-3)  # bias <= reg log n
+    (grad,) = torch.autograd.grad(ours, b)
+    direction = torch.randn_like(b)
+    step = 1e-6
+    with torch.no_grad():
+        numeric = (sinkhorn_cost(cosine_cost(a, b + step * direction))
+                   - sinkhorn_cost(cosine_cost(a, b - step * direction))) / (2 * step)
+    assert (grad * direction).sum().item() == pytest.approx(numeric.item(), rel=1e-3, abs=1e-6)
 
 
 def make_gacd(**params):
@@ -214,3 +208,12 @@ def test_batch_without_indices_and_teacher_without_features_are_refused(mirror):
     with pytest.raises(AcdistillError, match="teacher has no features"):
         GACD(create_model("small_cnn"), torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10)),
              GACDParams(), TrainAttack())
+
+
+def test_nce_is_computed_in_float32_under_bf16_autocast(mirror):
+    method, _, _ = make_gacd()
+    data, batch = cifar_batch()
+    method.setup(data)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms = method.loss(batch, batch.x)
+    assert terms["nce"].dtype == torch.float32 and torch.isfinite(terms["nce"])

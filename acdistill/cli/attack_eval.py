@@ -49,9 +49,12 @@ def sanity_table(checks: list[Check], fmt: str) -> str:
                     headers=["masking check", "result", "measured"], tablefmt=fmt)
 
 
-def sweep_table(rows: list[dict], fmt: str) -> str:
-    return tabulate([[f"{r['eps']:.5f}", f"{r['eps'] * 255:.2f}", f"{r['accuracy']:.2f}"] for r in rows],
-                    headers=["eps", "eps x 255", "accuracy %"], tablefmt=fmt)
+def sweep_table(rows: list[dict], fmt: str, norm: str) -> str:
+    if norm == "Linf":  # papers write L-inf budgets in 1/255 units
+        return tabulate([[f"{r['eps']:.5f}", f"{r['eps'] * 255:.2f}", f"{r['accuracy']:.2f}"] for r in rows],
+                        headers=["eps", "eps x 255", "accuracy %"], tablefmt=fmt)
+    return tabulate([[f"{r['eps']:.5f}", f"{r['accuracy']:.2f}"] for r in rows], headers=["eps", "accuracy %"],
+                    tablefmt=fmt)
 
 
 def parse_eps_list(text: str) -> list[str]:
@@ -142,9 +145,10 @@ def attack_eval(
                 f"seed {params.seed}\n\n{results_table(results, 'github')}\n"]
     if curve:
         sweep_n = cfg.sweep.n or cfg.n
-        echo(f"\n{cfg.sweep.attack} against eps (first {sweep_n} test images)\n{sweep_table(curve, 'simple')}")
+        echo(f"\n{cfg.sweep.attack} against eps (first {sweep_n} test images)\n"
+             f"{sweep_table(curve, 'simple', cfg.norm)}")
         sections.append(f"## {cfg.sweep.attack} against eps (first {sweep_n} test images)\n\n"
-                        f"{sweep_table(curve, 'github')}\n")
+                        f"{sweep_table(curve, 'github', cfg.norm)}\n")
     if checks:
         failed = [c.name for c in checks if not c.passed]
         echo(f"\ngradient-masking checks (first {len(first_n(test, cfg.sanity.n))} test images, all attacked)\n"

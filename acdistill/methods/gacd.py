@@ -172,12 +172,15 @@ class GACD(Method):
         t = F.normalize(self.embed_t(t_features), dim=1)
         s = F.normalize(self.embed_s(self.student.features(x_adv)), dim=1)
         neg_rows = self.bank.sample_negatives(batch.y, self.k)
-        pos = (t * s).sum(dim=1)
-        # t . bank^T, then the sampled columns: B x N scores cost far less memory than B x k x d gathered rows.
-        neg = torch.gather(t @ self.bank.rows.to(t.dtype).T, 1, neg_rows)
-        if torch.isnan(self.log_z):
-            self.log_z = first_batch_log_z(pos, neg, tau=p.tau, n_data=self.bank.n)
-        nce = reweighted_nce(pos, neg, weight, tau=p.tau, log_z=self.log_z, n_data=self.bank.n)
+        # In float32 even under bf16 autocast: k log-terms per anchor are summed.
+        with torch.autocast(x_adv.device.type, enabled=False):
+            t, s = t.float(), s.float()
+            pos = (t * s).sum(dim=1)
+            # t . bank^T, then the sampled columns: B x N scores cost far less memory than B x k x d gathered rows.
+            neg = torch.gather(t @ self.bank.rows.float().T, 1, neg_rows)
+            if torch.isnan(self.log_z):
+                self.log_z = first_batch_log_z(pos, neg, tau=p.tau, n_data=self.bank.n)
+            nce = reweighted_nce(pos, neg, weight.float(), tau=p.tau, log_z=self.log_z, n_data=self.bank.n)
         self.bank.update(self.bank.lookup(batch.index), s, p.momentum)
         return {"nce": nce, "ce": p.ce_weight * F.cross_entropy(self.student(batch.x), batch.y)}
 
