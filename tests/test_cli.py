@@ -120,6 +120,17 @@ def test_fetch_teacher_by_url_checks_sha256(here, monkeypatch, tmp_path):
     assert (tmp_path / "cache" / good / "teacher.safetensors").is_file()
 
 
+@pytest.mark.parametrize("method, terms", [("crdnd", ["relation_nat", "relation_adv", "acm/adv_diag_0"]),
+                                           ("iad", ["kl"]), ("ard", ["kl"])])
+def test_tiny_run_of_each_new_method(here, method, terms):
+    run("distill", "--method", method, "-S", f"distill.{method}.reweight=true" if method != "iad" else "seed=0",
+        "--out", f"models/{method}.safetensors", "--metrics", f"metrics/{method}.json", "--no-resume")
+    assert json.loads((here / f"metrics/{method}.json").read_text())["method"] == method
+    for term in terms:
+        name = term if term.startswith("acm/") else f"loss/{term}"
+        assert (here / f"dvclive/distill/plots/metrics/{name}.tsv").is_file()
+
+
 def test_listings():
     assert "resnet20" in run("models").output
     assert "rslad" in run("methods").output
@@ -127,7 +138,7 @@ def test_listings():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["distill", "--method", "nope"], "unknown method 'nope'; choose from: ard, gacd, kd"),
+    (["distill", "--method", "nope"], "unknown method 'nope'; choose from: ard, crdnd, gacd, iad, kd"),
     (["distill", "--student", "nope"], "unknown model 'nope'; choose from:"),
     (["distill", "-S", "distill.epohcs=2"], "params.yaml: distill: unknown key 'epohcs'"),
     (["distill", "-S", "data.dataset=imagenet"], "unknown dataset 'imagenet'"),

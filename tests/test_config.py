@@ -29,7 +29,7 @@ def test_method_section_is_validated_by_the_method():
     ({"distill.foo": 1}, "distill: unknown key 'foo'"),
     ({"distill.ard.tauu": 1}, "distill: ard.tauu: unknown key"),
     ({"distill.ard.tau": -1}, "ard.tau: Input should be greater than 0"),
-    ({"distill.method": "nope"}, "unknown method 'nope'; choose from: ard, gacd, kd, natural, rslad, sat, trades"),
+    ({"distill.method": "nope"}, "unknown method 'nope'; choose from: ard, crdnd, gacd, iad, kd, natural, rslad, sat, trades"),
     ({"eval.attacks": ["nope"]}, "unknown attack 'nope'; choose from:"),
     ({"data.dataset": "imagenet"}, "unknown dataset 'imagenet'; choose from: cifar10, cifar100, mnist, stl10, svhn"),
     ({"teacher.source": "url"}, "source 'url' needs 'url' and 'sha256'"),

@@ -106,7 +106,9 @@ def test_rslad_averages_kl_over_batch_and_classes(setup):
 # Recorded from this implementation after the formula checks above passed.
 GOLDEN = {
     "ard": {"kl": 0.018350332975387573},
+    "crdnd": {"relation_nat": 0.395256906747818, "relation_adv": 1.5823709964752197},  # tests/test_crdnd_iad.py
     "gacd": {"nce": 0.5788360238075256, "ce": 1.6038143634796143},  # formula checks: tests/test_gacd.py
+    "iad": {"kl": 0.08300504833459854},  # before its begin epoch; both phases: tests/test_crdnd_iad.py
     "kd": {"kl": 0.07991190999746323, "ce": 0.16038143634796143},
     "natural": {"ce": 1.6038143634796143},
     "rslad": {"kl_adv": 0.013834175653755665, "kl_nat": 0.002722018864005804},

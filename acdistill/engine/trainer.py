@@ -125,7 +125,8 @@ class Trainer:
                 record.update(self.monitor(monitor_set))
                 history.append(record)
                 console.print(f"{self.label} epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(
-                    f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"))
+                    f"{k} {v:.4g}" for k, v in record.items()
+                    if k != "epoch" and not k.startswith(self.method.log_only_prefixes)))
                 if live is not None:
                     self._log(live, record)
                 self._save_state(epoch + 1, history)
@@ -145,6 +146,7 @@ class Trainer:
                task) -> dict[str, Any]:
         cfg = self.cfg
         torch.manual_seed(_epoch_seed(self.seed, epoch))
+        self.method.on_epoch_start(epoch, cfg.epochs)
         sums: dict[str, float] = {}
         seen = 0
         start = time.perf_counter()
@@ -173,4 +175,5 @@ class Trainer:
         record.update({f"loss/{k}": v / seen for k, v in sums.items()})
         record["loss/total"] = sum(v for k, v in record.items() if k.startswith("loss/"))
         record["images_per_s"] = seen / (time.perf_counter() - start)
+        record.update(self.method.on_epoch_end())
         return record

@@ -2,11 +2,11 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from acdistill.attacks import ce_objective
-from acdistill.methods.base import Method, MethodParams, register_method
+from acdistill.methods.base import Method, ReweightParams, register_method
 from acdistill.methods.kd import soft_kl
 
 
-class ARDParams(MethodParams):
+class ARDParams(ReweightParams):
     tau: float = Field(30.0, gt=0)
     alpha: float = Field(1.0, ge=0, le=1)
 
@@ -18,6 +18,7 @@ class ARD(Method):
     x' maximizes CE(S(x'), y) from a uniform start with the student in train mode (as the reference code);
     loss = alpha * tau^2 * KL(T(x)/tau || S(x')/tau) + (1 - alpha) * CE(S(x), y), with the KL averaged over the
     batch AND the classes (the reference's `nn.KLDivLoss()` default). The CE term is left out when alpha = 1.
+    `reweight: true` weights each sample's KL by p_T(y | x), the GACD paper's ablation.
     """
 
     name = "ard"
@@ -30,7 +31,9 @@ class ARD(Method):
 
     def loss(self, batch, x_adv):
         p = self.params
-        terms = {"kl": p.alpha * p.tau ** 2 * soft_kl(self.teacher_logits(batch.x), self.student(x_adv), p.tau, per_class=True)}
+        kl = soft_kl(self.teacher_logits(batch.x), self.student(x_adv), p.tau, per_class=True,
+                     weight=self.sample_weight(batch))
+        terms = {"kl": p.alpha * p.tau ** 2 * kl}
         if p.alpha < 1:
             terms["ce"] = (1 - p.alpha) * F.cross_entropy(self.student(batch.x), batch.y)
         return terms

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Callable, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from acdistill.attacks.pgd import Objective, Start, pgd
@@ -24,12 +25,20 @@ class MethodParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ReweightParams(MethodParams):
+    """Params of a teacher-based method that supports teacher-confidence reweighting."""
+
+    reweight: bool = Field(False, description="multiply each sample's distillation term by p_T(y | x), detached")
+
+
 class Method:
     name: ClassVar[str]
     Params: ClassVar[type[MethodParams]] = MethodParams
     needs_teacher: ClassVar[bool] = False
     # Mode of the student while the training attack runs (the reference codes differ; each method states its own).
     attack_mode: ClassVar[Literal["train", "eval"]] = "eval"
+    # Per-epoch values under these prefixes go to dvclive only, not to the console line (e.g. per-class series).
+    log_only_prefixes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, params: MethodParams, attack: TrainAttack):
         if self.needs_teacher and teacher is None:
@@ -43,6 +52,13 @@ class Method:
     def setup(self, train_set: ImageSet) -> None:
         """Called once before training (and before a saved state is restored), for state sized by the training
         set, such as a memory bank."""
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        """Called before each epoch (0-based), also when a run resumes, for schedules that depend on the epoch."""
+
+    def on_epoch_end(self) -> dict[str, float]:
+        """Called after each epoch; returns extra per-epoch values to log (e.g. a method's running statistics)."""
+        return {}
 
     def perturb(self, batch: Batch) -> torch.Tensor | None:
         """The adversarial batch x' for this step, or None for methods trained on clean inputs only."""
@@ -72,6 +88,13 @@ class Method:
             return pgd(make_objective(), x, eps=a.eps, step_size=a.step_size, steps=a.steps, start=start)
         finally:
             self.student.train(True)
+
+    @torch.no_grad()
+    def sample_weight(self, batch: Batch) -> torch.Tensor | None:
+        """With `reweight: true`, p_T(y | x) per sample (the GACD paper's ablation applies it to ARD); else None."""
+        if not getattr(self.params, "reweight", False):
+            return None
+        return F.softmax(self.teacher_logits(batch.x).float(), dim=1).gather(1, batch.y[:, None]).squeeze(1)
 
     @torch.no_grad()
     def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
