@@ -58,7 +58,7 @@ class MemoryBank:
     def __init__(self, data: ImageSet, dim: int, dtype: torch.dtype, device: torch.device):
         n = len(data)
         self.n = n
-        self.rows = torch.nn.functional.normalize(torch.randn(n, dim, device=device), dim=1).to(dtype)
+        self.rows = F.normalize(torch.randn(n, dim, device=device), dim=1).to(dtype)
         # Dataset index -> bank row: subsets (e.g. an index file) need not be 0..N-1.
         self.row_of = torch.full((int(data.indices.max()) + 1,), -1, dtype=torch.long, device=device)
         self.row_of[data.indices.to(device)] = torch.arange(n, device=device)
