@@ -174,10 +174,10 @@ class EvalParams(Strict):
             EVAL_ATTACKS.get(name).check(self.budget())
         return self
 
-    def budget(self, eps: float | None = None):
+    def budget(self):
         from acdistill.attacks import Budget
 
-        return Budget(self.eps if eps is None else eps, self.norm, self.steps)
+        return Budget(self.eps, self.norm, self.steps)
 
 
 class Params(Strict):

@@ -57,15 +57,16 @@ def _add(name: str, description: str, run: AttackFn, steps: int | None = None,
     EVAL_ATTACKS.register(name)(EvalAttack(name, run, description, steps, norms))
 
 
-def l2_step_size(eps: float, steps: int) -> float:
-    """L2 PGD's step: 2.5 eps / steps, the `robustness` library's rule (SPEC's 2/255 is an L-inf step)."""
+def crossing_step(eps: float, steps: int) -> float:
+    """2.5 eps / steps, the `robustness` library's rule: `steps` steps can cross the ball whatever its size. L2 PGD
+    uses it (SPEC's 2/255 is an L-inf step), and so do the masking checks, which vary steps and eps."""
     return 2.5 * eps / steps
 
 
 def _pgd_ce(default_steps: int, linf_step: float, start: str) -> AttackFn:
     def run(model, x, y, budget: Budget):
         steps = budget.steps or default_steps
-        step = linf_step if budget.norm == "Linf" else l2_step_size(budget.eps, steps)
+        step = linf_step if budget.norm == "Linf" else crossing_step(budget.eps, steps)
         return pgd(ce_objective(model, y), x, eps=budget.eps, step_size=step, steps=steps, start=start,
                    norm=budget.norm)
 

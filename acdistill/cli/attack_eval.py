@@ -125,12 +125,14 @@ def attack_eval(
     net, recorded_clean = open_model(model, arch, normalize, params, dev)
     test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
     common = dict(batch_size=cfg.batch_size, seed=params.seed, device=dev)
+    sweep_n = (cfg.sweep.n or cfg.n) if cfg.sweep else None
+    s = cfg.sanity
+    sanity_set = first_n(test, s.n) if sanity else None
     with ProgressBars() as progress:
         results = evaluate(net, test, cfg.attacks, budget=budget, n=cfg.n, progress=progress, **common)
-        curve = (eps_sweep(net, test, cfg.sweep.attack, cfg.sweep.eps, budget=budget, n=cfg.sweep.n or cfg.n,
-                           progress=progress, **common) if cfg.sweep else None)
-        s = cfg.sanity
-        checks = (sanity_checks(net, first_n(test, s.n), budget, steps=s.steps, more_steps_factor=s.more_steps_factor,
+        curve = (eps_sweep(net, test, cfg.sweep.attack, cfg.sweep.eps, budget=budget, n=sweep_n, progress=progress,
+                           **common) if cfg.sweep else None)
+        checks = (sanity_checks(net, sanity_set, budget, steps=s.steps, more_steps_factor=s.more_steps_factor,
                                 square_queries=s.square_queries, tolerance=s.tolerance,
                                 huge_eps_max_accuracy=s.huge_eps_max_accuracy, progress=progress, **common)
                   if sanity else None)
@@ -144,14 +146,13 @@ def attack_eval(
     sections = [f"# {model.stem}: attack evaluation\n\nmodel `{model}`, dataset {params.data.dataset}, {threat}, "
                 f"seed {params.seed}\n\n{results_table(results, 'github')}\n"]
     if curve:
-        sweep_n = cfg.sweep.n or cfg.n
         echo(f"\n{cfg.sweep.attack} against eps (first {sweep_n} test images)\n"
              f"{sweep_table(curve, 'simple', cfg.norm)}")
         sections.append(f"## {cfg.sweep.attack} against eps (first {sweep_n} test images)\n\n"
                         f"{sweep_table(curve, 'github', cfg.norm)}\n")
     if checks:
         failed = [c.name for c in checks if not c.passed]
-        echo(f"\ngradient-masking checks (first {len(first_n(test, cfg.sanity.n))} test images, all attacked)\n"
+        echo(f"\ngradient-masking checks (first {len(sanity_set)} test images, all attacked)\n"
              f"{sanity_table(checks, 'simple')}")
         if failed:
             typer.echo(f"warning: masking checks failed ({', '.join(failed)}): the robust accuracy above is likely "
@@ -167,7 +168,7 @@ def attack_eval(
         if curve:
             data_path, png = out.with_name(f"{out.stem}_sweep.json"), out.with_name(f"{out.stem}_sweep.png")
             write_json(data_path, curve)
-            eps_sweep_png(curve, png, title=f"{model.stem}: {cfg.sweep.attack}, first {cfg.sweep.n or cfg.n} images",
+            eps_sweep_png(curve, png, title=f"{model.stem}: {cfg.sweep.attack}, first {sweep_n} images",
                           attack=cfg.sweep.attack, norm=cfg.norm)
             written += [data_path, png]
         echo("wrote " + ", ".join(str(w) for w in written))

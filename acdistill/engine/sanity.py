@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from acdistill.attacks import Budget, ce_objective, pgd
+from acdistill.attacks.suite import crossing_step
 from acdistill.data import ImageSet
 from acdistill.engine.evaluate import correct_mask
 from acdistill.errors import AcdistillError
@@ -39,8 +40,8 @@ class Check:
 
 def _pgd(steps: int) -> Callable:
     def run(model, x, y, budget: Budget):
-        return pgd(ce_objective(model, y), x, eps=budget.eps, step_size=2.5 * budget.eps / steps, steps=steps,
-                   start="uniform", norm=budget.norm)
+        return pgd(ce_objective(model, y), x, eps=budget.eps, step_size=crossing_step(budget.eps, steps),
+                   steps=steps, start="uniform", norm=budget.norm)
 
     return run
 

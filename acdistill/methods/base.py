@@ -25,6 +25,11 @@ class MethodParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def true_class_probability(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """softmax(logits)[y] per sample: the teacher-confidence weight of GACD, IAD and the `reweight` option."""
+    return F.softmax(logits.float(), dim=1).gather(1, y[:, None]).squeeze(1)
+
+
 class ReweightParams(MethodParams):
     """Params of a teacher-based method that supports teacher-confidence reweighting."""
 
@@ -94,7 +99,7 @@ class Method:
         """With `reweight: true`, p_T(y | x) per sample (the GACD paper's ablation applies it to ARD); else None."""
         if not getattr(self.params, "reweight", False):
             return None
-        return F.softmax(self.teacher_logits(batch.x).float(), dim=1).gather(1, batch.y[:, None]).squeeze(1)
+        return true_class_probability(self.teacher_logits(batch.x), batch.y)
 
     @torch.no_grad()
     def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:

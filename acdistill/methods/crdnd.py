@@ -7,7 +7,7 @@ from pydantic import Field
 from acdistill.attacks import kl_objective
 from acdistill.data import ImageSet
 from acdistill.errors import AcdistillError
-from acdistill.methods.base import Method, ReweightParams, register_method
+from acdistill.methods.base import Method, ReweightParams, register_method, true_class_probability
 
 
 class CRDNDParams(ReweightParams):
@@ -94,9 +94,8 @@ class CRDND(Method):
         probs = F.softmax(student_logits, dim=1)
         if self.params.acm:
             probs = probs @ noise_matrix(self.accuracy[split]).T  # q_i = M p_i
-        teacher_probs = F.softmax(teacher_logits, dim=1)
-        weight = teacher_probs.gather(1, y[:, None]).squeeze(1) if self.params.reweight else None
-        return relation_loss(teacher_probs, probs, self.params.tau, weight)
+        weight = true_class_probability(teacher_logits, y) if self.params.reweight else None
+        return relation_loss(F.softmax(teacher_logits, dim=1), probs, self.params.tau, weight)
 
     def loss(self, batch, x_adv):
         lam = self.params.lam

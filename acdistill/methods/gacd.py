@@ -12,7 +12,7 @@ from acdistill.attacks.ot import cosine_cost, sinkhorn_cost
 from acdistill.config import PixelFloat
 from acdistill.data import ImageSet
 from acdistill.errors import AcdistillError, warn
-from acdistill.methods.base import Method, MethodParams, register_method
+from acdistill.methods.base import Method, MethodParams, register_method, true_class_probability
 
 
 class GACDParams(MethodParams):
@@ -167,8 +167,8 @@ class GACD(Method):
         p = self.params
         with torch.no_grad():
             t_features = self.teacher.features(x_adv)
-            weight = (F.softmax(self.teacher.head(t_features), dim=1).gather(1, batch.y[:, None]).squeeze(1)
-                      if p.reweight else torch.ones(len(batch), device=x_adv.device))
+            weight = (true_class_probability(self.teacher.head(t_features), batch.y) if p.reweight
+                      else torch.ones(len(batch), device=x_adv.device))
         t = F.normalize(self.embed_t(t_features), dim=1)
         s = F.normalize(self.embed_s(self.student.features(x_adv)), dim=1)
         neg_rows = self.bank.sample_negatives(batch.y, self.k)

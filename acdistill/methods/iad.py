@@ -3,7 +3,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from acdistill.attacks import ce_objective
-from acdistill.methods.base import Method, MethodParams, register_method
+from acdistill.methods.base import Method, MethodParams, register_method, true_class_probability
 
 
 class IADParams(MethodParams):
@@ -53,7 +53,7 @@ class IAD(Method):
         clean_logits = self.student(batch.x) if self.introspect or p.alpha < 1 else None
         if self.introspect:
             with torch.no_grad():
-                trust = F.softmax(self.teacher(x_adv), dim=1).gather(1, batch.y[:, None]).squeeze(1) ** p.beta
+                trust = true_class_probability(self.teacher(x_adv), batch.y) ** p.beta
             terms["kl_self"] = p.alpha * ((1 - trust) * _kl_rows(clean_logits, adv_logits)).mean()
         if p.alpha < 1:
             terms["ce"] = (1 - p.alpha) * F.cross_entropy(clean_logits, batch.y)
