@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, model_serializer,
                       model_validator)
 
 from acdistill.errors import AcdistillError
@@ -79,6 +79,14 @@ class TrainParams(BaseModel):
             except ValidationError as e:
                 raise ValueError(f"{key}.{_describe(e)}") from None
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump_validated_method_sections(self, handler, info):
+        """Method sections as validated, defaults filled in: the same settings written two ways (`tau: 0.1` or
+        nothing, 0.1 being the default) dump, and so fingerprint, the same."""
+        data = handler(self)
+        data.update({k: v.model_dump(mode=info.mode) for k, v in self._method_params.items()})
+        return data
 
     def method_params(self) -> BaseModel:
         from acdistill.methods import METHODS
@@ -180,6 +188,70 @@ class EvalParams(Strict):
         return Budget(self.eps, self.norm, self.steps)
 
 
+class ProbeParams(Strict):
+    """transfer-probe: a linear head on the frozen features of a model, trained and attacked on a target dataset."""
+
+    dataset: str = Field("mnist", description="target dataset (the offline mirror holds mnist)")
+    train_subset: int | str | None = Field(5000, description="first N target train images, an index file, or null")
+    test_subset: int | str | None = 1000
+    root: str = Field("data", description="torchvision download directory")
+    epochs: int = Field(30, ge=1, description="head epochs over the cached features")
+    lr: float = Field(0.01, gt=0, description="Adam learning rate of the head")
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(256, ge=1)
+    attacks: list[str] = ["natural", "pgd7"]
+    eps: PixelFloat = 8 / 255
+
+    @model_validator(mode="after")
+    def _known(self) -> "ProbeParams":
+        from acdistill.attacks import EVAL_ATTACKS, Budget
+        from acdistill.data import DATASETS
+
+        DATASETS.get(self.dataset)
+        for name in self.attacks:
+            EVAL_ATTACKS.get(name).check(Budget(self.eps))
+        return self
+
+
+class FiguresParams(Strict):
+    """The GACD paper's analysis figures (`acdistill figures`), on the first test images of `data`."""
+
+    n: int = Field(500, ge=2, description="test images for the logit-correlation heatmaps")
+    tsne_classes: tuple[int, int] = Field((2, 9), description="natural classes a, b; b is attacked toward a "
+                                                              "(CIFAR-10 bird and truck, as in the paper)")
+    tsne_per_class: int = Field(100, ge=2, description="images per class in the t-SNE")
+    batch_size: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _two_classes(self) -> "FiguresParams":
+        a, b = self.tsne_classes
+        if a == b or min(a, b) < 0:
+            raise ValueError("tsne_classes needs two different class indices")
+        return self
+
+
+# Keys a grid point may change: the ablation distills students from the one teacher and evaluates them.
+ABLATE_SECTIONS = ("seed", "data", "distill", "eval")
+
+
+class AblateParams(Strict):
+    """ablate: one distill + attack-eval run per point of the grid (the product of the value lists)."""
+
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted params key -> values to try")
+    fixed: dict[str, Any] = Field(default_factory=dict, description="dotted overrides shared by every point")
+    sort_by: str | None = Field(None, description="a result column to sort by (descending); null: grid order")
+
+    @model_validator(mode="after")
+    def _keys(self) -> "AblateParams":
+        for key, values in {**self.grid, **{k: [v] for k, v in self.fixed.items()}}.items():
+            if key.split(".")[0] not in ABLATE_SECTIONS:
+                raise ValueError(f"'{key}': a grid point can change only {', '.join(ABLATE_SECTIONS)} "
+                                 f"(the teacher is fixed)")
+            if not values:
+                raise ValueError(f"'{key}' has no values")
+        return self
+
+
 class Params(Strict):
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
@@ -188,11 +260,14 @@ class Params(Strict):
     distill: DistillParams = DistillParams()
     aft: AftParams = AftParams()
     eval: EvalParams = EvalParams()
+    probe: ProbeParams = ProbeParams()
+    figures: FiguresParams = FiguresParams()
+    ablate: AblateParams = AblateParams()
 
 
-def fingerprint(model: BaseModel, **context: Any) -> str:
+def fingerprint(model: BaseModel | dict, **context: Any) -> str:
     """Stable hash of validated params plus context: a resumable run only continues one with the same settings."""
-    payload = {"params": model.model_dump(mode="json"), **context}
+    payload = {"params": model.model_dump(mode="json") if isinstance(model, BaseModel) else model, **context}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

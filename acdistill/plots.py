@@ -1,25 +1,102 @@
-"""PNG figures (matplotlib, Agg backend: no display needed); DVC renders the same data from the JSON beside them."""
+"""PNG figures (matplotlib, Agg backend: no display needed). Each function takes plain data, so the data can be
+tested apart from the drawing; DVC renders the same PNGs (and the JSON beside some of them) with `dvc plots show`.
+"""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
 
 from acdistill.io import atomic_path
 
+if TYPE_CHECKING:
+    from acdistill.analysis import FeatureCloud
 
-def eps_sweep_png(rows: list[dict], path: Path, *, title: str, attack: str, norm: str) -> None:
-    """Accuracy against eps; L-inf budgets are labelled in 1/255 units, as papers write them."""
+CLASS_NAMES = {"cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")}
+
+
+@contextmanager
+def figure(path: Path, ncols: int = 1, *, width: float = 5.0, height: float = 3.6) -> Iterator[tuple]:
+    """A figure of `ncols` panels, written atomically to `path` when the block ends."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), dpi=120, squeeze=False, layout="constrained")
+    try:
+        yield fig, list(axes[0])
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+
+
+def eps_sweep_png(curves: dict[str, list[dict]], path: Path, *, title: str, attack: str, norm: str) -> None:
+    """Accuracy against eps, one line per model; L-inf budgets are labelled in 1/255 units, as papers write them."""
     scale, unit = (255, " (x 1/255)") if norm == "Linf" else (1, "")
-    eps = [r["eps"] * scale for r in rows]
-    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
-    ax.plot(eps, [r["accuracy"] for r in rows], marker="o")
-    ax.set(xlabel=f"{norm} eps{unit}", ylabel=f"accuracy under {attack} (%)", title=title, ylim=(0, 100))
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    with figure(path) as (fig, (ax,)):
+        for name, rows in curves.items():
+            ax.plot([r["eps"] * scale for r in rows], [r["accuracy"] for r in rows], marker="o", label=name)
+        ax.set(xlabel=f"{norm} eps{unit}", ylabel=f"accuracy under {attack} (%)", title=title, ylim=(0, 100))
+        if len(curves) > 1:
+            ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+
+
+def correlation_png(panels: dict[str, np.ndarray], path: Path, *, title: str, class_names: list[str]) -> None:
+    """|corr(teacher) - corr(student)| heatmaps on one shared colour scale, so the panels can be compared."""
+    vmax = max(float(np.max(m)) for m in panels.values()) or 1.0
+    with figure(path, len(panels), width=4.6, height=4.8) as (fig, axes):
+        for ax, (name, matrix) in zip(axes, panels.items()):
+            image = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=vmax)
+            ax.set_title(f"{name}\nmean {np.mean(matrix):.3f}", fontsize=10)
+            ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
+            ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
+        fig.colorbar(image, ax=axes, shrink=0.8)
+        fig.suptitle(title, fontsize=10)
+
+
+def tsne_png(clouds: dict[str, "FeatureCloud"], path: Path, *, labels: tuple[str, str, str], title: str) -> None:
+    """One panel per model: natural class a, natural class b, class b attacked toward a (the paper's Fig. 5)."""
+    colours = ("tab:blue", "tab:green", "tab:red")
+    with figure(path, len(clouds), width=4.0, height=4.0) as (fig, axes):
+        for ax, (name, cloud) in zip(axes, clouds.items()):
+            for group, (label, colour) in enumerate(zip(labels, colours)):
+                pts = cloud.points[cloud.groups == group]
+                ax.scatter(pts[:, 0], pts[:, 1], s=8, c=colour, label=label, alpha=0.7)
+            ax.set_title(f"{name}\n{cloud.fooled:.0f} % of {labels[2]} fooled", fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0].legend(fontsize=8, loc="best")
+        fig.suptitle(title, fontsize=10)
+
+
+def curves_png(stages: dict[str, dict[str, list[tuple[float, float]]]], path: Path) -> None:
+    """Per training stage: its loss terms (left axis) and monitor accuracies (right axis) against epoch."""
+    from matplotlib.ticker import MaxNLocator
+
+    with figure(path, len(stages), width=4.6, height=4.4) as (fig, axes):
+        for ax, (stage, series) in zip(axes, stages.items()):
+            acc_ax = ax.twinx()
+            acc_ax.set_prop_cycle(color=["tab:red", "tab:purple", "tab:brown", "tab:gray"])  # apart from the losses'
+            terms = [n for n in series if n.startswith("loss/") and n != "loss/total"]
+            if len(terms) == 1:  # the total is that one term: drawing both hides one line under the other
+                series = {n: v for n, v in series.items() if n != "loss/total"}
+            for name, points in series.items():
+                steps, values = zip(*points)
+                epochs = [s + 1 for s in steps]
+                if name.startswith("loss/"):
+                    ax.plot(epochs, values, marker="o", markersize=3, label=name)
+                elif name.endswith("_acc"):
+                    acc_ax.plot(epochs, values, marker="o", markersize=3, linestyle="--", label=f"{name} (%)")
+            ax.set(xlabel="epoch", ylabel="loss", title=stage)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlim(0.5, max(s + 1 for points in series.values() for s, _ in points) + 0.5)
+            acc_ax.set(ylabel="monitor accuracy (%)", ylim=(0, 100))
+            handles = ax.get_legend_handles_labels()[0] + acc_ax.get_legend_handles_labels()[0]
+            ax.legend(handles, [h.get_label() for h in handles], fontsize=7, ncol=2, loc="upper center",
+                      bbox_to_anchor=(0.5, -0.2))
+            ax.grid(alpha=0.3)

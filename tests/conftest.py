@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,35 @@ from acdistill.data import load_split
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("ACDISTILL_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
+def run(*args, ok=True):
+    """A command through Typer's CliRunner; with ok=False it must fail as a user error: one line, exit code 2."""
+    from typer.testing import CliRunner
+
+    from acdistill.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    else:
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
+        assert "Traceback" not in result.output
+    return result
+
+
+def tiny_workdir(d: Path) -> Path:
+    """`d` after the tiny pipeline's training stages ran once through the CLI, plus the student's evaluation."""
+    shutil.copy(REPO / "tests" / "tiny_params.yaml", d / "params.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(d)
+        mp.setenv("ACDISTILL_DATA_DIR", str(MIRROR))
+        run("fetch-teacher")
+        run("distill")
+        run("adv-finetune")
+        run("attack-eval", "--model", "models/student.safetensors", "--out", "metrics/eval_student.json")
+    return d
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,7 @@ def repo(tmp_path_factory):
 def test_repro_runs_everything_then_nothing_then_only_what_changed(repo):
     first = sh(repo, "dvc", "repro")
     for stage in ("fetch-teacher", "distill", "adv-finetune", "attack-eval@teacher", "attack-eval@student",
-                  "attack-eval@student_aft"):
+                  "attack-eval@student_aft", "transfer-probe", "ablate", "figures", "report"):
         assert f"Running stage '{stage}'" in first
     for name in ("teacher", "student", "student_aft"):
         assert json.loads((repo / f"metrics/eval_{name}.json").read_text())["pgd20"]["n"] == 32
@@ -55,10 +55,21 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(repo):
     sh(repo, "dvc", "plots", "show", "-o", "plots_html")
     page = (repo / "plots_html" / "index.html").read_text()
     assert "robust accuracy against eps" in page and "eval_student_aft_sweep.json" in page
+    for png in ("tsne", "logit_corr_student", "logit_corr_student_aft", "training_curves", "eps_sweep"):
+        assert f"figures/{png}.png" in page
+    report = (repo / "report.md").read_text()
+    assert all(f"| {name} " in report for name in ("teacher", "student", "student_aft"))
+    assert json.loads((repo / "metrics/probe.json").read_text())["pgd7"]["n"] == 32
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-qm", "tiny run")
 
     assert "Running stage" not in sh(repo, "dvc", "repro")
+
+    set_param(repo, "ablate", "grid", {"distill.gacd.reweight": [True, False], "distill.gacd.tau": [0.1, 0.2]})
+    widened = sh(repo, "dvc", "repro")
+    assert "Running stage 'ablate'" in widened and "Running stage 'distill'" not in widened
+    assert widened.count("finished before, reused") == 2 and widened.count("running in") == 2
+    sh(repo, "git", "checkout", "--", "params.yaml")
 
     set_param(repo, "distill", "method", "ard")
     second = sh(repo, "dvc", "repro")

@@ -1,7 +1,8 @@
 """The `acdistill` command: one module per stage, each registering its command here."""
 import typer
 
-from acdistill.cli import adv_finetune, attack_eval, distill, fetch_teacher, listing
+from acdistill.cli import (ablate, adv_finetune, attack_eval, distill, fetch_teacher, figures, listing, report,
+                           transfer_probe)
 
 app = typer.Typer(
     name="acdistill",
@@ -11,5 +12,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (fetch_teacher, distill, adv_finetune, attack_eval, listing):
+for _module in (fetch_teacher, distill, adv_finetune, attack_eval, transfer_probe, ablate, figures, report,
+                listing):
     _module.register(app)

@@ -168,7 +168,7 @@ def attack_eval(
         if curve:
             data_path, png = out.with_name(f"{out.stem}_sweep.json"), out.with_name(f"{out.stem}_sweep.png")
             write_json(data_path, curve)
-            eps_sweep_png(curve, png, title=f"{model.stem}: {cfg.sweep.attack}, first {sweep_n} images",
+            eps_sweep_png({model.stem: curve}, png, title=f"{model.stem}: {cfg.sweep.attack}, first {sweep_n} images",
                           attack=cfg.sweep.attack, norm=cfg.norm)
             written += [data_path, png]
         echo("wrote " + ", ".join(str(w) for w in written))

@@ -99,10 +99,10 @@ def check_outputs(out: Path, metrics: Path) -> None:
 
 def train_and_save(stage: str, section: TrainParams, params: Params, *, student: torch.nn.Module,
                    teacher: torch.nn.Module | None, data_dir: Path | None, device: torch.device, out: Path,
-                   metrics: Path, resume: bool, context: dict[str, Any]) -> dict[str, Any]:
+                   metrics: Path, resume: bool, context: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
     """The body of every training stage: train `student` with `section`'s method, then write the checkpoint
     (weights + sidecar) and the stage's metrics JSON. Per-epoch state lives in models/state/<stage>.pt and
-    curves in dvclive/<stage>/."""
+    curves in dvclive/<stage>/, or in `run_dir` (state.pt, dvclive/) when given."""
     import time
 
     from acdistill.checkpoint import save_model
@@ -116,7 +116,8 @@ def train_and_save(stage: str, section: TrainParams, params: Params, *, student:
     check_classes(student, params.data.dataset, "the student")
     method = build_method(section, student.to(device), teacher)
     trainer = Trainer(method, section, seed=params.seed, device=device, label=stage,
-                      state_path=Path("models/state") / f"{stage}.pt", live_dir=Path("dvclive") / stage,
+                      state_path=run_dir / "state.pt" if run_dir else Path("models/state") / f"{stage}.pt",
+                      live_dir=run_dir / "dvclive" if run_dir else Path("dvclive") / stage,
                       context={"data": params.data.model_dump(), "arch": student.arch, **context})
     start = time.perf_counter()
     history = trainer.fit(train, monitor, augment=params.data.augment, resume=resume)
@@ -125,7 +126,8 @@ def train_and_save(stage: str, section: TrainParams, params: Params, *, student:
                **{k: v for k, v in last.items() if k.endswith("_acc")},
                "minutes_this_run": round((time.perf_counter() - start) / 60, 2)}
     save_model(student, out, dataset=params.data.dataset,
-               info={"stage": stage, "params": section.model_dump(mode="json"), "seed": params.seed, **summary})
+               info={"stage": stage, "params": section.model_dump(mode="json"), "seed": params.seed, **summary,
+                     **{k: v for k, v in context.items() if k.endswith("_sha256")}})  # the report links runs by it
     write_json(metrics, summary)
     echo(f"{stage}: wrote {out} and {metrics}")
     return summary

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
+import torch
 import typer
 
 from acdistill.checkpoint import load_model, read_sidecar
 from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ParamsOpt, ResumeOpt, SetOpt, check_classes,
                                   device_of, freeze, load, new_model, train_and_save, user_errors)
+from acdistill.config import Params
 from acdistill.data import DATASETS
 from acdistill.methods import METHODS
 
@@ -29,17 +31,22 @@ def distill(
     """Distill a student from the teacher (params section `distill`)."""
     params = load(params_file, set_, **{"distill.method": method, "distill.student": student,
                                         "distill.epochs": epochs})
+    run_distill(params, teacher=teacher, out=out, metrics=metrics, data_dir=data_dir, device=device_of(params, device),
+                resume=resume)
+
+
+def run_distill(params: Params, *, teacher: Path, out: Path, metrics: Path, data_dir: Path | None,
+                device: torch.device, resume: bool, run_dir: Path | None = None) -> dict[str, Any]:
+    """Train a fresh `distill.student` from the frozen teacher; `run_dir` as in `train_and_save`."""
     cfg = params.distill
-    dev = device_of(params, device)
     teacher_model, context = None, {}
     if METHODS.get(cfg.method).needs_teacher:
-        teacher_model = freeze(load_model(teacher, dev))
+        teacher_model = freeze(load_model(teacher, device))
         context["teacher_sha256"] = read_sidecar(teacher)["sha256"]
         check_classes(teacher_model, params.data.dataset, f"teacher {teacher}")
     student_model = new_model(cfg.student, params, DATASETS.get(params.data.dataset).num_classes)
-    train_and_save("distill", cfg, params, student=student_model, teacher=teacher_model, data_dir=data_dir,
-                   device=dev, out=out, metrics=metrics, resume=resume, context=context)
-
+    return train_and_save("distill", cfg, params, student=student_model, teacher=teacher_model, data_dir=data_dir,
+                          device=device, out=out, metrics=metrics, resume=resume, context=context, run_dir=run_dir)
 
 def register(app: typer.Typer) -> None:
     app.command("distill")(user_errors(distill))

@@ -1,0 +1,173 @@
+"""acdistill ablate: distill and evaluate one student per point of a parameter grid, then tabulate them.
+
+Each point runs in its own directory, ablate/<point>-<hash>/, named by the hash of everything that decides its
+result (its validated params and the teacher's sha256). A finished point is reused as long as that hash matches,
+so widening a grid runs only the new points, and an interrupted ablation resumes mid-point from the epoch state.
+The DVC stage keeps ablate/ with `persist: true` for the same reason.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import torch
+import typer
+from tabulate import tabulate
+
+from acdistill.checkpoint import load_model, read_sidecar
+from acdistill.cli.attack_eval import ProgressBars
+from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, device_of, echo, user_errors
+from acdistill.cli.distill import run_distill
+from acdistill.config import ABLATE_SECTIONS, Params, fingerprint, load_params, parse_override
+from acdistill.data import load_split
+from acdistill.engine import evaluate
+from acdistill.errors import AcdistillError
+from acdistill.methods import METHODS
+from acdistill.io import write_json, write_text
+
+RESULT = "result.json"
+
+
+def parse_grid_option(text: str) -> tuple[str, list[Any]]:
+    """'distill.gacd.k=16,256' -> ('distill.gacd.k', [16, 256]); each value is read as YAML, like -S values."""
+    key, _ = parse_override(text)  # checks the KEY=... form
+    values = [parse_override(f"{key}={item.strip()}")[1] for item in text.partition("=")[2].split(",")]
+    if not values or any(v is None for v in values):
+        raise AcdistillError(f"--grid {text}: give KEY=V1,V2,... with no empty value")
+    return key, values
+
+
+def expand(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The product of the value lists, first key varying slowest (the order the table is read in)."""
+    return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+
+
+def point_label(point: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in point.items()) or "base"
+
+
+def point_params(params_file: Path, base: dict[str, Any], point: dict[str, Any]) -> Params:
+    try:
+        return load_params(params_file, {**base, **point})
+    except AcdistillError as e:
+        raise AcdistillError(f"ablate point {point_label(point)}: {e}") from None
+
+
+def point_dir(root: Path, point: dict[str, Any], params: Params, teacher_sha: str | None) -> tuple[Path, str]:
+    """The point's directory and the hash of what decides its result (not the ablate section itself, so that
+    editing the grid leaves the finished points' hashes alone)."""
+    dumped = params.model_dump(mode="json")
+    digest = fingerprint({k: dumped[k] for k in ABLATE_SECTIONS}, teacher_sha256=teacher_sha)
+    # The same settings reached under another label (a grid key set to its default value) reuse that directory.
+    existing = sorted(root.glob(f"*-{digest[:8]}")) if root.is_dir() else []
+    slug = re.sub(r"[^A-Za-z0-9.=_-]+", "_", point_label(point))[:80]
+    return (existing[0] if existing else root / f"{slug}-{digest[:8]}"), digest
+
+
+def finished(run: Path, digest: str) -> dict[str, Any] | None:
+    try:
+        result = json.loads((run / RESULT).read_text())
+    except (OSError, ValueError):
+        return None
+    return result if result.get("fingerprint") == digest else None
+
+
+def run_point(params: Params, run: Path, digest: str, point: dict[str, Any], *, teacher: Path,
+              data_dir: Path | None, device: torch.device) -> dict[str, Any]:
+    torch.manual_seed(params.seed)
+    start = time.perf_counter()
+    summary = run_distill(params, teacher=teacher, out=run / "student.safetensors", metrics=run / "distill.json",
+                          data_dir=data_dir, device=device, resume=True, run_dir=run)
+    train_minutes = (time.perf_counter() - start) / 60
+    student = load_model(run / "student.safetensors", device)
+    test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
+    e = params.eval
+    with ProgressBars() as progress:
+        results = evaluate(student, test, e.attacks, budget=e.budget(), batch_size=e.batch_size, n=e.n,
+                           seed=params.seed, device=device, progress=progress)
+    result = {"fingerprint": digest, "point": point, "method": params.distill.method,
+              "student": params.distill.student, "train_minutes": round(train_minutes, 2),
+              "train_images": summary["train_images"], "eval": results}
+    write_json(run / RESULT, result)
+    return result
+
+
+def row_of(result: dict[str, Any], grid_keys: list[str], run: Path) -> dict[str, Any]:
+    attacks = {name: r["accuracy"] for name, r in result["eval"].items()}
+    last = [name for name in result["eval"] if name != "all_attacks"][-1]
+    return {**{k: result["point"].get(k) for k in grid_keys}, **attacks,
+            f"worst_class_{last}": result["eval"][last]["worst_class"], "train_minutes": result["train_minutes"],
+            "run": str(run)}
+
+
+def markdown_table(rows: list[dict[str, Any]], fmt: str) -> str:
+    if not rows:
+        return "(no points)"
+    headers = [k for k in rows[0] if k != "run"]
+    return tabulate([[r[k] for k in headers] for r in rows], headers=headers, tablefmt=fmt, floatfmt=".2f")
+
+
+def ablate(
+    grid: Annotated[Optional[list[str]], typer.Option(
+        help="KEY=V1,V2,... (repeatable); replaces ablate.grid, e.g. --grid distill.gacd.k=16,256,4096")] = None,
+    sort_by: Annotated[Optional[str], typer.Option(
+        help="sort the table by this column, descending (an attack name or train_minutes); default: grid order")]
+    = None,
+    teacher: Annotated[Path, typer.Option(help="teacher checkpoint every point distills from")] = Path(
+        "models/teacher.safetensors"),
+    runs: Annotated[Path, typer.Option(help="directory holding one sub-directory per point")] = Path("ablate"),
+    out: Annotated[Path, typer.Option(help="collected JSON; the markdown table goes beside it (.md)")] = Path(
+        "metrics/ablate.json"),
+    params_file: ParamsOpt = Path("params.yaml"),
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Distill and evaluate a student at every point of a grid over params (section `ablate`): the params file,
+    then -S overrides, then ablate.fixed, then the point's values. Finished points are not rerun."""
+    base = dict(parse_override(s) for s in set_ or [])
+    overrides = dict(base)
+    if grid:
+        overrides["ablate.grid"] = dict(parse_grid_option(g) for g in grid)
+    if sort_by is not None:
+        overrides["ablate.sort_by"] = sort_by
+    params = load_params(params_file, overrides)
+    cfg = params.ablate
+    if not cfg.grid:
+        raise AcdistillError("ablate: the grid is empty; set ablate.grid in params or pass --grid KEY=V1,V2")
+    base.update(cfg.fixed)
+    points = expand(cfg.grid)
+    per_point = [point_params(params_file, base, p) for p in points]  # every point validated before any runs
+    columns = set(cfg.grid) | {"train_minutes", "all_attacks"} | {a for p in per_point for a in p.eval.attacks}
+    if cfg.sort_by is not None and cfg.sort_by not in columns:
+        raise AcdistillError(f"ablate: cannot sort by '{cfg.sort_by}'; columns: {', '.join(sorted(columns))}")
+    if out.suffix != ".json":
+        raise AcdistillError(f"--out {out}: the collected results are written as .json")
+    dev = device_of(params, device)
+    needs_teacher = any(METHODS.get(p.distill.method).needs_teacher for p in per_point)
+    teacher_sha = read_sidecar(teacher)["sha256"] if needs_teacher else None
+    rows = []
+    for i, (point, p) in enumerate(zip(points, per_point), start=1):
+        run, digest = point_dir(runs, point, p, teacher_sha)
+        result = finished(run, digest)
+        echo(f"ablate point {i}/{len(points)} {point_label(point)}: " + ("finished before, reused" if result else
+                                                                           f"running in {run}"))
+        if result is None:
+            result = run_point(p, run, digest, point, teacher=teacher, data_dir=data_dir, device=dev)
+        rows.append(row_of(result, list(cfg.grid), run))
+    if cfg.sort_by is not None:
+        rows.sort(key=lambda r: -(r.get(cfg.sort_by) or 0.0))
+    order = f"sorted by {cfg.sort_by}, descending" if cfg.sort_by else "in grid order"
+    echo(markdown_table(rows, "simple"))
+    write_json(out, {"grid": cfg.grid, "fixed": cfg.fixed, "teacher": str(teacher), "points": rows})
+    write_text(out.with_suffix(".md"), f"# Ablation\n\nOne student per point ({order}); accuracies in %, "
+                                       f"fixed settings {cfg.fixed or 'none'}.\n\n{markdown_table(rows, 'github')}\n")
+    echo(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ablate")(user_errors(ablate))

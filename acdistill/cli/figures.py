@@ -1,0 +1,92 @@
+"""acdistill figures: the GACD paper's analysis figures for a teacher and its students, plus training curves and
+eps sweeps of the pipeline's runs, as PNG files (DVC lists them as plots)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from acdistill.analysis import adversarial_images, correlation_difference, feature_cloud, read_dvclive_series
+from acdistill.checkpoint import load_model
+from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, device_of, echo, load, user_errors
+from acdistill.data import load_split
+from acdistill.engine.evaluate import first_n
+from acdistill.engine.probe import check_feature_extractor
+from acdistill.errors import AcdistillError
+from acdistill.io import write_json
+from acdistill.plots import CLASS_NAMES, correlation_png, curves_png, eps_sweep_png, tsne_png
+
+PIPELINE_ORDER = ["teacher", "distill", "aft"]  # training stages, drawn in the order they run
+
+
+def figures(
+    teacher: Annotated[Path, typer.Option(help="teacher checkpoint")] = Path("models/teacher.safetensors"),
+    student: Annotated[Optional[list[Path]], typer.Option(
+        help="student checkpoint (repeatable); default: models/student.safetensors")] = None,
+    live: Annotated[Path, typer.Option(help="dvclive directory: one sub-directory of curves per training stage")]
+    = Path("dvclive"),
+    metrics_dir: Annotated[Path, typer.Option(help="where attack-eval wrote its *_sweep.json files")] = Path("metrics"),
+    out_dir: Annotated[Path, typer.Option(help="directory for the PNG files and figures.json")] = Path("figures"),
+    params_file: ParamsOpt = Path("params.yaml"),
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Logit-correlation differences to the teacher on natural and PGD-20 inputs (paper Fig. 3-4), t-SNE of two
+    classes and attacked images (Fig. 5), training curves and eps sweeps (params section `figures`)."""
+    params = load(params_file, set_)
+    cfg = params.figures
+    dev = device_of(params, device)
+    students = student or [Path("models/student.safetensors")]
+    teacher_model = load_model(teacher, dev)
+    models = {"teacher": teacher_model} | {s.stem: load_model(s, dev) for s in students}
+    for name, net in models.items():
+        check_feature_extractor(net, name)
+    test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
+    if max(cfg.tsne_classes) >= test.num_classes:
+        raise AcdistillError(f"figures.tsne_classes {cfg.tsne_classes}: {test.name} has {test.num_classes} classes")
+    names = list(CLASS_NAMES.get(test.name, [str(c) for c in range(test.num_classes)]))
+    budget = params.eval.budget()
+    common = dict(seed=params.seed, device=dev)
+    data = first_n(test, cfg.n)
+    x = data.images.to(dev).float().div(255)
+    summary: dict = {"logit_corr_mean_abs_diff": {}, "tsne_fooled_percent": {}}
+    written = []
+    for stem, net in list(models.items())[1:]:
+        x_adv = adversarial_images(net, data, budget, batch_size=cfg.batch_size, **common)
+        panels = {"natural": correlation_difference(teacher_model, net, x).numpy(),
+                  "adversarial (PGD-20 on the student)": correlation_difference(teacher_model, net, x_adv).numpy()}
+        path = out_dir / f"logit_corr_{stem}.png"
+        correlation_png(panels, path, class_names=names,
+                        title=f"|corr(teacher logits) - corr({stem} logits)|, first {len(data)} test images")
+        summary["logit_corr_mean_abs_diff"][stem] = {k.split()[0]: round(float(m.mean()), 4) for k, m in panels.items()}
+        written.append(path)
+    a, b = cfg.tsne_classes
+    clouds = {name: feature_cloud(net, test, cfg.tsne_classes, per_class=cfg.tsne_per_class, budget=budget, **common)
+              for name, net in models.items()}
+    summary["tsne_fooled_percent"] = {name: c.fooled for name, c in clouds.items()}
+    path = out_dir / "tsne.png"
+    tsne_png(clouds, path, labels=(names[a], names[b], f"adv {names[b]} (toward {names[a]})"),
+             title=f"t-SNE of penultimate features, {cfg.tsne_per_class} test images per class, targeted PGD-20")
+    written.append(path)
+    rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
+    live_dirs = sorted((d for d in live.iterdir() if d.is_dir()), key=lambda d: (rank.get(d.name, len(rank)), d.name)) \
+        if live.is_dir() else []
+    stages = {d.name: s for d in live_dirs if (s := read_dvclive_series(d))}
+    if stages:
+        written.append(out_dir / "training_curves.png")
+        curves_png(stages, written[-1])
+    sweeps = {p.stem.removeprefix("eval_").removesuffix("_sweep"): json.loads(p.read_text())
+              for p in sorted(metrics_dir.glob("*_sweep.json"))} if metrics_dir.is_dir() else {}
+    if sweeps:
+        written.append(out_dir / "eps_sweep.png")
+        eps_sweep_png(sweeps, written[-1], title="robust accuracy against eps", attack=params.eval.sweep.attack
+                      if params.eval.sweep else "the sweep attack", norm=params.eval.norm)
+    write_json(out_dir / "figures.json", summary)
+    echo("wrote " + ", ".join(str(w) for w in written + [out_dir / "figures.json"]))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("figures")(user_errors(figures))

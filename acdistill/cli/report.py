@@ -1,0 +1,107 @@
+"""acdistill report: one markdown page across the finished runs of a workspace.
+
+A run is a checkpoint with our sidecar under models/ (its stage, method, epochs, minutes and teacher come from the
+sidecar); its accuracies come from metrics/eval_<name>.json when attack-eval has run on it. Ablation points,
+the linear probe and the figures are added when their files exist.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from tabulate import tabulate
+
+from acdistill.checkpoint import FORMAT
+from acdistill.cli.common import echo, user_errors
+from acdistill.errors import AcdistillError
+from acdistill.io import write_text
+
+SKIPPED_RESULTS = ("sanity",)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise AcdistillError(f"{path}: not valid JSON ({e})") from None
+
+
+def collect_runs(models: Path, metrics: Path) -> list[dict[str, Any]]:
+    """One record per checkpoint under `models`: sidecar facts plus its evaluation."""
+    sidecars = {p: read_json(p) for p in sorted(models.glob("*.json")) if p.with_suffix(".safetensors").is_file()}
+    sidecars = {p: s for p, s in sidecars.items() if isinstance(s, dict) and s.get("format") == FORMAT}
+    by_sha = {s["sha256"]: p.stem for p, s in sidecars.items()}
+    runs = []
+    for path, side in sidecars.items():
+        info = side.get("info", {})
+        source = info.get("student_sha256") or info.get("teacher_sha256")
+        eval_path = metrics / f"eval_{path.stem}.json"
+        evaluation = read_json(eval_path) if eval_path.is_file() else {}
+        runs.append({
+            "name": path.stem, "arch": side["arch"], "dataset": side["dataset"], "stage": info.get("stage", "-"),
+            "method": info.get("method", "-"), "epochs": info.get("epochs", "-"),
+            "from": by_sha.get(source, "(not in this workspace)") if source else "-",
+            "minutes": info.get("minutes_this_run", "-"),
+            "accuracy": {k: r["accuracy"] for k, r in evaluation.items()
+                         if k not in SKIPPED_RESULTS and isinstance(r, dict) and "accuracy" in r},
+        })
+    stage_rank = {"teacher": 0, "distill": 1, "aft": 2}  # pipeline order, then by name
+    return sorted(runs, key=lambda r: (stage_rank.get(r["stage"], len(stage_rank)), r["name"]))
+
+
+def runs_table(runs: list[dict[str, Any]]) -> str:
+    attacks = list(dict.fromkeys(a for r in runs for a in r["accuracy"]))
+    headers = ["run", "stage", "arch", "method", "distilled / tuned from", "epochs", "train min"] + [
+        f"{a} %" for a in attacks]
+    rows = [[r["name"], r["stage"], r["arch"], r["method"], r["from"], r["epochs"], r["minutes"]]
+            + [r["accuracy"].get(a, "-") for a in attacks] for r in runs]
+    return tabulate(rows, headers=headers, tablefmt="github")
+
+
+def link(target: Path, page: Path) -> str:
+    return os.path.relpath(target.resolve(), page.resolve().parent)
+
+
+def report(
+    models: Annotated[Path, typer.Option(help="directory of checkpoints")] = Path("models"),
+    metrics: Annotated[Path, typer.Option(help="directory of metrics JSON")] = Path("metrics"),
+    figures: Annotated[Path, typer.Option(help="directory of figures (acdistill figures)")] = Path("figures"),
+    out: Annotated[Path, typer.Option(help="markdown page to write")] = Path("report.md"),
+) -> None:
+    """Write one markdown page: every run (teacher, students; method, time, accuracy per attack), the ablation,
+    the linear probe, and links to the figures."""
+    if out.suffix != ".md":
+        raise AcdistillError(f"--out {out}: the report is a markdown (.md) file")
+    if not models.is_dir():
+        raise AcdistillError(f"no runs: {models} is not a directory (run `dvc repro` or a training command first)")
+    runs = collect_runs(models, metrics)
+    if not runs:
+        raise AcdistillError(f"no runs: {models} holds no acdistill checkpoint (.safetensors + .json sidecar)")
+    parts = [f"# acdistill report\n\n{len(runs)} runs in `{models}`; accuracies in % from `{metrics}/eval_*.json` "
+             f"('-' where a model was not evaluated).\n\n{runs_table(runs)}\n"]
+    ablation = metrics / "ablate.json"
+    if ablation.is_file():
+        points = read_json(ablation).get("points", [])
+        headers = [k for k in (points[0] if points else {}) if k != "run"]
+        parts.append(f"## Ablation ({len(points)} points, `{ablation}`)\n\n"
+                     + tabulate([[p.get(k) for k in headers] for p in points], headers=headers, tablefmt="github")
+                     + "\n")
+    probe = metrics / "probe.json"
+    if probe.is_file():
+        p = read_json(probe)
+        rows = [[k, r["accuracy"], r["worst_class"], r["n"]] for k, r in p.items() if isinstance(r, dict)]
+        parts.append(f"## Linear probe: `{p['model']}` features on {p['dataset']} ({p['train_images']} train "
+                     f"images)\n\n" + tabulate(rows, headers=["attack", "accuracy %", "worst class %", "n"],
+                                               tablefmt="github") + "\n")
+    pngs = sorted(figures.glob("*.png")) + sorted(metrics.glob("*.png"))
+    if pngs:
+        parts.append("## Figures\n\n" + "\n".join(f"- [{p.name}]({link(p, out)})" for p in pngs) + "\n")
+    write_text(out, "\n".join(parts))
+    echo(f"wrote {out}: {len(runs)} runs" + (f", {len(pngs)} figures" if pngs else ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(user_errors(report))

@@ -1,0 +1,74 @@
+"""acdistill transfer-probe: do a model's frozen features transfer to another dataset, and stay robust there?"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from safetensors.torch import save_file
+
+from acdistill.attacks import Budget
+from acdistill.checkpoint import load_model, read_sidecar, sha256_file
+from acdistill.cli.attack_eval import ProgressBars, results_table
+from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, device_of, echo, load, user_errors
+from acdistill.data import load_split
+from acdistill.engine import evaluate
+from acdistill.engine.probe import check_feature_extractor, linear_probe
+from acdistill.errors import AcdistillError
+from acdistill.io import atomic_path, write_json, write_text
+
+
+def transfer_probe(
+    model: Annotated[Path, typer.Option(help="checkpoint whose features are probed (frozen)")] = Path(
+        "models/student.safetensors"),
+    dataset: Annotated[Optional[str], typer.Option(help="target dataset (default: probe.dataset)")] = None,
+    out: Annotated[Path, typer.Option(help="metrics JSON to write; a markdown table goes beside it (.md)")] = Path(
+        "metrics/probe.json"),
+    head: Annotated[Path, typer.Option(help="the trained linear head (.safetensors + .json sidecar)")] = Path(
+        "models/probe_head.safetensors"),
+    params_file: ParamsOpt = Path("params.yaml"),
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Train a linear classifier on a model's frozen features for a target dataset (params section `probe`), then
+    report its clean and PGD-7 accuracy, attacking the frozen model and the head together."""
+    params = load(params_file, set_, **{"probe.dataset": dataset})
+    cfg = params.probe
+    if head.suffix != ".safetensors":
+        raise AcdistillError(f"--head {head}: the head is written as .safetensors")
+    if out.resolve() in (head.resolve(), head.with_suffix(".json").resolve()):
+        raise AcdistillError(f"--out {out} would overwrite the head or its sidecar")
+    dev = device_of(params, device)
+    backbone = load_model(model, dev)
+    check_feature_extractor(backbone, f"model {model}")
+    train = load_split(cfg.dataset, True, cfg.train_subset, cfg.root, data_dir)
+    test = load_split(cfg.dataset, False, cfg.test_subset, cfg.root, data_dir)
+    start = time.perf_counter()
+    probed = linear_probe(backbone, train, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                          batch_size=cfg.batch_size, seed=params.seed, device=dev)
+    fit_seconds = time.perf_counter() - start
+    with ProgressBars() as progress:
+        results = evaluate(probed, test, cfg.attacks, budget=Budget(cfg.eps), batch_size=256, seed=params.seed,
+                           device=dev, progress=progress)
+    title = (f"{model} features -> linear head on {cfg.dataset} ({len(train)} train images, "
+             f"{backbone.feature_dim} features), L-inf eps {cfg.eps:.5f}")
+    echo(title)
+    echo(results_table(results, "simple"))
+    weights = {k: v.detach().cpu().contiguous() for k, v in probed.head.state_dict().items()}
+    with atomic_path(head) as tmp:
+        save_file(weights, str(tmp))
+        digest = sha256_file(tmp)
+    write_json(head.with_suffix(".json"), {
+        "format": "acdistill-probe-head-1", "backbone": str(model), "backbone_sha256": read_sidecar(model)["sha256"],
+        "dataset": cfg.dataset, "feature_dim": backbone.feature_dim, "num_classes": train.num_classes,
+        "sha256": digest})
+    write_json(out, {"model": str(model), "dataset": cfg.dataset, "train_images": len(train),
+                     "head_fit_seconds": round(fit_seconds, 2), **results})
+    write_text(out.with_suffix(".md"), f"# Linear probe\n\n{title}\n\n{results_table(results, 'github')}\n")
+    echo(f"wrote {out}, {out.with_suffix('.md')} and {head}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("transfer-probe")(user_errors(transfer_probe))

@@ -1,0 +1,126 @@
+"""The linear probe, the ablation grid, and the data behind each analysis figure."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from acdistill import create_model
+from acdistill.analysis import (correlation_difference, feature_cloud, logit_correlation, read_dvclive_series,
+                                two_class_subset)
+from acdistill.attacks import Budget
+from acdistill.cli.ablate import expand, parse_grid_option
+from acdistill.data import ImageSet, load_split
+from acdistill.engine import evaluate
+from acdistill.engine.probe import extract_features, fit_linear_head, linear_probe
+from acdistill.errors import AcdistillError
+
+
+class PixelFeatures(nn.Module):
+    """Features = two pixels of the red channel, through a batch norm whose running statistics must not move."""
+
+    feature_dim = 2
+
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(2)
+
+    def features(self, x):
+        return self.bn(x[:, 0, 0, :2])
+
+    def forward(self, x):
+        return self.features(x)
+
+
+def separable_set(n: int, seed: int) -> ImageSet:
+    """Class 1 iff pixel a > pixel b: separable by the line a - b = 0, with a margin of 40/255."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    low = torch.randint(20, 100, (n,), generator=g, dtype=torch.uint8)
+    high = low + torch.randint(40, 120, (n,), generator=g, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.where(labels == 1, high, low)
+    images[:, 0, 0, 1] = torch.where(labels == 1, low, high)
+    return ImageSet("toy", images, labels, torch.arange(n), 2, "test")
+
+
+def test_probe_reaches_full_accuracy_on_a_linearly_separable_set():
+    net = PixelFeatures().eval()
+    probed = linear_probe(net, separable_set(400, 0), epochs=60, lr=0.05, weight_decay=0.0, batch_size=64, seed=0,
+                          device="cpu")
+    result = evaluate(probed, separable_set(200, 1), ["natural"])
+    assert result["natural"]["accuracy"] == 100.0
+
+
+def test_probing_leaves_the_feature_extractor_untouched(mirror):
+    net = create_model("small_cnn", num_classes=10)
+    with torch.no_grad():  # non-trivial running statistics, which a forward pass in train mode would change
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    train = load_split("mnist", True, 64, data_dir=mirror)
+    feats_before = extract_features(net, train, batch_size=32, device="cpu")
+    probed = linear_probe(net, train, epochs=3, lr=0.01, weight_decay=0.0, batch_size=32, seed=0, device="cpu")
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert torch.equal(feats_before, extract_features(net, train, batch_size=32, device="cpu"))
+    assert not any(p.requires_grad for p in probed.parameters())
+
+
+def test_the_head_does_not_depend_on_each_feature_scale():
+    """It trains on standardized features and folds the standardization into its weights, so rescaling and
+    shifting a feature changes the weights but not the predictions."""
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(64, 5, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 3, (64,), generator=g)
+    scale, shift = torch.tensor([1e-3, 1.0, 10.0, 100.0, 3.0], dtype=torch.float64), 7.0
+    fit = dict(epochs=5, lr=0.05, weight_decay=0.0, batch_size=16, seed=0)
+    head = fit_linear_head(feats, labels, 3, **fit)
+    rescaled = fit_linear_head(feats * scale + shift, labels, 3, **fit)
+    assert torch.allclose(head(feats), rescaled(feats * scale + shift), atol=1e-4)
+    assert torch.equal(head.weight, fit_linear_head(feats, labels, 3, **fit).weight)  # seeded
+
+
+def test_a_model_without_features_is_refused():
+    with pytest.raises(AcdistillError, match="has no features\\(\\)/feature_dim"):
+        linear_probe(nn.Sequential(nn.Flatten(), nn.Linear(3072, 10)), separable_set(8, 0), epochs=1, lr=0.1,
+                     weight_decay=0.0, batch_size=8, seed=0, device="cpu")
+
+
+def test_grid_expands_to_the_product_first_key_slowest():
+    grid = dict([parse_grid_option("distill.gacd.k=16,256"), parse_grid_option("distill.gacd.reweight=true,false")])
+    assert grid == {"distill.gacd.k": [16, 256], "distill.gacd.reweight": [True, False]}
+    assert expand(grid) == [
+        {"distill.gacd.k": 16, "distill.gacd.reweight": True}, {"distill.gacd.k": 16, "distill.gacd.reweight": False},
+        {"distill.gacd.k": 256, "distill.gacd.reweight": True}, {"distill.gacd.k": 256, "distill.gacd.reweight": False}]
+    assert parse_grid_option("distill.attack.eps=4/255,8/255")[1] == ["4/255", "8/255"]  # validated per point
+    with pytest.raises(AcdistillError, match="no empty value"):
+        parse_grid_option("distill.gacd.k=16,,4")
+
+
+def test_logit_correlation_matches_numpy_and_the_difference_is_class_by_class():
+    logits = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
+    assert np.allclose(logit_correlation(logits).numpy(), np.corrcoef(logits.numpy().T))
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
+    x = torch.rand(30, 3, 2, 2)
+    diff = correlation_difference(teacher, teacher, x)
+    assert diff.shape == (4, 4) and torch.equal(diff, torch.zeros(4, 4))
+    other = nn.Sequential(nn.Flatten(), nn.Linear(12, 4))
+    diff = correlation_difference(teacher, other, x)
+    assert diff.shape == (4, 4) and (diff >= 0).all() and diff.diagonal().abs().max() < 1e-12 and diff.sum() > 0
+
+
+def test_feature_cloud_has_two_classes_and_their_attacked_copies(mnist_model, mnist_test):
+    cloud = feature_cloud(mnist_model, mnist_test, (3, 8), per_class=12, budget=Budget(0.3), seed=0, device="cpu")
+    assert cloud.points.shape == (36, 2)
+    assert np.bincount(cloud.groups).tolist() == [12, 12, 12]
+    assert cloud.fooled > 50  # eps 0.3 on a naturally trained MNIST CNN: most 8s become 3s
+    with pytest.raises(AcdistillError, match="need at least 2"):
+        two_class_subset(mnist_test.take(3), (3, 8), 5)
+
+
+def test_dvclive_series_are_read_per_metric(tmp_path):
+    root = tmp_path / "plots" / "metrics"
+    (root / "loss").mkdir(parents=True)
+    (root / "loss" / "nce.tsv").write_text("step\tnce\n0\t1.5\n1\t0.5\n")
+    (root / "clean_acc.tsv").write_text("step\tclean_acc\n0\t20\n")
+    assert read_dvclive_series(tmp_path) == {"clean_acc": [(0.0, 20.0)], "loss/nce": [(0.0, 1.5), (1.0, 0.5)]}

@@ -1,0 +1,117 @@
+"""transfer-probe, ablate, figures and report through the CLI on the tiny profile, with their user errors."""
+import hashlib
+import json
+
+import pytest
+from PIL import Image
+
+from conftest import MIRROR, run, tiny_workdir
+
+
+def digests(*dirs):
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for d in dirs for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tiny_workdir(tmp_path_factory.mktemp("analysis"))
+
+
+@pytest.fixture
+def here(workdir, monkeypatch):
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("ACDISTILL_DATA_DIR", str(MIRROR))
+    return workdir
+
+
+def test_transfer_probe_writes_the_head_and_clean_and_pgd7_accuracy(here):
+    out = run("transfer-probe").output
+    assert "linear head on mnist (64 train images" in out
+    probe = json.loads((here / "metrics/probe.json").read_text())
+    assert probe["dataset"] == "mnist" and probe["train_images"] == 64
+    assert probe["natural"]["n"] == 32 and probe["pgd7"]["steps"] == 7
+    assert probe["pgd7"]["accuracy"] <= probe["natural"]["accuracy"]
+    head = json.loads((here / "models/probe_head.json").read_text())
+    assert head["feature_dim"] > 0 and head["num_classes"] == 10 and head["dataset"] == "mnist"
+    assert (here / "models/probe_head.safetensors").is_file() and "| pgd7" in (here / "metrics/probe.md").read_text()
+
+
+def test_ablate_runs_each_point_once_and_resumes_without_rerunning(here):
+    first = run("ablate", "--runs", "ablate", "--out", "metrics/ablate.json").output
+    assert first.count("running in") == 2
+    result = json.loads((here / "metrics/ablate.json").read_text())
+    assert [p["distill.gacd.reweight"] for p in result["points"]] == [True, False]
+    assert {"natural", "pgd20", "train_minutes"} <= set(result["points"][0])
+    finished = digests(here / "ablate")
+    # A wider grid: the two finished points are reused, only the new one runs.
+    again = run("ablate", "--grid", "distill.gacd.reweight=true,false", "--grid", "distill.gacd.tau=0.1,0.2").output
+    assert again.count("finished before, reused") == 2 and again.count("running in") == 2
+    assert all(digests(here / "ablate")[p] == h for p, h in finished.items() if "dvclive" not in str(p))
+    table = (here / "metrics/ablate.md").read_text()
+    assert table.count("\n| ") == 5 and "distill.gacd.tau" in table  # header + 4 points
+
+
+def test_an_interrupted_point_resumes_from_its_epoch_state(here):
+    run("ablate", "--grid", "distill.epochs=2", "--out", "metrics/ablate_epochs.json")
+    point = next(p for p in (here / "ablate").iterdir() if p.name.startswith("distill.epochs=2-"))
+    (point / "result.json").unlink()  # as if killed after training, before the evaluation finished
+    out = run("ablate", "--grid", "distill.epochs=2", "--out", "metrics/ablate_epochs.json").output
+    assert "resuming after epoch 2 of 2" in out
+
+
+def test_ablate_sorted_by_a_column(here):
+    run("ablate", "--sort-by", "natural", "--out", "metrics/ablate_sorted.json")
+    points = json.loads((here / "metrics/ablate_sorted.json").read_text())["points"]
+    assert [p["natural"] for p in points] == sorted((p["natural"] for p in points), reverse=True)
+
+
+def test_figures_are_written_with_readable_sizes(here):
+    run("attack-eval", "--model", "models/teacher.safetensors", "--out", "metrics/eval_teacher.json")
+    run("figures", "--student", "models/student.safetensors", "--student", "models/student_aft.safetensors")
+    summary = json.loads((here / "figures/figures.json").read_text())
+    assert set(summary["logit_corr_mean_abs_diff"]) == {"student", "student_aft"}
+    assert set(summary["tsne_fooled_percent"]) == {"teacher", "student", "student_aft"}
+    for name, min_width in (("logit_corr_student", 800), ("tsne", 1000), ("training_curves", 1000),
+                            ("eps_sweep", 500)):
+        with Image.open(here / f"figures/{name}.png") as im:
+            assert im.width >= min_width and im.height >= 300, name
+
+
+def test_report_lists_every_run_with_its_teacher(here):
+    run("report")
+    page = (here / "report.md").read_text()
+    for name in ("teacher", "student", "student_aft"):
+        assert f"| {name} " in page
+    student_row = next(line for line in page.splitlines() if line.startswith("| student "))
+    assert "| gacd " in student_row and "| teacher " in student_row  # distilled from the teacher run
+    aft_row = next(line for line in page.splitlines() if line.startswith("| student_aft "))
+    assert "| student " in aft_row
+    assert "## Ablation" in page and "## Linear probe" in page and "figures/tsne.png" in page
+
+
+@pytest.mark.parametrize("args, message", [
+    (["ablate", "--grid", "distill.gacd.kk=1,2"],
+     "ablate point distill.gacd.kk=1: params.yaml: distill: gacd.kk: unknown key"),
+    (["ablate", "--grid", "distill.gacd.k=many,2"],
+     "ablate point distill.gacd.k=many: params.yaml: distill: gacd.k: Input should be a valid integer"),
+    (["ablate", "--grid", "teacher.arch=resnet20,small_cnn"], "'teacher.arch': a grid point can change only"),
+    (["ablate", "--grid", "distill.epochs=1", "--sort-by", "robustness"], "cannot sort by 'robustness'"),
+    (["ablate", "--grid", "distill.gacd.k"], "is not KEY=VALUE"),
+    (["transfer-probe", "--model", "models/none.safetensors"], "model file not found: models/none.safetensors"),
+    (["transfer-probe", "--head", "metrics/probe.json"], "the head is written as .safetensors"),
+    (["figures", "-S", "figures.tsne_classes=[0,10]"], "cifar10 has 10 classes"),
+    (["report", "--models", "nowhere"], "no runs: nowhere is not a directory"),
+])
+def test_user_errors_name_the_problem_and_write_nothing(here, args, message):
+    before = digests(here / "models", here / "metrics")
+    result = run(*args, ok=False)
+    assert message in result.output
+    assert digests(here / "models", here / "metrics") == before
+
+
+def test_a_target_dataset_with_no_offline_data_says_where_it_looked(here, tmp_path, monkeypatch):
+    monkeypatch.setenv("ACDISTILL_DATA_DIR", str(tmp_path))
+    before = digests(here / "metrics")
+    result = run("transfer-probe", "--dataset", "svhn", "-S", f"probe.root={tmp_path / 'tv'}", ok=False)
+    assert f"no svhn train data: offline mirror: {tmp_path} (the mirror has no svhn files)" in result.output
+    assert digests(here / "metrics") == before
