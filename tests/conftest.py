@@ -27,8 +27,11 @@ def run(*args, ok=True):
     return result
 
 
-def tiny_workdir(d: Path) -> Path:
-    """`d` after the tiny pipeline's training stages ran once through the CLI, plus the student's evaluation."""
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A directory per test module where the tiny pipeline's training stages ran once through the CLI, plus the
+    student's evaluation."""
+    d = tmp_path_factory.mktemp("tiny")
     shutil.copy(REPO / "tests" / "tiny_params.yaml", d / "params.yaml")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(d)
@@ -38,6 +41,14 @@ def tiny_workdir(d: Path) -> Path:
         run("adv-finetune")
         run("attack-eval", "--model", "models/student.safetensors", "--out", "metrics/eval_student.json")
     return d
+
+
+@pytest.fixture
+def here(workdir, monkeypatch):
+    """The module's tiny workdir as the current directory, with the offline mirror."""
+    monkeypatch.chdir(workdir)
+    monkeypatch.setenv("ACDISTILL_DATA_DIR", str(MIRROR))
+    return workdir
 
 
 @pytest.fixture(scope="session")

@@ -9,22 +9,11 @@ import torch
 
 from acdistill import create_model, load_model
 from acdistill.cli import fetch_teacher
-from conftest import MIRROR, run, tiny_workdir
+from conftest import run
+
 
 def digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tiny_workdir(tmp_path_factory.mktemp("cli"))
-
-
-@pytest.fixture
-def here(workdir, monkeypatch):
-    monkeypatch.chdir(workdir)
-    monkeypatch.setenv("ACDISTILL_DATA_DIR", str(MIRROR))
-    return workdir
 
 
 def test_stages_write_checkpoints_metrics_and_curves(here):

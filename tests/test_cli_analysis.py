@@ -5,23 +5,11 @@ import json
 import pytest
 from PIL import Image
 
-from conftest import MIRROR, run, tiny_workdir
+from conftest import run
 
 
 def digests(*dirs):
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for d in dirs for p in sorted(d.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tiny_workdir(tmp_path_factory.mktemp("analysis"))
-
-
-@pytest.fixture
-def here(workdir, monkeypatch):
-    monkeypatch.chdir(workdir)
-    monkeypatch.setenv("ACDISTILL_DATA_DIR", str(MIRROR))
-    return workdir
 
 
 def test_transfer_probe_writes_the_head_and_clean_and_pgd7_accuracy(here):
@@ -47,6 +35,9 @@ def test_ablate_runs_each_point_once_and_resumes_without_rerunning(here):
     again = run("ablate", "--grid", "distill.gacd.reweight=true,false", "--grid", "distill.gacd.tau=0.1,0.2").output
     assert again.count("finished before, reused") == 2 and again.count("running in") == 2
     assert all(digests(here / "ablate")[p] == h for p, h in finished.items() if "dvclive" not in str(p))
+    points = json.loads((here / "metrics/ablate.json").read_text())["points"]
+    assert [(p["distill.gacd.reweight"], p["distill.gacd.tau"]) for p in points] == [
+        (True, 0.1), (True, 0.2), (False, 0.1), (False, 0.2)]
     table = (here / "metrics/ablate.md").read_text()
     assert table.count("\n| ") == 5 and "distill.gacd.tau" in table  # header + 4 points
 
@@ -101,6 +92,7 @@ def test_report_lists_every_run_with_its_teacher(here):
     (["transfer-probe", "--head", "metrics/probe.json"], "the head is written as .safetensors"),
     (["figures", "-S", "figures.tsne_classes=[0,10]"], "cifar10 has 10 classes"),
     (["report", "--models", "nowhere"], "no runs: nowhere is not a directory"),
+    (["report", "--experiments", "--out", "metrics/exp.md"], "--experiments: "),  # not a DVC repository
 ])
 def test_user_errors_name_the_problem_and_write_nothing(here, args, message):
     before = digests(here / "models", here / "metrics")

@@ -84,3 +84,9 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(repo):
     sh(repo, "dvc", "exp", "run", "-S", "distill.method=kd")
     shown = sh(repo, "dvc", "exp", "show", "--no-pager", "--md")
     assert "kd" in shown
+    sh(repo, "acdistill", "report", "--experiments", "--out", "all.md")
+    experiments = (repo / "all.md").read_text().split("## Commits and experiments")[1]
+    rows = [line.split("|")[1:4] for line in experiments.splitlines() if line.startswith("| ")][1:]
+    methods = {(exp.strip(), method.strip()) for exp, model, method in rows if model.strip() == "student"}
+    branch = sh(repo, "git", "rev-parse", "--abbrev-ref", "HEAD").strip()
+    assert ("workspace", "kd") in methods and (branch, "gacd") in methods and len(methods) == 3  # + the experiment

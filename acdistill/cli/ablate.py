@@ -96,10 +96,10 @@ def run_point(params: Params, run: Path, digest: str, point: dict[str, Any], *, 
     return result
 
 
-def row_of(result: dict[str, Any], grid_keys: list[str], run: Path) -> dict[str, Any]:
+def row_of(point: dict[str, Any], result: dict[str, Any], run: Path) -> dict[str, Any]:
     attacks = {name: r["accuracy"] for name, r in result["eval"].items()}
     last = [name for name in result["eval"] if name != "all_attacks"][-1]
-    return {**{k: result["point"].get(k) for k in grid_keys}, **attacks,
+    return {**point, **attacks,
             f"worst_class_{last}": result["eval"][last]["worst_class"], "train_minutes": result["train_minutes"],
             "run": str(run)}
 
@@ -158,7 +158,7 @@ def ablate(
                                                                            f"running in {run}"))
         if result is None:
             result = run_point(p, run, digest, point, teacher=teacher, data_dir=data_dir, device=dev)
-        rows.append(row_of(result, list(cfg.grid), run))
+        rows.append(row_of(point, result, run))
     if cfg.sort_by is not None:
         rows.sort(key=lambda r: -(r.get(cfg.sort_by) or 0.0))
     order = f"sorted by {cfg.sort_by}, descending" if cfg.sort_by else "in grid order"

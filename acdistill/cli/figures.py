@@ -11,6 +11,7 @@ import typer
 from acdistill.analysis import adversarial_images, correlation_difference, feature_cloud, read_dvclive_series
 from acdistill.checkpoint import load_model
 from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, device_of, echo, load, user_errors
+from acdistill.config import Params
 from acdistill.data import load_split
 from acdistill.engine.evaluate import first_n
 from acdistill.engine.probe import check_feature_extractor
@@ -41,7 +42,8 @@ def figures(
     dev = device_of(params, device)
     students = student or [Path("models/student.safetensors")]
     teacher_model = load_model(teacher, dev)
-    models = {"teacher": teacher_model} | {s.stem: load_model(s, dev) for s in students}
+    student_models = {s.stem: load_model(s, dev) for s in students}
+    models = {"teacher": teacher_model, **student_models}
     for name, net in models.items():
         check_feature_extractor(net, name)
     test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
@@ -54,14 +56,15 @@ def figures(
     x = data.images.to(dev).float().div(255)
     summary: dict = {"logit_corr_mean_abs_diff": {}, "tsne_fooled_percent": {}}
     written = []
-    for stem, net in list(models.items())[1:]:
+    for stem, net in student_models.items():
         x_adv = adversarial_images(net, data, budget, batch_size=cfg.batch_size, **common)
-        panels = {"natural": correlation_difference(teacher_model, net, x).numpy(),
-                  "adversarial (PGD-20 on the student)": correlation_difference(teacher_model, net, x_adv).numpy()}
+        diffs = {"natural": correlation_difference(teacher_model, net, x).numpy(),
+                 "adversarial": correlation_difference(teacher_model, net, x_adv).numpy()}
         path = out_dir / f"logit_corr_{stem}.png"
-        correlation_png(panels, path, class_names=names,
+        correlation_png({"natural": diffs["natural"], f"PGD-20 against {stem}": diffs["adversarial"]}, path,
+                        class_names=names,
                         title=f"|corr(teacher logits) - corr({stem} logits)|, first {len(data)} test images")
-        summary["logit_corr_mean_abs_diff"][stem] = {k.split()[0]: round(float(m.mean()), 4) for k, m in panels.items()}
+        summary["logit_corr_mean_abs_diff"][stem] = {k: round(float(m.mean()), 4) for k, m in diffs.items()}
         written.append(path)
     a, b = cfg.tsne_classes
     clouds = {name: feature_cloud(net, test, cfg.tsne_classes, per_class=cfg.tsne_per_class, budget=budget, **common)
@@ -71,6 +74,14 @@ def figures(
     tsne_png(clouds, path, labels=(names[a], names[b], f"adv {names[b]} (toward {names[a]})"),
              title=f"t-SNE of penultimate features, {cfg.tsne_per_class} test images per class, targeted PGD-20")
     written.append(path)
+    written += pipeline_figures(live, metrics_dir, out_dir, params)
+    write_json(out_dir / "figures.json", summary)
+    echo("wrote " + ", ".join(str(w) for w in written + [out_dir / "figures.json"]))
+
+
+def pipeline_figures(live: Path, metrics_dir: Path, out_dir: Path, params: Params) -> list[Path]:
+    """Training curves of every stage dvclive logged, and every eps sweep attack-eval wrote, when there are any."""
+    written = []
     rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
     live_dirs = sorted((d for d in live.iterdir() if d.is_dir()), key=lambda d: (rank.get(d.name, len(rank)), d.name)) \
         if live.is_dir() else []
@@ -82,10 +93,9 @@ def figures(
               for p in sorted(metrics_dir.glob("*_sweep.json"))} if metrics_dir.is_dir() else {}
     if sweeps:
         written.append(out_dir / "eps_sweep.png")
-        eps_sweep_png(sweeps, written[-1], title="robust accuracy against eps", attack=params.eval.sweep.attack
-                      if params.eval.sweep else "the sweep attack", norm=params.eval.norm)
-    write_json(out_dir / "figures.json", summary)
-    echo("wrote " + ", ".join(str(w) for w in written + [out_dir / "figures.json"]))
+        attack = params.eval.sweep.attack if params.eval.sweep else "the sweep attack"
+        eps_sweep_png(sweeps, written[-1], title="robust accuracy against eps", attack=attack, norm=params.eval.norm)
+    return written
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,8 @@
 
 A run is a checkpoint with our sidecar under models/ (its stage, method, epochs, minutes and teacher come from the
 sidecar); its accuracies come from metrics/eval_<name>.json when attack-eval has run on it. Ablation points,
-the linear probe and the figures are added when their files exist.
+the linear probe and the figures are added when their files exist; with --experiments, the evaluations of every
+commit and `dvc exp` experiment too.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tabulate import tabulate
 
 from acdistill.checkpoint import FORMAT
 from acdistill.cli.common import echo, user_errors
+from acdistill.config import Params
 from acdistill.errors import AcdistillError
 from acdistill.io import write_text
 
@@ -61,6 +63,54 @@ def runs_table(runs: list[dict[str, Any]]) -> str:
     return tabulate(rows, headers=headers, tablefmt="github")
 
 
+def experiment_rows(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows from `dvc exp show --json`: per commit or experiment, per evaluated model (metrics/eval_<name>.json)."""
+    defaults = Params()
+    entries = []
+    for commit in shown:
+        rev = commit["rev"]
+        entries.append((commit.get("name") or (rev if rev == "workspace" else rev[:7]), commit.get("data")))
+        for exp in commit.get("experiments") or []:
+            entries += [(exp.get("name") or rev["rev"][:7], rev.get("data")) for rev in exp.get("revs", [])]
+    rows = []
+    for label, data in entries:
+        if not data:
+            continue
+        params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
+        methods = {"teacher": params.get("teacher", {}).get("train", {}).get("method", defaults.teacher.train.method),
+                   "student": params.get("distill", {}).get("method", defaults.distill.method),
+                   "student_aft": params.get("aft", {}).get("method", defaults.aft.method)}
+        for path, metric in sorted((data.get("metrics") or {}).items()):
+            name = Path(path).stem.removeprefix("eval_")
+            if not Path(path).stem.startswith("eval_") or name.endswith("_sweep"):
+                continue
+            results = metric.get("data") or {}
+            rows.append({"experiment": label, "model": name, "method": methods.get(name, "-"),
+                         "accuracy": {k: r["accuracy"] for k, r in results.items()
+                                      if isinstance(r, dict) and "accuracy" in r}})
+    return rows
+
+
+def experiments_table(rows: list[dict[str, Any]]) -> str:
+    attacks = list(dict.fromkeys(a for r in rows for a in r["accuracy"]))
+    return tabulate([[r["experiment"], r["model"], r["method"]] + [r["accuracy"].get(a, "-") for a in attacks]
+                     for r in rows], headers=["experiment", "model", "method"] + [f"{a} %" for a in attacks],
+                    tablefmt="github")
+
+
+def dvc_experiments() -> list[dict[str, Any]]:
+    import subprocess
+
+    try:
+        done = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise AcdistillError(f"--experiments: could not run `dvc exp show --json` ({e})") from None
+    if done.returncode != 0:
+        first = (done.stderr.strip().splitlines() or ["no message"])[0]
+        raise AcdistillError(f"--experiments: `dvc exp show --json` failed: {first}")
+    return json.loads(done.stdout)
+
+
 def link(target: Path, page: Path) -> str:
     return os.path.relpath(target.resolve(), page.resolve().parent)
 
@@ -70,6 +120,9 @@ def report(
     metrics: Annotated[Path, typer.Option(help="directory of metrics JSON")] = Path("metrics"),
     figures: Annotated[Path, typer.Option(help="directory of figures (acdistill figures)")] = Path("figures"),
     out: Annotated[Path, typer.Option(help="markdown page to write")] = Path("report.md"),
+    experiments: Annotated[bool, typer.Option(
+        "--experiments", help="add every commit and `dvc exp` experiment of the repository (from `dvc exp show`); "
+                              "not inside `dvc repro`, which holds the repository lock")] = False,
 ) -> None:
     """Write one markdown page: every run (teacher, students; method, time, accuracy per attack), the ablation,
     the linear probe, and links to the figures."""
@@ -80,6 +133,7 @@ def report(
     runs = collect_runs(models, metrics)
     if not runs:
         raise AcdistillError(f"no runs: {models} holds no acdistill checkpoint (.safetensors + .json sidecar)")
+    exp_rows = experiment_rows(dvc_experiments()) if experiments else []
     parts = [f"# acdistill report\n\n{len(runs)} runs in `{models}`; accuracies in % from `{metrics}/eval_*.json` "
              f"('-' where a model was not evaluated).\n\n{runs_table(runs)}\n"]
     ablation = metrics / "ablate.json"
@@ -96,6 +150,8 @@ def report(
         parts.append(f"## Linear probe: `{p['model']}` features on {p['dataset']} ({p['train_images']} train "
                      f"images)\n\n" + tabulate(rows, headers=["attack", "accuracy %", "worst class %", "n"],
                                                tablefmt="github") + "\n")
+    if exp_rows:
+        parts.append(f"## Commits and experiments (`dvc exp show`)\n\n{experiments_table(exp_rows)}\n")
     pngs = sorted(figures.glob("*.png")) + sorted(metrics.glob("*.png"))
     if pngs:
         parts.append("## Figures\n\n" + "\n".join(f"- [{p.name}]({link(p, out)})" for p in pngs) + "\n")
