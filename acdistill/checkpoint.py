@@ -100,7 +100,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             first = str(e).strip().splitlines()[0][:160]
-            raise AcdistillError(f"{path}: refused, the file holds pickled objects other than weights ({first})") from None
+            raise AcdistillError(f"{path}: refused, the file holds pickled objects other than weights "
+                                 f"({first})") from None
         except (RuntimeError, EOFError, OSError) as e:
             raise AcdistillError(f"{path}: corrupted or not a PyTorch file ({str(e).splitlines()[0][:160]})") from None
     for key in ("state_dict", "model_state_dict", "model", "net"):

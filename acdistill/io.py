@@ -6,7 +6,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 @contextmanager
@@ -33,3 +33,51 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, data: object) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+LOCK_NAME = ".acdistill.lock"
+_held_locks: dict[Path, list] = {}  # directory -> [open lock file, depth]: nested locks in one process are fine
+
+
+@contextmanager
+def output_lock(*files: str | os.PathLike, dirs: Iterable[str | os.PathLike] = ()) -> Iterator[None]:
+    """Hold an exclusive lock on the directory of each file, and on each of `dirs`, while a run writes there:
+    a second run (another process) aiming at the same directory refuses at once. These are flock locks, which
+    the kernel drops when their process dies, so a killed run never leaves a stale lock behind."""
+    import fcntl
+    import sys
+
+    from acdistill.errors import AcdistillError
+
+    taken = []
+    try:
+        for directory in sorted({Path(f).resolve().parent for f in files} | {Path(d).resolve() for d in dirs}):
+            if directory in _held_locks:
+                _held_locks[directory][1] += 1
+                taken.append(directory)
+                continue
+            directory.mkdir(parents=True, exist_ok=True)
+            handle = open(directory / LOCK_NAME, "a+")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                handle.close()
+                raise AcdistillError(f"{directory} is in use by another acdistill run ({holder}); wait for it to "
+                                     f"finish, or write elsewhere") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}: {' '.join(['acdistill', *sys.argv[1:]])[:200]}\n")
+            handle.flush()
+            _held_locks[directory] = [handle, 1]
+            taken.append(directory)
+        yield
+    finally:
+        for directory in taken:
+            entry = _held_locks[directory]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _held_locks[directory]
+                fcntl.flock(entry[0], fcntl.LOCK_UN)
+                entry[0].close()

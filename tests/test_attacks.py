@@ -54,7 +54,9 @@ def _torchattacks_accuracy(model, data, random_start):
 
 
 def _our_accuracy(model, data, start):
-    attack = lambda m, x, y, b: pgd(ce_objective(m, y), x, eps=b.eps, step_size=0.005, steps=20, start=start)
+    def attack(m, x, y, b):
+        return pgd(ce_objective(m, y), x, eps=b.eps, step_size=0.005, steps=20, start=start)
+
     torch.manual_seed(1)
     correct = correct_mask(model, data, attack, budget=Budget(EPS), batch_size=500, device="cpu")
     return correct.float().mean().item() * 100

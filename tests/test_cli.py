@@ -41,7 +41,9 @@ def test_attack_eval_prints_a_table_and_takes_options(here):
 
 def test_resume_skips_finished_epochs_and_keeps_the_curves(here):
     before = digest(here / "models/student.safetensors")
-    shutil.rmtree(here / "dvclive/distill")  # as DVC does before rerunning a stage
+    for out in ("models/student.safetensors", "models/student.json", "metrics/distill.json"):  # as DVC does
+        (here / out).rename(here / f"{out}.bak")  # before rerunning a stage (the state file persists)
+    shutil.rmtree(here / "dvclive/distill")
     out = run("distill").output
     assert "resuming after epoch 1 of 1" in out
     assert digest(here / "models/student.safetensors") == before
@@ -122,9 +124,11 @@ def test_listings():
     (["attack-eval", "--model", "models/student.safetensors", "--sweep", "0,2"], "an L-inf eps must be at most 1"),
     (["attack-eval", "--model", "models/student.safetensors", "--sanity", "--eps", "0"],
      "--sanity needs eps > 0"),
-    (["attack-eval", "--model", "models/student.safetensors", "--eps", "-8/255"], "eval.eps: Input should be greater than or equal to 0"),
-    (["fetch-teacher", "--source", "file", "--path", "nothing.pt"], "model file not found: nothing.pt"),
-    (["fetch-teacher", "--source", "file", "--path", "models/teacher.safetensors", "--arch", "resnet20"],
+    (["attack-eval", "--model", "models/student.safetensors", "--eps", "-8/255"],
+     "eval.eps: Input should be greater than or equal to 0"),
+    # --force gets past the refusal to overwrite the teacher; the error still comes before anything is written
+    (["fetch-teacher", "--force", "--source", "file", "--path", "nothing.pt"], "model file not found: nothing.pt"),
+    (["fetch-teacher", "--force", "--source", "file", "--path", "models/teacher.safetensors", "--arch", "resnet20"],
      "weights do not fit arch 'resnet20'"),
     (["distill", "--device", "cuda:7"], "not available on this machine"),
     (["distill", "--out", "models/student.pt"], "checkpoints are written as .safetensors"),
@@ -150,7 +154,7 @@ def test_corrupted_checkpoint_names_the_file(here):
 
 def test_missing_data_offline_says_where_it_looked(here, tmp_path, monkeypatch):
     monkeypatch.setenv("ACDISTILL_DATA_DIR", str(tmp_path))
-    result = run("distill", "-S", f"data.root={tmp_path / 'tv'}", ok=False)
+    result = run("distill", "--force", "-S", f"data.root={tmp_path / 'tv'}", ok=False)
     assert str(tmp_path / "cifar10_lossless_subset.npz") in result.output and "torchvision download" in result.output
 
 

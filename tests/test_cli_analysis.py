@@ -88,7 +88,8 @@ def test_report_lists_every_run_with_its_teacher(here):
     (["ablate", "--grid", "teacher.arch=resnet20,small_cnn"], "'teacher.arch': a grid point can change only"),
     (["ablate", "--grid", "distill.epochs=1", "--sort-by", "robustness"], "cannot sort by 'robustness'"),
     (["ablate", "--grid", "distill.gacd.k"], "is not KEY=VALUE"),
-    (["transfer-probe", "--model", "models/none.safetensors"], "model file not found: models/none.safetensors"),
+    (["transfer-probe", "--force", "--model", "models/none.safetensors"],
+     "model file not found: models/none.safetensors"),
     (["transfer-probe", "--head", "metrics/probe.json"], "the head is written as .safetensors"),
     (["figures", "-S", "figures.tsne_classes=[0,10]"], "cifar10 has 10 classes"),
     (["report", "--models", "nowhere"], "no runs: nowhere is not a directory"),
@@ -104,6 +105,6 @@ def test_user_errors_name_the_problem_and_write_nothing(here, args, message):
 def test_a_target_dataset_with_no_offline_data_says_where_it_looked(here, tmp_path, monkeypatch):
     monkeypatch.setenv("ACDISTILL_DATA_DIR", str(tmp_path))
     before = digests(here / "metrics")
-    result = run("transfer-probe", "--dataset", "svhn", "-S", f"probe.root={tmp_path / 'tv'}", ok=False)
+    result = run("transfer-probe", "--force", "--dataset", "svhn", "-S", f"probe.root={tmp_path / 'tv'}", ok=False)
     assert f"no svhn train data: offline mirror: {tmp_path} (the mirror has no svhn files)" in result.output
     assert digests(here / "metrics") == before

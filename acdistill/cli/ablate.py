@@ -20,7 +20,7 @@ from tabulate import tabulate
 
 from acdistill.checkpoint import load_model, read_sidecar
 from acdistill.cli.attack_eval import ProgressBars
-from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, device_of, echo, user_errors
+from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, device_of, echo, user_errors, writes
 from acdistill.cli.distill import run_distill
 from acdistill.config import ABLATE_SECTIONS, Params, fingerprint, load_params, parse_override
 from acdistill.data import load_split
@@ -78,10 +78,12 @@ def finished(run: Path, digest: str) -> dict[str, Any] | None:
 
 def run_point(params: Params, run: Path, digest: str, point: dict[str, Any], *, teacher: Path,
               data_dir: Path | None, device: torch.device) -> dict[str, Any]:
+    """Train (resuming its epoch state) and evaluate one point. A student already in `run` is from an unfinished
+    attempt at this same point, since the point has no result yet, so it is overwritten."""
     torch.manual_seed(params.seed)
     start = time.perf_counter()
     summary = run_distill(params, teacher=teacher, out=run / "student.safetensors", metrics=run / "distill.json",
-                          data_dir=data_dir, device=device, resume=True, run_dir=run)
+                          data_dir=data_dir, device=device, resume=True, force=True, run_dir=run)
     train_minutes = (time.perf_counter() - start) / 60
     student = load_model(run / "student.safetensors", device)
     test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
@@ -170,4 +172,4 @@ def ablate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("ablate")(user_errors(ablate))
+    app.command("ablate")(user_errors(writes("out", dirs=("runs",))(ablate)))

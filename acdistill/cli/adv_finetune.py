@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from acdistill.checkpoint import load_model, read_sidecar
-from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ParamsOpt, ResumeOpt, SetOpt, device_of, freeze,
-                                  load, train_and_save, user_errors)
+from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ForceOpt, ParamsOpt, ResumeOpt, SetOpt, device_of,
+                                  freeze, load, train_and_save, user_errors, writes)
 from acdistill.methods import METHODS
 
 
@@ -24,6 +24,7 @@ def adv_finetune(
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,
     resume: ResumeOpt = True,
+    force: ForceOpt = False,
     set_: SetOpt = None,
 ) -> None:
     """Adversarially fine-tune a student (params section `aft`, PGD-AT with a small lr by default)."""
@@ -37,8 +38,8 @@ def adv_finetune(
         teacher_model = freeze(load_model(teacher, dev))
         context["teacher_sha256"] = read_sidecar(teacher)["sha256"]
     train_and_save("aft", cfg, params, student=student, teacher=teacher_model, data_dir=data_dir, device=dev,
-                   out=out, metrics=metrics, resume=resume, context=context)
+                   out=out, metrics=metrics, resume=resume, force=force, context=context)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("adv-finetune")(user_errors(adv_finetune))
+    app.command("adv-finetune")(user_errors(writes("out", "metrics")(adv_finetune)))

@@ -11,7 +11,8 @@ from tabulate import tabulate
 import torch
 
 from acdistill.checkpoint import load_model, load_weights_into, read_sidecar, read_state_dict
-from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, device_of, echo, load, new_model, user_errors
+from acdistill.cli.common import (DataDirOpt, DeviceOpt, ForceOpt, ParamsOpt, SetOpt, device_of, echo, load, new_model,
+                                  refuse_overwrite, user_errors, writes)
 from acdistill.data import DATASETS, load_split
 from acdistill.engine import evaluate
 from acdistill.engine.evaluate import eps_sweep, first_n
@@ -107,6 +108,7 @@ def attack_eval(
         "--sanity", help="also run the gradient-masking checks (more steps, larger eps, Square, huge eps)")] = False,
     out: Annotated[Optional[Path], typer.Option(
         help="JSON to write; a markdown report goes beside it (.md), the sweep as _sweep.json and _sweep.png")] = None,
+    force: ForceOpt = False,
     params_file: ParamsOpt = Path("params.yaml"),
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,
@@ -118,6 +120,8 @@ def attack_eval(
                                         "eval.steps": steps, "eval.batch_size": batch_size,
                                         "eval.sweep.eps": parse_eps_list(sweep) if sweep is not None else None})
     cfg = params.eval
+    if out is not None:
+        refuse_overwrite(force, out)
     budget = cfg.budget()
     if sanity and budget.eps <= 0:
         raise AcdistillError("--sanity needs eps > 0")
@@ -175,4 +179,4 @@ def attack_eval(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("attack-eval")(user_errors(attack_eval))
+    app.command("attack-eval")(user_errors(writes("out")(attack_eval)))

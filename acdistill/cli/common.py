@@ -24,6 +24,7 @@ DataDirOpt = Annotated[Optional[Path], typer.Option(
 DeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps (default: params 'device')")]
 EpochsOpt = Annotated[Optional[int], typer.Option(help="override the section's epochs")]
 ResumeOpt = Annotated[bool, typer.Option(help="continue from the last epoch checkpoint if its settings match")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite a finished result already at the output path")]
 
 
 def user_errors(command: Callable) -> Callable:
@@ -38,6 +39,23 @@ def user_errors(command: Callable) -> Callable:
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def writes(*files: str, dirs: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """Declare which path options of a command it writes (files, and whole directories): their directories stay
+    locked against other acdistill runs for as long as the command runs."""
+    from acdistill.io import output_lock
+
+    def wrap(command: Callable) -> Callable:
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            with output_lock(*(kwargs[name] for name in files if kwargs.get(name) is not None),
+                             dirs=[kwargs[name] for name in dirs if kwargs.get(name) is not None]):
+                return command(*args, **kwargs)
+
+        return wrapper
+
+    return wrap
 
 
 def load(params_path: Path, sets: list[str] | None, **direct: Any) -> Params:
@@ -87,7 +105,15 @@ def echo(msg: str) -> None:
     print(msg, file=sys.stdout, flush=True)
 
 
-def check_outputs(out: Path, metrics: Path) -> None:
+def refuse_overwrite(force: bool, *paths: Path) -> None:
+    """A finished result is replaced only when the user asks for it with --force."""
+    for path in paths:
+        if path.exists() and not force:
+            raise AcdistillError(f"{path} already holds a finished result; pass --force to overwrite it, or choose "
+                                 f"another output path")
+
+
+def check_outputs(out: Path, metrics: Path, force: bool) -> None:
     """Before any work: a bad output path found after hours of training would lose the run."""
     from acdistill.checkpoint import sidecar_path
 
@@ -95,30 +121,45 @@ def check_outputs(out: Path, metrics: Path) -> None:
         raise AcdistillError(f"--out {out}: checkpoints are written as .safetensors")
     if metrics.resolve() in (out.resolve(), sidecar_path(out).resolve()):
         raise AcdistillError(f"--metrics {metrics} would overwrite the checkpoint or its sidecar {sidecar_path(out)}")
+    refuse_overwrite(force, out)
 
 
 def train_and_save(stage: str, section: TrainParams, params: Params, *, student: torch.nn.Module,
                    teacher: torch.nn.Module | None, data_dir: Path | None, device: torch.device, out: Path,
-                   metrics: Path, resume: bool, context: dict[str, Any], run_dir: Path | None = None) -> dict[str, Any]:
+                   metrics: Path, resume: bool, force: bool, context: dict[str, Any],
+                   run_dir: Path | None = None) -> dict[str, Any]:
     """The body of every training stage: train `student` with `section`'s method, then write the checkpoint
     (weights + sidecar) and the stage's metrics JSON. Per-epoch state lives in models/state/<stage>.pt and
-    curves in dvclive/<stage>/, or in `run_dir` (state.pt, dvclive/) when given."""
+    curves in dvclive/<stage>/, or in `run_dir` (state.pt, dvclive/) when given. The output directories stay
+    locked against other runs throughout."""
+    from acdistill.io import output_lock
+
+    state_path = run_dir / "state.pt" if run_dir else Path("models/state") / f"{stage}.pt"
+    live_dir = run_dir / "dvclive" if run_dir else Path("dvclive") / stage
+    with output_lock(out, metrics, state_path):
+        check_outputs(out, metrics, force)
+        return _train_and_save(stage, section, params, student=student, teacher=teacher, data_dir=data_dir,
+                               device=device, out=out, metrics=metrics, resume=resume, context=context,
+                               state_path=state_path, live_dir=live_dir)
+
+
+def _train_and_save(stage: str, section: TrainParams, params: Params, *, student: torch.nn.Module,
+                    teacher: torch.nn.Module | None, data_dir: Path | None, device: torch.device, out: Path,
+                    metrics: Path, resume: bool, context: dict[str, Any], state_path: Path,
+                    live_dir: Path) -> dict[str, Any]:
     import time
 
     from acdistill.checkpoint import save_model
     from acdistill.engine import Trainer
     from acdistill.io import write_json
 
-    check_outputs(out, metrics)
     d = params.data
     train = load_split(d.dataset, True, d.train_subset, d.root, data_dir)
     monitor = monitor_split(params, data_dir, section.monitor_n)
     check_classes(student, params.data.dataset, "the student")
     method = build_method(section, student.to(device), teacher)
-    trainer = Trainer(method, section, seed=params.seed, device=device, label=stage,
-                      state_path=run_dir / "state.pt" if run_dir else Path("models/state") / f"{stage}.pt",
-                      live_dir=run_dir / "dvclive" if run_dir else Path("dvclive") / stage,
-                      context={"data": params.data.model_dump(), "arch": student.arch, **context})
+    trainer = Trainer(method, section, seed=params.seed, device=device, label=stage, state_path=state_path,
+                      live_dir=live_dir, context={"data": params.data.model_dump(), "arch": student.arch, **context})
     start = time.perf_counter()
     history = trainer.fit(train, monitor, augment=params.data.augment, resume=resume)
     last = history[-1]

@@ -8,8 +8,9 @@ import torch
 import typer
 
 from acdistill.checkpoint import load_model, read_sidecar
-from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ParamsOpt, ResumeOpt, SetOpt, check_classes,
-                                  device_of, freeze, load, new_model, train_and_save, user_errors)
+from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ForceOpt, ParamsOpt, ResumeOpt, SetOpt,
+                                  check_classes, device_of, freeze, load, new_model, train_and_save, user_errors,
+                                  writes)
 from acdistill.config import Params
 from acdistill.data import DATASETS
 from acdistill.methods import METHODS
@@ -26,17 +27,18 @@ def distill(
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,
     resume: ResumeOpt = True,
+    force: ForceOpt = False,
     set_: SetOpt = None,
 ) -> None:
     """Distill a student from the teacher (params section `distill`)."""
     params = load(params_file, set_, **{"distill.method": method, "distill.student": student,
                                         "distill.epochs": epochs})
     run_distill(params, teacher=teacher, out=out, metrics=metrics, data_dir=data_dir, device=device_of(params, device),
-                resume=resume)
+                resume=resume, force=force)
 
 
 def run_distill(params: Params, *, teacher: Path, out: Path, metrics: Path, data_dir: Path | None,
-                device: torch.device, resume: bool, run_dir: Path | None = None) -> dict[str, Any]:
+                device: torch.device, resume: bool, force: bool, run_dir: Path | None = None) -> dict[str, Any]:
     """Train a fresh `distill.student` from the frozen teacher; `run_dir` as in `train_and_save`."""
     cfg = params.distill
     teacher_model, context = None, {}
@@ -46,7 +48,8 @@ def run_distill(params: Params, *, teacher: Path, out: Path, metrics: Path, data
         check_classes(teacher_model, params.data.dataset, f"teacher {teacher}")
     student_model = new_model(cfg.student, params, DATASETS.get(params.data.dataset).num_classes)
     return train_and_save("distill", cfg, params, student=student_model, teacher=teacher_model, data_dir=data_dir,
-                          device=device, out=out, metrics=metrics, resume=resume, context=context, run_dir=run_dir)
+                          device=device, out=out, metrics=metrics, resume=resume, force=force, context=context,
+                          run_dir=run_dir)
 
 def register(app: typer.Typer) -> None:
-    app.command("distill")(user_errors(distill))
+    app.command("distill")(user_errors(writes("out", "metrics")(distill)))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.request
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Annotated, Optional
 import typer
 
 from acdistill.checkpoint import load_weights_into, read_state_dict, save_model
-from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ParamsOpt, ResumeOpt, SetOpt, check_outputs,
-                                  device_of, echo, load, monitor_split, new_model, train_and_save, user_errors)
+from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ForceOpt, ParamsOpt, ResumeOpt, SetOpt,
+                                  check_outputs, device_of, echo, load, monitor_split, new_model, train_and_save,
+                                  user_errors, writes)
 from acdistill.data import DATASETS
 from acdistill.engine import evaluate
 from acdistill.errors import AcdistillError
@@ -27,14 +29,19 @@ def download(url: str, sha256: str) -> Path:
     if target.is_file():
         return target
     digest = hashlib.sha256()
+    received = 0
     with atomic_path(target) as tmp:
         try:
             with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
+                expected = response.headers.get("Content-Length")
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     digest.update(chunk)
                     f.write(chunk)
-        except (OSError, ValueError) as e:
+                    received += len(chunk)
+        except (OSError, ValueError, http.client.HTTPException) as e:
             raise AcdistillError(f"download of {url} failed ({e.__class__.__name__}: {e})") from None
+        if expected is not None and expected.isdigit() and received != int(expected):
+            raise AcdistillError(f"download of {url} was cut off: {received} of {expected} bytes; nothing was kept")
         if digest.hexdigest() != sha256:
             raise AcdistillError(f"{url}: sha256 {digest.hexdigest()} does not match the expected {sha256}; "
                                  "nothing was kept")
@@ -54,6 +61,7 @@ def fetch_teacher(
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,
     resume: ResumeOpt = True,
+    force: ForceOpt = False,
     set_: SetOpt = None,
 ) -> None:
     """Get the robust teacher: load it (file / url) or train it locally (natural, sat or trades)."""
@@ -61,7 +69,7 @@ def fetch_teacher(
                                         "teacher.url": url, "teacher.sha256": sha256, "teacher.arch": arch,
                                         "teacher.train.epochs": epochs})
     t = params.teacher
-    check_outputs(out, metrics)
+    check_outputs(out, metrics, force)
     dev = device_of(params, device)
     model = new_model(t.arch, params, DATASETS.get(params.data.dataset).num_classes,
                       normalize=t.normalize == "dataset")
@@ -72,7 +80,7 @@ def fetch_teacher(
             raise AcdistillError(f"teacher.train.method '{t.train.method}' needs a teacher itself; "
                                  "use natural, sat or trades")
         train_and_save("teacher", t.train, params, student=model, teacher=None, data_dir=data_dir, device=dev,
-                       out=out, metrics=metrics, resume=resume, context={})
+                       out=out, metrics=metrics, resume=resume, force=force, context={})
         return
     weights = Path(t.path) if t.source == "file" else download(t.url, t.sha256)
     load_weights_into(model, read_state_dict(weights), weights)
@@ -86,4 +94,4 @@ def fetch_teacher(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("fetch-teacher")(user_errors(fetch_teacher))
+    app.command("fetch-teacher")(user_errors(writes("out", "metrics")(fetch_teacher)))

@@ -10,7 +10,7 @@ import typer
 
 from acdistill.analysis import adversarial_images, correlation_difference, feature_cloud, read_dvclive_series
 from acdistill.checkpoint import load_model
-from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, device_of, echo, load, user_errors
+from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, device_of, echo, load, user_errors, writes
 from acdistill.config import Params
 from acdistill.data import load_split
 from acdistill.engine.evaluate import first_n
@@ -99,4 +99,4 @@ def pipeline_figures(live: Path, metrics_dir: Path, out_dir: Path, params: Param
 
 
 def register(app: typer.Typer) -> None:
-    app.command("figures")(user_errors(figures))
+    app.command("figures")(user_errors(writes(dirs=("out_dir",))(figures)))

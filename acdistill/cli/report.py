@@ -16,7 +16,7 @@ import typer
 from tabulate import tabulate
 
 from acdistill.checkpoint import FORMAT
-from acdistill.cli.common import echo, user_errors
+from acdistill.cli.common import echo, user_errors, writes
 from acdistill.config import Params
 from acdistill.errors import AcdistillError
 from acdistill.io import write_text
@@ -160,4 +160,4 @@ def report(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("report")(user_errors(report))
+    app.command("report")(user_errors(writes("out")(report)))

@@ -11,7 +11,8 @@ from safetensors.torch import save_file
 from acdistill.attacks import Budget
 from acdistill.checkpoint import load_model, read_sidecar, sha256_file
 from acdistill.cli.attack_eval import ProgressBars, results_table
-from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, device_of, echo, load, user_errors
+from acdistill.cli.common import (DataDirOpt, DeviceOpt, ForceOpt, ParamsOpt, SetOpt, device_of, echo, load,
+                                  refuse_overwrite, user_errors, writes)
 from acdistill.data import load_split
 from acdistill.engine import evaluate
 from acdistill.engine.probe import check_feature_extractor, linear_probe
@@ -27,6 +28,7 @@ def transfer_probe(
         "metrics/probe.json"),
     head: Annotated[Path, typer.Option(help="the trained linear head (.safetensors + .json sidecar)")] = Path(
         "models/probe_head.safetensors"),
+    force: ForceOpt = False,
     params_file: ParamsOpt = Path("params.yaml"),
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,
@@ -40,6 +42,7 @@ def transfer_probe(
         raise AcdistillError(f"--head {head}: the head is written as .safetensors")
     if out.resolve() in (head.resolve(), head.with_suffix(".json").resolve()):
         raise AcdistillError(f"--out {out} would overwrite the head or its sidecar")
+    refuse_overwrite(force, out, head)
     dev = device_of(params, device)
     backbone = load_model(model, dev)
     check_feature_extractor(backbone, f"model {model}")
@@ -71,4 +74,4 @@ def transfer_probe(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("transfer-probe")(user_errors(transfer_probe))
+    app.command("transfer-probe")(user_errors(writes("out", "head")(transfer_probe)))

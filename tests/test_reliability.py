@@ -1,0 +1,162 @@
+"""Faults injected into real runs: SIGKILL at any moment, a kill then --resume (bit-identical weights), a truncated
+download, a second run on the same output directory, an existing result without --force, a NaN loss."""
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from acdistill import load_model
+from acdistill.cli import fetch_teacher
+from acdistill.config import TrainParams
+from acdistill.data import load_split
+from acdistill.errors import AcdistillError
+from acdistill.io import LOCK_NAME
+from conftest import MIRROR, REPO, run
+from test_trainer import make_trainer
+
+# Enough images that an epoch of the tiny models lasts about a second: room to kill a run between epochs.
+SLOW = ["-S", "data.train_subset=768", "-S", "distill.monitor_n=0"]
+
+
+def start(cwd: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "ACDISTILL_DATA_DIR": str(MIRROR), "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "acdistill", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended first:\n{proc.stdout.read()}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def copy_teacher(src: Path, dst: Path) -> Path:
+    (dst / "models").mkdir(parents=True)
+    shutil.copy(src / "params.yaml", dst)
+    for name in ("teacher.safetensors", "teacher.json"):
+        shutil.copy(src / "models" / name, dst / "models" / name)
+    return dst
+
+
+def state_epoch(path: Path) -> int:
+    return torch.load(path, map_location="cpu", weights_only=True)["epoch"] if path.is_file() else 0
+
+
+@pytest.mark.parametrize("method", ["gacd", "crdnd"])
+def test_a_killed_run_resumes_to_bit_identical_weights(workdir, tmp_path, method):
+    args = ["distill", "--method", method, "-S", "distill.epochs=3", *SLOW]
+    straight = copy_teacher(workdir, tmp_path / "straight")
+    assert start(straight, *args).wait() == 0
+    killed = copy_teacher(workdir, tmp_path / "killed")
+    proc = start(killed, *args)
+    wait_for(lambda: state_epoch(killed / "models/state/distill.pt") >= 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "models/student.safetensors").exists()  # killed mid-run, not after
+    resumed = start(killed, *args)
+    output = resumed.communicate()[0]
+    assert resumed.returncode == 0 and "resuming after epoch" in output, output
+    a = load_file(straight / "models/student.safetensors")
+    b = load_file(killed / "models/student.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("delay", [0.5, 1.5, 2.5, 3.5, 4.5])
+def test_sigkill_at_any_moment_leaves_only_readable_files(workdir, tmp_path, delay):
+    d = copy_teacher(workdir, tmp_path / "run")
+    proc = start(d, "distill", "-S", "distill.epochs=3", *SLOW)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = d / "models/state/distill.pt"
+    if state.exists():
+        assert state_epoch(state) >= 1
+    if (d / "models/student.safetensors").exists():
+        load_model(d / "models/student.safetensors")  # checks the sidecar's sha256 too
+        json.loads((d / "metrics/distill.json").read_text())
+
+
+def test_a_second_run_on_the_same_directory_refuses_until_the_first_dies(workdir, tmp_path, monkeypatch):
+    d = copy_teacher(workdir, tmp_path / "run")
+    first = start(d, "distill", "-S", "distill.epochs=50", *SLOW)
+    wait_for(lambda: (d / "models" / LOCK_NAME).is_file() and (d / "models" / LOCK_NAME).read_text(), first)
+    monkeypatch.chdir(d)
+    monkeypatch.setenv("ACDISTILL_DATA_DIR", str(MIRROR))
+    refused = run("distill", "--out", "models/other.safetensors", "--metrics", "models/other_metrics.json",
+                  ok=False).output
+    assert f"models is in use by another acdistill run (pid {first.pid}: acdistill distill" in refused
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    # The kernel dropped the dead run's lock: the next run goes ahead.
+    run("attack-eval", "--model", "models/teacher.safetensors", "--attacks", "natural", "--n", "8",
+        "--out", "models/eval.json", "-S", "eval.sweep=null")
+
+
+def test_a_finished_result_is_kept_unless_force(here):
+    before = hashlib.sha256((here / "metrics/eval_student.json").read_bytes()).hexdigest()
+    args = ["attack-eval", "--model", "models/student.safetensors", "--attacks", "natural", "--n", "8",
+            "--out", "metrics/eval_student.json", "-S", "eval.sweep=null"]
+    assert "already holds a finished result; pass --force" in run(*args, ok=False).output
+    assert hashlib.sha256((here / "metrics/eval_student.json").read_bytes()).hexdigest() == before
+    run(*args, "--force")
+    assert json.loads((here / "metrics/eval_student.json").read_text())["natural"]["n"] == 8
+    for command in ("fetch-teacher", "distill", "adv-finetune"):
+        assert "already holds a finished result" in run(command, ok=False).output
+
+
+class Truncating(http.server.BaseHTTPRequestHandler):
+    """Promises 10 000 bytes and sends 100, then closes: a download cut off mid-way."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "10000")
+        self.end_headers()
+        self.wfile.write(b"\0" * 100)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_truncated_download_is_an_error_and_nothing_is_kept(here, tmp_path, monkeypatch):
+    monkeypatch.setattr(fetch_teacher, "CACHE_DIR", tmp_path / "cache")
+    server = http.server.HTTPServer(("127.0.0.1", 0), Truncating)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/teacher.safetensors"
+        result = run("fetch-teacher", "--source", "url", "--url", url, "--sha256", "0" * 64,
+                     "--out", "models/t_url.safetensors", "--metrics", "metrics/t_url.json", ok=False)
+    finally:
+        server.shutdown()
+    assert f"download of {url} was cut off: 100 of 10000 bytes; nothing was kept" in result.output
+    assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
+    assert not (here / "models/t_url.safetensors").exists()
+
+
+def test_a_nan_in_a_later_epoch_keeps_the_last_good_state(tmp_path, mirror):
+    data = load_split("cifar10", True, 32, data_dir=mirror)
+    trainer = make_trainer(tmp_path, TrainParams(method="natural", epochs=3, batch_size=32, monitor_n=0))
+    good_loss = trainer.method.loss
+
+    def nan_in_epoch_two(batch, x_adv):
+        terms = good_loss(batch, x_adv)
+        if state_epoch(tmp_path / "state.pt") == 1:
+            terms["ce"] = terms["ce"] * float("inf")
+        return terms
+
+    trainer.method.loss = nan_in_epoch_two
+    with pytest.raises(AcdistillError, match="loss term 'ce' is inf in epoch 2"):
+        trainer.fit(data)
+    assert state_epoch(tmp_path / "state.pt") == 1
