@@ -56,8 +56,11 @@ def output_lock(*files: str | os.PathLike, dirs: Iterable[str | os.PathLike] = (
                 _held_locks[directory][1] += 1
                 taken.append(directory)
                 continue
-            directory.mkdir(parents=True, exist_ok=True)
-            handle = open(directory / LOCK_NAME, "a+")
+            try:  # an output directory that cannot be written is found now, not after hours of training
+                directory.mkdir(parents=True, exist_ok=True)
+                handle = open(directory / LOCK_NAME, "a+")
+            except OSError as e:
+                raise AcdistillError(f"cannot write to {directory}: {e.strerror}") from None
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

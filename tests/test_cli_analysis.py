@@ -93,6 +93,7 @@ def test_report_lists_every_run_with_its_teacher(here):
     (["transfer-probe", "--head", "metrics/probe.json"], "the head is written as .safetensors"),
     (["figures", "-S", "figures.tsne_classes=[0,10]"], "cifar10 has 10 classes"),
     (["report", "--models", "nowhere"], "no runs: nowhere is not a directory"),
+    (["distill", "--force", "--out", "/proc/acdistill/s.safetensors"], "cannot write to /proc/acdistill"),
     (["report", "--experiments", "--out", "metrics/exp.md"], "--experiments: "),  # not a DVC repository
 ])
 def test_user_errors_name_the_problem_and_write_nothing(here, args, message):
