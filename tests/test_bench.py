@@ -36,3 +36,14 @@ def test_gacd_benchmark_smoke():
     result = json.loads(done.stdout)
     assert result["gacd_float16_bank_mb"] * 2 == pytest.approx(result["gacd_float32_bank_mb"], abs=0.1)
     assert result["rslad_step_s"] > 0 and result["sinkhorn_pot_s"] > 0 and result["sinkhorn_handwritten_s"] > 0
+
+
+@pytest.mark.parametrize("method, has_reference", [("rslad", True), ("sat", True), ("gacd", False)])
+def test_throughput_benchmark_smoke(method, has_reference):
+    done = subprocess.run([sys.executable, "-m", "bench.throughput", "--method", method, "--smoke", "--json"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["pipeline_img_s"] > 0 and result["bare_img_s"] > 0
+    assert result["overhead"] == pytest.approx(result["bare_img_s"] / result["pipeline_img_s"], rel=0.01)
+    assert (result["reference_img_s"] is not None) == has_reference and result["peak_rss_mb"] > 0

@@ -16,6 +16,8 @@ from acdistill.errors import AcdistillError
 from acdistill.methods import METHODS, Method
 from acdistill.models import DATASET_STATS, create_model
 
+TRAINING_STAGES = ("teacher", "distill", "aft")  # in the order the pipeline runs them; report and figures sort by it
+
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params file (missing params.yaml = all defaults)")]
 SetOpt = Annotated[Optional[list[str]], typer.Option(
     "--set", "-S", help="override any params key, e.g. -S distill.ard.tau=10 (repeatable)")]

@@ -10,7 +10,8 @@ import typer
 
 from acdistill.analysis import adversarial_images, correlation_difference, feature_cloud, read_dvclive_series
 from acdistill.checkpoint import load_model
-from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, device_of, echo, load, user_errors, writes
+from acdistill.cli.common import (TRAINING_STAGES, DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, device_of, echo, load,
+                                  user_errors, writes)
 from acdistill.config import Params
 from acdistill.data import load_split
 from acdistill.engine.evaluate import first_n
@@ -18,8 +19,6 @@ from acdistill.engine.probe import check_feature_extractor
 from acdistill.errors import AcdistillError
 from acdistill.io import write_json
 from acdistill.plots import CLASS_NAMES, correlation_png, curves_png, eps_sweep_png, tsne_png
-
-PIPELINE_ORDER = ["teacher", "distill", "aft"]  # training stages, drawn in the order they run
 
 
 def figures(
@@ -82,7 +81,7 @@ def figures(
 def pipeline_figures(live: Path, metrics_dir: Path, out_dir: Path, params: Params) -> list[Path]:
     """Training curves of every stage dvclive logged, and every eps sweep attack-eval wrote, when there are any."""
     written = []
-    rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
+    rank = {stage: i for i, stage in enumerate(TRAINING_STAGES)}
     live_dirs = sorted((d for d in live.iterdir() if d.is_dir()), key=lambda d: (rank.get(d.name, len(rank)), d.name)) \
         if live.is_dir() else []
     stages = {d.name: s for d in live_dirs if (s := read_dvclive_series(d))}

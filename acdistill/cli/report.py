@@ -16,7 +16,7 @@ import typer
 from tabulate import tabulate
 
 from acdistill.checkpoint import FORMAT
-from acdistill.cli.common import echo, user_errors, writes
+from acdistill.cli.common import TRAINING_STAGES, echo, user_errors, writes
 from acdistill.config import Params
 from acdistill.errors import AcdistillError
 from acdistill.io import write_text
@@ -43,15 +43,15 @@ def collect_runs(models: Path, metrics: Path) -> list[dict[str, Any]]:
         eval_path = metrics / f"eval_{path.stem}.json"
         evaluation = read_json(eval_path) if eval_path.is_file() else {}
         runs.append({
-            "name": path.stem, "arch": side["arch"], "dataset": side["dataset"], "stage": info.get("stage", "-"),
+            "name": path.stem, "arch": side["arch"], "stage": info.get("stage", "-"),
             "method": info.get("method", "-"), "epochs": info.get("epochs", "-"),
             "from": by_sha.get(source, "(not in this workspace)") if source else "-",
             "minutes": info.get("minutes_this_run", "-"),
             "accuracy": {k: r["accuracy"] for k, r in evaluation.items()
                          if k not in SKIPPED_RESULTS and isinstance(r, dict) and "accuracy" in r},
         })
-    stage_rank = {"teacher": 0, "distill": 1, "aft": 2}  # pipeline order, then by name
-    return sorted(runs, key=lambda r: (stage_rank.get(r["stage"], len(stage_rank)), r["name"]))
+    rank = {stage: i for i, stage in enumerate(TRAINING_STAGES)}
+    return sorted(runs, key=lambda r: (rank.get(r["stage"], len(rank)), r["name"]))
 
 
 def runs_table(runs: list[dict[str, Any]]) -> str:
