@@ -12,6 +12,7 @@ import typer
 from acdistill.config import Params, TrainParams, load_params, parse_override
 from acdistill.data import DATASETS, ImageSet, load_split
 from acdistill.engine import resolve_device
+from acdistill.distributed import Ranks, from_env, rank_of_env
 from acdistill.errors import AcdistillError
 from acdistill.methods import METHODS, Method
 from acdistill.models import DATASET_STATS, create_model
@@ -51,6 +52,8 @@ def writes(*files: str, dirs: tuple[str, ...] = ()) -> Callable[[Callable], Call
     def wrap(command: Callable) -> Callable:
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
+            if rank_of_env() != 0:  # under torchrun rank 0 alone writes, and holds the locks
+                return command(*args, **kwargs)
             with output_lock(*(kwargs[name] for name in files if kwargs.get(name) is not None),
                              dirs=[kwargs[name] for name in dirs if kwargs.get(name) is not None]):
                 return command(*args, **kwargs)
@@ -134,21 +137,24 @@ def train_and_save(stage: str, section: TrainParams, params: Params, *, student:
     (weights + sidecar) and the stage's metrics JSON. Per-epoch state lives in models/state/<stage>.pt and
     curves in dvclive/<stage>/, or in `run_dir` (state.pt, dvclive/) when given. The output directories stay
     locked against other runs throughout."""
+    from contextlib import nullcontext
+
     from acdistill.io import output_lock
 
     state_path = run_dir / "state.pt" if run_dir else Path("models/state") / f"{stage}.pt"
     live_dir = run_dir / "dvclive" if run_dir else Path("dvclive") / stage
-    with output_lock(out, metrics, state_path):
+    ranks, device = from_env(device)
+    with output_lock(out, metrics, state_path) if ranks.main else nullcontext():
         check_outputs(out, metrics, force)
         return _train_and_save(stage, section, params, student=student, teacher=teacher, data_dir=data_dir,
                                device=device, out=out, metrics=metrics, resume=resume, context=context,
-                               state_path=state_path, live_dir=live_dir)
+                               state_path=state_path, live_dir=live_dir, ranks=ranks)
 
 
 def _train_and_save(stage: str, section: TrainParams, params: Params, *, student: torch.nn.Module,
                     teacher: torch.nn.Module | None, data_dir: Path | None, device: torch.device, out: Path,
                     metrics: Path, resume: bool, context: dict[str, Any], state_path: Path,
-                    live_dir: Path) -> dict[str, Any]:
+                    live_dir: Path, ranks: Ranks) -> dict[str, Any]:
     import time
 
     from acdistill.checkpoint import save_model
@@ -159,15 +165,18 @@ def _train_and_save(stage: str, section: TrainParams, params: Params, *, student
     train = load_split(d.dataset, True, d.train_subset, d.root, data_dir)
     monitor = monitor_split(params, data_dir, section.monitor_n)
     check_classes(student, params.data.dataset, "the student")
-    method = build_method(section, student.to(device), teacher)
+    method = build_method(section, student.to(device), teacher.to(device) if teacher is not None else None)
     trainer = Trainer(method, section, seed=params.seed, device=device, label=stage, state_path=state_path,
-                      live_dir=live_dir, context={"data": params.data.model_dump(), "arch": student.arch, **context})
+                      live_dir=live_dir, context={"data": params.data.model_dump(), "arch": student.arch, **context},
+                      ranks=ranks)
     start = time.perf_counter()
     history = trainer.fit(train, monitor, augment=params.data.augment, resume=resume)
     last = history[-1]
     summary = {"method": section.method, "epochs": section.epochs, "train_images": len(train),
                **{k: v for k, v in last.items() if k.endswith("_acc")},
                "minutes_this_run": round((time.perf_counter() - start) / 60, 2)}
+    if not ranks.main:
+        return summary
     save_model(student, out, dataset=params.data.dataset,
                info={"stage": stage, "params": section.model_dump(mode="json"), "seed": params.seed, **summary,
                      **{k: v for k, v in context.items() if k.endswith("_sha256")}})  # the report links runs by it

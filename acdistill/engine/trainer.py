@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from acdistill.attacks import EVAL_ATTACKS, Budget, ce_objective, pgd
 from acdistill.config import TrainParams, fingerprint
 from acdistill.data import ImageSet, iterate
+from acdistill.distributed import Ranks
 from acdistill.engine.evaluate import correct_mask
 from acdistill.errors import AcdistillError
 from acdistill.io import atomic_path
@@ -36,6 +37,9 @@ def lr_factor(cfg: TrainParams, epoch_progress: float) -> float:
     return 1.0
 
 
+RANK_SEED_STRIDE = 7919  # rank r draws its attack noise from seed + r * stride; rank 0 is a single process's
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
@@ -43,10 +47,12 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 class Trainer:
     def __init__(self, method: Method, cfg: TrainParams, *, seed: int, device: torch.device,
                  state_path: Path | None = None, live_dir: Path | None = None, label: str = "train",
-                 context: dict[str, Any] | None = None):
+                 context: dict[str, Any] | None = None, ranks: Ranks = Ranks()):
         """`context`: whatever else decides the result (data, teacher hash, architecture); a saved state is
-        resumed only if it and `cfg` are unchanged."""
-        self.method, self.cfg, self.seed, self.device = method, cfg, seed, device
+        resumed only if it and `cfg` are unchanged. `ranks`: the torchrun processes training together; only
+        rank 0 monitors, logs and saves."""
+        self.method, self.cfg, self.seed, self.device, self.ranks = method, cfg, seed, device, ranks
+        method.ranks = ranks
         self.state_path, self.live_dir, self.label = state_path, live_dir, label
         self.model = method.student
         if cfg.amp and device.type == "cpu" and not torch.backends.mkldnn.is_available():
@@ -54,6 +60,7 @@ class Trainer:
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         params = list(self.model.parameters()) + method.parameters()
+        self.params = params
         self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.fingerprint = fingerprint(cfg, seed=seed, **(context or {}))
 
@@ -73,7 +80,7 @@ class Trainer:
         return state["epoch"], state["history"]
 
     def _save_state(self, epoch: int, history: list[dict]) -> None:
-        if self.state_path is None:
+        if self.state_path is None or not self.ranks.main:
             return
         with atomic_path(self.state_path) as tmp:
             torch.save({"fingerprint": self.fingerprint, "epoch": epoch, "history": history,
@@ -104,11 +111,14 @@ class Trainer:
         cfg = self.cfg
         self.method.setup(train_set)
         start_epoch, history = self._load_state() if resume else (0, [])
+        if self.ranks.world > 1:  # every rank starts from rank 0's weights, as DDP does
+            for tensor in list(self.model.state_dict().values()) + [p.data for p in self.method.parameters()]:
+                torch.distributed.broadcast(tensor, 0)
         steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
-        if start_epoch:
+        if start_epoch and self.ranks.main:
             console.print(f"{self.label}: resuming after epoch {start_epoch} of {cfg.epochs} ({self.state_path})")
         live = None
-        if self.live_dir is not None:
+        if self.live_dir is not None and self.ranks.main:
             from dvclive import Live
 
             # Curves are rewritten from the saved history: DVC deletes a stage's plots before rerunning it.
@@ -118,22 +128,34 @@ class Trainer:
         self.model.train()
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-        with Progress(*columns, console=console, transient=True) as bar:
+        with Progress(*columns, console=console, transient=True, disable=not self.ranks.main) as bar:
             task = bar.add_task(self.label, total=(cfg.epochs - start_epoch) * steps_per_epoch, info="")
             for epoch in range(start_epoch, cfg.epochs):
                 record = self._epoch(epoch, train_set, augment, steps_per_epoch, bar, task)
-                record.update(self.monitor(monitor_set))
+                record.update(self.monitor(monitor_set if self.ranks.main else None))
                 history.append(record)
-                console.print(f"{self.label} epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(
-                    f"{k} {v:.4g}" for k, v in record.items()
-                    if k != "epoch" and not k.startswith(self.method.log_only_prefixes)))
+                if self.ranks.main:
+                    console.print(f"{self.label} epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(
+                        f"{k} {v:.4g}" for k, v in record.items()
+                        if k != "epoch" and not k.startswith(self.method.log_only_prefixes)))
                 if live is not None:
                     self._log(live, record)
                 self._save_state(epoch + 1, history)
+                self.ranks.barrier()  # no rank runs ahead of the saved state
         if live is not None:
             live.end()
         self.model.eval()
         return history
+
+    def _check_finite(self, terms: dict[str, torch.Tensor], epoch: int) -> None:
+        """Stop on a NaN or inf term; under torchrun every rank stops together, as none may wait for the others."""
+        bad = [name for name, value in terms.items() if not torch.isfinite(value)]
+        bad_anywhere = self.ranks.sum(torch.tensor([float(len(bad))])).item() if self.ranks.world > 1 else len(bad)
+        if not bad_anywhere:
+            return
+        what = f"loss term '{bad[0]}' is {terms[bad[0]].item()}" if bad else "a loss term on another rank is not finite"
+        raise AcdistillError(f"{self.label}: {what} in epoch {epoch + 1}; the last good checkpoint is kept "
+                             f"(lower the lr?)")
 
     @staticmethod
     def _log(live, record: dict[str, Any]) -> None:
@@ -145,7 +167,7 @@ class Trainer:
     def _epoch(self, epoch: int, data: ImageSet, augment: bool, steps_per_epoch: int, bar: Progress,
                task) -> dict[str, Any]:
         cfg = self.cfg
-        torch.manual_seed(_epoch_seed(self.seed, epoch))
+        torch.manual_seed(_epoch_seed(self.seed, epoch) + RANK_SEED_STRIDE * self.ranks.rank)  # own attack noise
         self.method.on_epoch_start(epoch, cfg.epochs)
         sums: dict[str, float] = {}
         seen = 0
@@ -153,6 +175,8 @@ class Trainer:
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         for step, batch in enumerate(iterate(data, cfg.batch_size, shuffle=True, augment=augment,
                                              seed=_epoch_seed(self.seed, epoch), device=self.device)):
+            global_size = len(batch)
+            batch = self.ranks.shard(batch)
             batch.x = batch.x.contiguous(memory_format=memory_format)
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.lr * lr_factor(cfg, epoch + step / steps_per_epoch)
@@ -160,17 +184,20 @@ class Trainer:
                 x_adv = self.method.perturb(batch)
                 terms = self.method.loss(batch, x_adv)
             total = sum(terms.values())
-            for name, value in terms.items():
-                if not torch.isfinite(value):
-                    raise AcdistillError(f"{self.label}: loss term '{name}' is {value.item()} in epoch {epoch + 1}; "
-                                         f"the last good checkpoint is kept (lower the lr?)")
+            self._check_finite(terms, epoch)
             self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            if self.ranks.world > 1:  # each rank's mean, weighted by its share: the average is the global mean's
+                (total * (len(batch) * self.ranks.world / global_size)).backward()
+                self.ranks.average_gradients(self.params)
+            else:
+                total.backward()
             self.optimizer.step()
             seen += len(batch)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.item() * len(batch)
             bar.update(task, advance=1, info=f"epoch {epoch + 1} loss {total.item():.3f}")
+        totals = self.ranks.sum(torch.tensor([seen, *sums.values()], dtype=torch.float64))
+        seen, sums = totals[0].item(), dict(zip(sums, totals[1:].tolist()))
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": cfg.lr * lr_factor(cfg, epoch)}
         record.update({f"loss/{k}": v / seen for k, v in sums.items()})
         record["loss/total"] = sum(v for k, v in record.items() if k.startswith("loss/"))

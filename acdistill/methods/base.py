@@ -16,6 +16,7 @@ from torch import nn
 from acdistill.attacks.pgd import Objective, Start, pgd
 from acdistill.config import TrainAttack
 from acdistill.data import Batch, ImageSet
+from acdistill.distributed import Ranks
 from acdistill.registry import Registry
 
 
@@ -44,6 +45,9 @@ class Method:
     attack_mode: ClassVar[Literal["train", "eval"]] = "eval"
     # Per-epoch values under these prefixes go to dvclive only, not to the console line (e.g. per-class series).
     log_only_prefixes: ClassVar[tuple[str, ...]] = ()
+    # The torchrun processes training together (set by the trainer): a method whose loss or state spans the whole
+    # batch gathers across them; per-sample losses need nothing, as the trainer averages the gradients.
+    ranks: Ranks = Ranks()
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, params: MethodParams, attack: TrainAttack):
         if self.needs_teacher and teacher is None:

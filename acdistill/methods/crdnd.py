@@ -24,20 +24,21 @@ def noise_matrix(accuracy: torch.Tensor) -> torch.Tensor:
 
 
 def relation_loss(anchor: torch.Tensor, positive: torch.Tensor, tau: float,
-                  weight: torch.Tensor | None = None) -> torch.Tensor:
+                  weight: torch.Tensor | None = None, rows: slice = slice(None)) -> torch.Tensor:
     """NT-Xent over the 2N items {positive_k} and {anchor_k}: for anchor i the positive is positive_i and the other
     2N - 2 items are negatives; similarity cos / tau. Returns mean_i -log softmax of the positive (weighted by
-    `weight` per anchor if given)."""
+    `weight` per anchor if given), over the anchors in `rows` (under torchrun, this rank's part of the batch)."""
     n = len(anchor)
     if n < 2:
         raise AcdistillError(f"crdnd: the contrastive relation loss needs batches of at least 2 images, got {n}")
-    a = F.normalize(anchor, dim=1)
+    mine = torch.arange(n, device=anchor.device)[rows]
+    a = F.normalize(anchor[mine], dim=1)
     items = F.normalize(torch.cat([positive, anchor]), dim=1)
-    logits = a @ items.T / tau  # [N, 2N]: columns 0..N-1 positives, N..2N-1 anchors
+    logits = a @ items.T / tau  # [rows, 2N]: columns 0..N-1 positives, N..2N-1 anchors
     self_mask = torch.zeros_like(logits, dtype=torch.bool)
-    self_mask[torch.arange(n), n + torch.arange(n)] = True
+    self_mask[torch.arange(len(mine)), n + mine] = True
     log_prob = logits.masked_fill(self_mask, float("-inf")).log_softmax(dim=1)
-    nll = -log_prob[torch.arange(n), torch.arange(n)]
+    nll = -log_prob[torch.arange(len(mine)), mine]
     return (nll * weight).mean() if weight is not None else nll.mean()
 
 
@@ -77,7 +78,8 @@ class CRDND(Method):
     def on_epoch_end(self):
         """The teacher's per-class accuracy this epoch becomes next epoch's M; every diagonal entry is logged."""
         log = {}
-        for split, (correct, seen) in self.counts.items():
+        for split, counts in self.counts.items():
+            correct, seen = self.ranks.sum(counts)  # every rank builds the same M from the whole epoch
             measured = seen > 0
             self.accuracy[split][measured] = correct[measured] / seen[measured]
             log.update({f"acm/{split}_diag_{c}": a for c, a in enumerate(self.accuracy[split].tolist())})
@@ -95,7 +97,10 @@ class CRDND(Method):
         if self.params.acm:
             probs = probs @ noise_matrix(self.accuracy[split]).T  # q_i = M p_i
         weight = true_class_probability(teacher_logits, y) if self.params.reweight else None
-        return relation_loss(F.softmax(teacher_logits, dim=1), probs, self.params.tau, weight)
+        # The relation spans the whole batch: gather it from every rank (the student's side with its gradient).
+        anchors, start = self.ranks.gather(F.softmax(teacher_logits, dim=1))
+        positives, _ = self.ranks.gather(probs, grad=True)
+        return relation_loss(anchors, positives, self.params.tau, weight, rows=slice(start, start + len(y)))
 
     def loss(self, batch, x_adv):
         lam = self.params.lam

@@ -178,10 +178,13 @@ class GACD(Method):
             pos = (t * s).sum(dim=1)
             # t . bank^T, then the sampled columns: B x N scores cost far less memory than B x k x d gathered rows.
             neg = torch.gather(t @ self.bank.rows.float().T, 1, neg_rows)
-            if torch.isnan(self.log_z):
-                self.log_z = first_batch_log_z(pos, neg, tau=p.tau, n_data=self.bank.n)
+            if torch.isnan(self.log_z):  # from the whole first batch, on every rank alike
+                self.log_z = first_batch_log_z(self.ranks.gather(pos.detach())[0], self.ranks.gather(neg.detach())[0],
+                                               tau=p.tau, n_data=self.bank.n)
             nce = reweighted_nce(pos, neg, weight.float(), tau=p.tau, log_z=self.log_z, n_data=self.bank.n)
-        self.bank.update(self.bank.lookup(batch.index), s, p.momentum)
+        # Every rank moves the rows of the whole batch, so the banks stay identical.
+        self.bank.update(self.ranks.gather(self.bank.lookup(batch.index))[0], self.ranks.gather(s.detach())[0],
+                         p.momentum)
         return {"nce": nce, "ce": p.ce_weight * F.cross_entropy(self.student(batch.x), batch.y)}
 
 

@@ -1,0 +1,103 @@
+"""Data-parallel training across the processes `torchrun` starts (gloo on CPU, nccl on GPU).
+
+Every rank draws the same global batch (the data order is a function of seed and epoch), trains on its own
+contiguous slice, and the gradients are averaged with all_reduce before the optimizer step. This is the
+arithmetic of DistributedDataParallel without its wrapper, whose reducer expects every forward pass to end in a
+parameter backward; the attacks call the student for input gradients only.
+
+Batch norm normalizes each rank's slice by its own statistics, as DDP without SyncBatchNorm does (torch's
+SyncBatchNorm does not run on CPU tensors), so a run over N ranks equals a single-process run over the same
+global batch exactly only for models without batch norm.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn
+
+from acdistill.data import Batch
+from acdistill.errors import AcdistillError, warn
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, batch: Batch) -> Batch:
+        """This rank's contiguous slice of the global batch."""
+        if self.world == 1:
+            return batch
+        rows = torch.tensor_split(torch.arange(len(batch)), self.world)[self.rank]
+        return Batch(batch.x[rows], batch.y[rows], batch.index[rows])
+
+    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        if self.world == 1:
+            return
+        for p in params:
+            if p.grad is not None:
+                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+                p.grad.div_(self.world)
+
+    def gather(self, rows: torch.Tensor, *, grad: bool = False) -> tuple[torch.Tensor, int]:
+        """The rows of every rank, in rank order, and where this rank's rows start. Ranks may hold different
+        numbers of rows (the last batch of an epoch). With grad, gradients flow back to each rank's own rows."""
+        if self.world == 1:
+            return rows, 0
+        sizes = [torch.zeros(1, dtype=torch.long, device=rows.device) for _ in range(self.world)]
+        dist.all_gather(sizes, torch.tensor([len(rows)], device=rows.device))
+        sizes = [int(s) for s in sizes]
+        padded = torch.cat([rows, rows.new_zeros(max(sizes) - len(rows), *rows.shape[1:])])
+        if grad:
+            parts = torch.distributed.nn.functional.all_gather(padded)
+        else:
+            parts = [torch.empty_like(padded) for _ in range(self.world)]
+            dist.all_gather(parts, padded.detach())
+        return torch.cat([part[:size] for part, size in zip(parts, sizes)]), sum(sizes[:self.rank])
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        if self.world > 1:
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return values
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def rank_of_env() -> int:
+    """This process's rank as torchrun announces it (0 outside torchrun): only rank 0 writes files."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def check_processes(per_node: int, device: torch.device) -> None:
+    """One process per GPU; on CPU, more processes than cores only compete for them (a warning, not an error)."""
+    if device.type == "cuda" and per_node > torch.cuda.device_count():
+        raise AcdistillError(f"torchrun started {per_node} processes on this machine but it has "
+                             f"{torch.cuda.device_count()} GPUs; use --nproc-per-node {torch.cuda.device_count()}")
+    if device.type not in ("cuda", "cpu"):
+        raise AcdistillError(f"torchrun training runs on cuda or cpu, not {device.type}")
+    cores = os.cpu_count() or 1
+    if device.type == "cpu" and per_node > cores:
+        warn(f"torchrun started {per_node} processes on {cores} CPU cores; they will slow each other down")
+
+
+def from_env(device: torch.device) -> tuple[Ranks, torch.device]:
+    """The ranks torchrun started (one process per device on GPUs), initializing the process group once."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Ranks(), device
+    check_processes(int(os.environ.get("LOCAL_WORLD_SIZE", world)), device)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Ranks(dist.get_rank(), dist.get_world_size()), device
