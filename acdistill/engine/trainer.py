@@ -176,6 +176,8 @@ class Trainer:
         for step, batch in enumerate(iterate(data, cfg.batch_size, shuffle=True, augment=augment,
                                              seed=_epoch_seed(self.seed, epoch), device=self.device)):
             global_size = len(batch)
+            if global_size < self.ranks.world:  # an epoch's last few images cannot give every rank one: skipped
+                continue
             batch = self.ranks.shard(batch)
             batch.x = batch.x.contiguous(memory_format=memory_format)
             for group in self.optimizer.param_groups:
