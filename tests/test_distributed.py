@@ -19,6 +19,7 @@ from acdistill.distributed import Ranks, check_processes
 from acdistill.errors import AcdistillError
 from acdistill.methods import METHODS
 from conftest import MIRROR, REPO
+from test_methods import Featured
 
 
 def free_port() -> int:
@@ -27,26 +28,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class MLP(nn.Module):
+def mlp(seed: int) -> Featured:
     """No batch norm, since each rank would normalize its own half of the batch (see acdistill/distributed.py);
     features() and feature_dim for gacd."""
-
-    feature_dim = 32
-
-    def __init__(self, seed: int):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 32), nn.ReLU())
-        self.linear = nn.Linear(32, 10)
-
-    def features(self, x):
-        return self.body(x)
-
-    def head(self, f):
-        return self.linear(f)
-
-    def forward(self, x):
-        return self.head(self.features(x))
+    torch.manual_seed(seed)
+    return Featured(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 32), nn.ReLU()), 32, 10)
 
 
 # Per method: its params, and whether a run is random beyond the data order (attack starts, sampled negatives),
@@ -65,7 +51,7 @@ def train(rank: int, world: int, port: int, method: str, out: str) -> None:
     data = ImageSet("toy", torch.randint(0, 256, (99, 3, 32, 32), generator=g, dtype=torch.uint8),
                     torch.randint(0, 10, (99,), generator=g), torch.arange(99), 10, "test")
     cfg = TrainParams(method=method, epochs=2, batch_size=32, lr=0.05, monitor_n=0, **SETTINGS[method])
-    student, teacher = MLP(1), MLP(2).requires_grad_(False)
+    student, teacher = mlp(1), mlp(2).requires_grad_(False)
     built = METHODS.get(method)(student, teacher, cfg.method_params(), cfg.attack)
     trainer = Trainer(built, cfg, seed=0, device=torch.device("cpu"), ranks=Ranks(rank, world))
     history = trainer.fit(data, augment=True, resume=False)
