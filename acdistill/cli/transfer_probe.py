@@ -40,6 +40,8 @@ def transfer_probe(
     cfg = params.probe
     if head.suffix != ".safetensors":
         raise AcdistillError(f"--head {head}: the head is written as .safetensors")
+    if out.suffix != ".json":
+        raise AcdistillError(f"--out {out}: the results are written as .json (the table goes beside it as .md)")
     if out.resolve() in (head.resolve(), head.with_suffix(".json").resolve()):
         raise AcdistillError(f"--out {out} would overwrite the head or its sidecar")
     refuse_overwrite(force, out, head)
