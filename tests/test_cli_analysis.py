@@ -95,6 +95,8 @@ def test_report_lists_every_run_with_its_teacher(here):
      "model file not found: models/none.safetensors"),
     (["transfer-probe", "--head", "metrics/probe.json"], "the head is written as .safetensors"),
     (["transfer-probe", "--out", "metrics/probe.md"], "the results are written as .json"),
+    (["attack-eval", "--model", "models/student.safetensors", "--out", "metrics/e.md"],
+     "the results are written as .json"),
     (["figures", "-S", "figures.tsne_classes=[0,10]"], "cifar10 has 10 classes"),
     (["report", "--models", "nowhere"], "no runs: nowhere is not a directory"),
     (["distill", "--force", "--out", "/proc/acdistill/s.safetensors"], "cannot write to /proc/acdistill"),

@@ -121,6 +121,8 @@ def attack_eval(
                                         "eval.sweep.eps": parse_eps_list(sweep) if sweep is not None else None})
     cfg = params.eval
     if out is not None:
+        if out.suffix != ".json":
+            raise AcdistillError(f"--out {out}: the results are written as .json (the table goes beside it as .md)")
         refuse_overwrite(force, out)
     budget = cfg.budget()
     if sanity and budget.eps <= 0:
