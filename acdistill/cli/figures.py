@@ -15,9 +15,9 @@ from acdistill.cli.common import (TRAINING_STAGES, DataDirOpt, DeviceOpt, Params
 from acdistill.config import Params
 from acdistill.data import load_split
 from acdistill.engine.evaluate import first_n
-from acdistill.engine.probe import check_feature_extractor
 from acdistill.errors import AcdistillError
 from acdistill.io import write_json
+from acdistill.models import feature_dim
 from acdistill.plots import CLASS_NAMES, correlation_png, curves_png, eps_sweep_png, tsne_png
 
 
@@ -44,7 +44,7 @@ def figures(
     student_models = {s.stem: load_model(s, dev) for s in students}
     models = {"teacher": teacher_model, **student_models}
     for name, net in models.items():
-        check_feature_extractor(net, name)
+        feature_dim(net, name, "the t-SNE figure plots its penultimate features")
     test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
     if max(cfg.tsne_classes) >= test.num_classes:
         raise AcdistillError(f"figures.tsne_classes {cfg.tsne_classes}: {test.name} has {test.num_classes} classes")

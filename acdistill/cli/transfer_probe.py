@@ -15,9 +15,10 @@ from acdistill.cli.common import (DataDirOpt, DeviceOpt, ForceOpt, ParamsOpt, Se
                                   refuse_overwrite, user_errors, writes)
 from acdistill.data import load_split
 from acdistill.engine import evaluate
-from acdistill.engine.probe import check_feature_extractor, linear_probe
+from acdistill.engine.probe import PROBE_NEEDS, linear_probe
 from acdistill.errors import AcdistillError
 from acdistill.io import atomic_path, write_json, write_text
+from acdistill.models import feature_dim
 
 
 def transfer_probe(
@@ -47,7 +48,7 @@ def transfer_probe(
     refuse_overwrite(force, out, head)
     dev = device_of(params, device)
     backbone = load_model(model, dev)
-    check_feature_extractor(backbone, f"model {model}")
+    feature_dim(backbone, f"model {model}", PROBE_NEEDS)
     train = load_split(cfg.dataset, True, cfg.train_subset, cfg.root, data_dir)
     test = load_split(cfg.dataset, False, cfg.test_subset, cfg.root, data_dir)
     start = time.perf_counter()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from acdistill.data import ImageSet, iterate
-from acdistill.errors import AcdistillError
+from acdistill.models import feature_dim
 
 
 class Probed(nn.Module):
@@ -26,12 +26,7 @@ class Probed(nn.Module):
         return self.head(self.backbone.features(x))
 
 
-def check_feature_extractor(model: nn.Module, what: str) -> int:
-    dim = getattr(model, "feature_dim", None)
-    if not callable(getattr(model, "features", None)) or not isinstance(dim, int):
-        raise AcdistillError(f"{what} has no features()/feature_dim: the probe needs a feature extractor "
-                             f"(any model built by acdistill has one)")
-    return dim
+PROBE_NEEDS = "the probe needs a feature extractor (any model built by acdistill has one)"
 
 
 def extract_features(model: nn.Module, data: ImageSet, *, batch_size: int, device: torch.device | str) -> torch.Tensor:
@@ -77,7 +72,7 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: i
 def linear_probe(backbone: nn.Module, train: ImageSet, *, epochs: int, lr: float, weight_decay: float,
                  batch_size: int, seed: int, device: torch.device | str) -> Probed:
     """Fit a head on `train` through the frozen `backbone`; the backbone's weights and buffers are not touched."""
-    check_feature_extractor(backbone, "the model")
+    feature_dim(backbone, "the model", PROBE_NEEDS)
     backbone.eval().requires_grad_(False)
     feats = extract_features(backbone, train, batch_size=batch_size, device=device)
     head = fit_linear_head(feats, train.labels, train.num_classes, epochs=epochs, lr=lr, weight_decay=weight_decay,

@@ -13,6 +13,7 @@ from acdistill.config import PixelFloat
 from acdistill.data import ImageSet
 from acdistill.errors import AcdistillError, warn
 from acdistill.methods.base import Method, MethodParams, register_method, true_class_probability
+from acdistill.models import feature_dim
 
 
 class GACDParams(MethodParams):
@@ -114,7 +115,8 @@ class GACD(Method):
         super().__init__(student, teacher, params, attack.model_copy(
             update={"steps": params.scatter_steps, "step_size": params.scatter_step_size}))
         device = next(student.parameters()).device
-        t_dim, s_dim = _feature_dim(teacher, "teacher"), _feature_dim(student, "student")
+        t_dim, s_dim = (feature_dim(net, f"gacd: the {role}", f"the embedding head embed_{role[0]} takes them")
+                        for net, role in ((teacher, "teacher"), (student, "student")))
         self.embed_t = nn.Linear(t_dim, params.embed_dim).to(device)
         self.embed_s = nn.Linear(s_dim, params.embed_dim).to(device)
         self.bank: MemoryBank | None = None
@@ -186,11 +188,3 @@ class GACD(Method):
         self.bank.update(self.ranks.gather(self.bank.lookup(batch.index))[0], self.ranks.gather(s.detach())[0],
                          p.momentum)
         return {"nce": nce, "ce": p.ce_weight * F.cross_entropy(self.student(batch.x), batch.y)}
-
-
-def _feature_dim(model: nn.Module, role: str) -> int:
-    dim = getattr(model, "feature_dim", None)
-    if not isinstance(dim, int) or not hasattr(model, "features"):
-        raise AcdistillError(f"gacd: the {role} has no features()/feature_dim for the embedding head "
-                             f"(embed_{role[0]}) to take")
-    return dim

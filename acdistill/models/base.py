@@ -54,6 +54,17 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def feature_dim(model: nn.Module, who: str, need: str) -> int:
+    """The width of `model.features(x)`. A model without features()/feature_dim (a third-party module) is a user
+    error that says who has none and what needs it."""
+    from acdistill.errors import AcdistillError
+
+    dim = getattr(model, "feature_dim", None)
+    if not callable(getattr(model, "features", None)) or not isinstance(dim, int):
+        raise AcdistillError(f"{who} has no features()/feature_dim: {need}")
+    return dim
+
+
 class ImageClassifier(nn.Module):
     """Classifier taking [0, 1] images; exposes pooled penultimate features for distillation."""
 
