@@ -4,6 +4,7 @@ from pydantic import Field
 
 from acdistill.attacks import ce_objective
 from acdistill.methods.base import Method, MethodParams, register_method, true_class_probability
+from acdistill.methods.kd import kl_rows
 
 
 class IADParams(MethodParams):
@@ -12,12 +13,6 @@ class IADParams(MethodParams):
     alpha: float = Field(1.0, ge=0, le=1, description="weight of the distillation terms; 1 - alpha weights CE")
     begin: float = Field(0.3, ge=0, le=1, description="fraction of the epochs after which introspection starts "
                                                        "(60 of 200 in the reference)")
-
-
-def _kl_rows(target_logits: torch.Tensor, logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-    """KL(softmax(target/tau) || softmax(logits/tau)) per sample, summed over classes."""
-    return F.kl_div(F.log_softmax(logits / tau, dim=1), F.softmax(target_logits / tau, dim=1),
-                    reduction="none").sum(dim=1)
 
 
 @register_method
@@ -49,12 +44,12 @@ class IAD(Method):
     def loss(self, batch, x_adv):
         p = self.params
         adv_logits = self.student(x_adv)
-        terms = {"kl": p.alpha * p.tau ** 2 * _kl_rows(self.teacher_logits(batch.x), adv_logits, p.tau).mean()}
+        terms = {"kl": p.alpha * p.tau ** 2 * kl_rows(self.teacher_logits(batch.x), adv_logits, p.tau).mean()}
         clean_logits = self.student(batch.x) if self.introspect or p.alpha < 1 else None
         if self.introspect:
             with torch.no_grad():
                 trust = true_class_probability(self.teacher(x_adv), batch.y) ** p.beta
-            terms["kl_self"] = p.alpha * ((1 - trust) * _kl_rows(clean_logits, adv_logits)).mean()
+            terms["kl_self"] = p.alpha * ((1 - trust) * kl_rows(clean_logits, adv_logits)).mean()
         if p.alpha < 1:
             terms["ce"] = (1 - p.alpha) * F.cross_entropy(clean_logits, batch.y)
         return terms

@@ -9,12 +9,17 @@ class KDParams(ReweightParams):
     alpha: float = Field(0.9, ge=0, le=1)
 
 
+def kl_rows(target_logits, logits, tau: float = 1.0):
+    """KL(softmax(target/tau) || softmax(logits/tau)) per sample, summed over classes."""
+    return F.kl_div(F.log_softmax(logits / tau, dim=1), F.softmax(target_logits / tau, dim=1),
+                    reduction="none").sum(dim=1)
+
+
 def soft_kl(teacher_logits, student_logits, tau: float, per_class: bool = False, weight=None):
     """KL(softmax(T/tau) || softmax(S/tau)), summed over classes and averaged over the batch, or with
     `per_class` averaged over batch AND classes (`nn.KLDivLoss()`'s default, which ARD and RSLAD use).
     `weight` [B] multiplies each sample's KL before the average (teacher-confidence reweighting)."""
-    kl = F.kl_div(F.log_softmax(student_logits / tau, dim=1), F.softmax(teacher_logits / tau, dim=1),
-                  reduction="none").sum(dim=1)
+    kl = kl_rows(teacher_logits, student_logits, tau)
     if weight is not None:
         kl = kl * weight
     return kl.sum() / (student_logits.numel() if per_class else len(student_logits))
