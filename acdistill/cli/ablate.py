@@ -20,7 +20,8 @@ from tabulate import tabulate
 
 from acdistill.checkpoint import load_model, read_sidecar
 from acdistill.cli.attack_eval import ProgressBars
-from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, device_of, echo, user_errors, writes
+from acdistill.cli.common import (DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, check_json_out, device_of, echo,
+                                  user_errors, writes)
 from acdistill.cli.distill import run_distill
 from acdistill.config import ABLATE_SECTIONS, Params, fingerprint, load_params, parse_override
 from acdistill.data import load_split
@@ -147,8 +148,7 @@ def ablate(
     columns = set(cfg.grid) | {"train_minutes", "all_attacks"} | {a for p in per_point for a in p.eval.attacks}
     if cfg.sort_by is not None and cfg.sort_by not in columns:
         raise AcdistillError(f"ablate: cannot sort by '{cfg.sort_by}'; columns: {', '.join(sorted(columns))}")
-    if out.suffix != ".json":
-        raise AcdistillError(f"--out {out}: the collected results are written as .json")
+    check_json_out(out)
     dev = device_of(params, device)
     needs_teacher = any(METHODS.get(p.distill.method).needs_teacher for p in per_point)
     teacher_sha = read_sidecar(teacher)["sha256"] if needs_teacher else None

@@ -11,8 +11,8 @@ from tabulate import tabulate
 import torch
 
 from acdistill.checkpoint import load_model, load_weights_into, read_sidecar, read_state_dict
-from acdistill.cli.common import (DataDirOpt, DeviceOpt, ForceOpt, ParamsOpt, SetOpt, device_of, echo, load, new_model,
-                                  refuse_overwrite, user_errors, writes)
+from acdistill.cli.common import (DataDirOpt, DeviceOpt, ForceOpt, ParamsOpt, SetOpt, check_json_out, device_of, echo,
+                                  load, new_model, refuse_overwrite, user_errors, writes)
 from acdistill.data import DATASETS, load_split
 from acdistill.engine import evaluate
 from acdistill.engine.evaluate import eps_sweep, first_n
@@ -121,8 +121,7 @@ def attack_eval(
                                         "eval.sweep.eps": parse_eps_list(sweep) if sweep is not None else None})
     cfg = params.eval
     if out is not None:
-        if out.suffix != ".json":
-            raise AcdistillError(f"--out {out}: the results are written as .json (the table goes beside it as .md)")
+        check_json_out(out)
         refuse_overwrite(force, out)
     budget = cfg.budget()
     if sanity and budget.eps <= 0:

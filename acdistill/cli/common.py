@@ -110,6 +110,12 @@ def echo(msg: str) -> None:
     print(msg, file=sys.stdout, flush=True)
 
 
+def check_json_out(out: Path) -> None:
+    """A results JSON gets its markdown table beside it (.md): any other suffix would have the table replace it."""
+    if out.suffix != ".json":
+        raise AcdistillError(f"--out {out}: the results are written as .json (the table goes beside it as .md)")
+
+
 def refuse_overwrite(force: bool, *paths: Path) -> None:
     """A finished result is replaced only when the user asks for it with --force."""
     for path in paths:

@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 from acdistill.attacks import Budget
 from acdistill.checkpoint import load_model, read_sidecar, sha256_file
 from acdistill.cli.attack_eval import ProgressBars, results_table
-from acdistill.cli.common import (DataDirOpt, DeviceOpt, ForceOpt, ParamsOpt, SetOpt, device_of, echo, load,
-                                  refuse_overwrite, user_errors, writes)
+from acdistill.cli.common import (DataDirOpt, DeviceOpt, ForceOpt, ParamsOpt, SetOpt, check_json_out, device_of, echo,
+                                  load, refuse_overwrite, user_errors, writes)
 from acdistill.data import load_split
 from acdistill.engine import evaluate
 from acdistill.engine.probe import PROBE_NEEDS, linear_probe
@@ -41,8 +41,7 @@ def transfer_probe(
     cfg = params.probe
     if head.suffix != ".safetensors":
         raise AcdistillError(f"--head {head}: the head is written as .safetensors")
-    if out.suffix != ".json":
-        raise AcdistillError(f"--out {out}: the results are written as .json (the table goes beside it as .md)")
+    check_json_out(out)
     if out.resolve() in (head.resolve(), head.with_suffix(".json").resolve()):
         raise AcdistillError(f"--out {out} would overwrite the head or its sidecar")
     refuse_overwrite(force, out, head)
