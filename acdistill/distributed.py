@@ -39,12 +39,16 @@ class Ranks:
         return Batch(batch.x[rows], batch.y[rows], batch.index[rows])
 
     def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """One all_reduce over all gradients, flattened: a collective per parameter tensor (60+ for a ResNet) would
+        pay the backend's latency that many times per step."""
         if self.world == 1:
             return
-        for p in params:
-            if p.grad is not None:
-                dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-                p.grad.div_(self.world)
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = torch.cat([g.flatten() for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat.div_(self.world)
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))
 
     def gather(self, rows: torch.Tensor, *, grad: bool = False) -> tuple[torch.Tensor, int]:
         """The rows of every rank, in rank order, and where this rank's rows start. Ranks may hold different
