@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -232,20 +233,43 @@ class FiguresParams(Strict):
 
 # Keys a grid point may change: the ablation distills students from the one teacher and evaluates them.
 ABLATE_SECTIONS = ("seed", "data", "distill", "eval")
+# A point key, not a params key: `adv_finetune: true` also fine-tunes the point's distilled student with the
+# `aft` section (whose keys a point may then set) and evaluates the fine-tuned one.
+FINETUNE = "adv_finetune"
+# A point key of explicit points: the point's label, and the name of a link to its run directory.
+NAME = "name"
 
 
 class AblateParams(Strict):
-    """ablate: one distill + attack-eval run per point of the grid (the product of the value lists)."""
+    """ablate: one distill + attack-eval run per point: the product of the grid's value lists, then the
+    explicit points."""
 
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted params key -> values to try")
+    points: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "explicit points run after the grid's, each {dotted key: value}; adv_finetune: true fine-tunes the "
+        "distilled student with the aft section and evaluates that"))
     fixed: dict[str, Any] = Field(default_factory=dict, description="dotted overrides shared by every point")
     sort_by: str | None = Field(None, description="a result column to sort by (descending); null: grid order")
 
     @model_validator(mode="after")
     def _keys(self) -> "AblateParams":
-        for key, values in {**self.grid, **{k: [v] for k, v in self.fixed.items()}}.items():
-            if key.split(".")[0] not in ABLATE_SECTIONS:
-                raise ValueError(f"'{key}': a grid point can change only {', '.join(ABLATE_SECTIONS)} "
+        given = {**self.grid, **{k: [v] for k, v in self.fixed.items()}}
+        names = [point[NAME] for point in self.points if NAME in point]
+        for name in names:
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name):
+                raise ValueError(f"point name {name!r}: use letters, digits and . _ + - only")
+        if len(set(names)) < len(names):
+            raise ValueError(f"point names must differ: {', '.join(names)}")
+        for point in self.points:
+            given.update({k: [v] for k, v in point.items() if k != NAME})
+        if NAME in self.grid:
+            raise ValueError(f"'{NAME}' names an explicit point; a grid point is named by its values")
+        for key, values in given.items():
+            if key == FINETUNE:
+                if not all(isinstance(v, bool) for v in values):
+                    raise ValueError(f"'{FINETUNE}' takes true or false")
+            elif key.split(".")[0] not in (*ABLATE_SECTIONS, "aft"):
+                raise ValueError(f"'{key}': a grid point can change only {', '.join(ABLATE_SECTIONS)} and aft "
                                  f"(the teacher is fixed)")
             if not values:
                 raise ValueError(f"'{key}' has no values")

@@ -1,4 +1,6 @@
 """The linear probe, the ablation grid, and the data behind each analysis figure."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from acdistill.analysis import (correlation_difference, feature_cloud, logit_cor
                                 two_class_subset)
 from acdistill.attacks import Budget
 from acdistill.cli.ablate import expand, parse_grid_option
+from acdistill.cli.figures import student_labels
 from acdistill.data import ImageSet, load_split
 from acdistill.engine import evaluate
 from acdistill.engine.probe import extract_features, fit_linear_head, linear_probe
@@ -95,6 +98,16 @@ def test_grid_expands_to_the_product_first_key_slowest():
     assert parse_grid_option("distill.attack.eps=4/255,8/255")[1] == ["4/255", "8/255"]  # validated per point
     with pytest.raises(AcdistillError, match="no empty value"):
         parse_grid_option("distill.gacd.k=16,,4")
+    assert expand({}) == []
+
+
+def test_students_are_labelled_by_file_name_or_by_directory_where_file_names_repeat():
+    assert student_labels([Path("models/student.safetensors"), Path("models/student_aft.safetensors")]) == [
+        "student", "student_aft"]
+    assert student_labels([Path("ablate/gacd/student.safetensors"), Path("ablate/ard/student.safetensors")]) == [
+        "gacd", "ard"]
+    with pytest.raises(AcdistillError, match="same file and directory names"):
+        student_labels([Path("a/gacd/student.safetensors"), Path("b/gacd/student.safetensors")])
 
 
 def test_logit_correlation_matches_numpy_and_the_difference_is_class_by_class():

@@ -1,6 +1,7 @@
 """transfer-probe, ablate, figures and report through the CLI on the tiny profile, with their user errors."""
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -53,6 +54,24 @@ def test_an_interrupted_point_resumes_from_its_epoch_state(here):
     assert "resuming after epoch 2 of 2" in out
 
 
+def test_explicit_points_and_a_fine_tuned_point_that_starts_from_its_distilled_point(here):
+    points = ("ablate.points=[{name: kd-aft, distill.method: kd, adv_finetune: true, aft.lr: 0.02}, "
+              "{name: kd, distill.method: kd}]")
+    out = run("ablate", "-S", points, "-S", "ablate.grid={}", "--out", "metrics/ablate_points.json").output
+    assert "first the distilled point distill.method=kd: running in" in out  # the fine-tuned point needs it first
+    assert "ablate point 2/2 kd: finished before, reused" in out
+    rows = json.loads((here / "metrics/ablate_points.json").read_text())["points"]
+    tuned, distilled = (Path(r["run"]) for r in rows)
+    assert tuned.name.startswith("kd-aft-") and (here / "ablate/kd-aft").resolve() == tuned.resolve()
+    assert (here / "ablate/kd").resolve() == distilled.resolve()  # the named point reused the unnamed run
+    assert (tuned / "aft.json").is_file() and not (tuned / "distill.json").is_file()
+    sidecar = json.loads((tuned / "student.json").read_text())
+    assert sidecar["info"]["student_sha256"] == json.loads((distilled / "student.json").read_text())["sha256"]
+    assert rows[0]["train_minutes"] >= rows[1]["train_minutes"]  # the fine-tuned student's cost includes distilling
+    assert rows[0]["aft.lr"] == 0.02 and "aft.lr" not in rows[1]
+    assert "| kd " in (here / "metrics/ablate_points.md").read_text()
+
+
 def test_ablate_sorted_by_a_column(here):
     run("ablate", "--sort-by", "natural", "--out", "metrics/ablate_sorted.json")
     points = json.loads((here / "metrics/ablate_sorted.json").read_text())["points"]
@@ -90,6 +109,11 @@ def test_report_lists_every_run_with_its_teacher(here):
      "ablate point distill.gacd.k=many: params.yaml: distill: gacd.k: Input should be a valid integer"),
     (["ablate", "--grid", "teacher.arch=resnet20,small_cnn"], "'teacher.arch': a grid point can change only"),
     (["ablate", "--grid", "distill.epochs=1", "--sort-by", "robustness"], "cannot sort by 'robustness'"),
+    (["ablate", "-S", "ablate.points=[{teacher.epochs: 2}]"], "'teacher.epochs': a grid point can change only"),
+    (["ablate", "-S", "ablate.points=[{adv_finetune: 1}]"], "'adv_finetune' takes true or false"),
+    (["ablate", "-S", "ablate.grid={}"], "ablate: no points"),
+    (["ablate", "-S", "ablate.points=[{name: a/b}]"], "point name 'a/b': use letters"),
+    (["ablate", "-S", "ablate.points=[{name: a}, {name: a}]"], "point names must differ: a, a"),
     (["ablate", "--grid", "distill.gacd.k"], "is not KEY=VALUE"),
     (["transfer-probe", "--force", "--model", "models/none.safetensors"],
      "model file not found: models/none.safetensors"),

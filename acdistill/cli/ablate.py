@@ -1,4 +1,5 @@
-"""acdistill ablate: distill and evaluate one student per point of a parameter grid, then tabulate them.
+"""acdistill ablate: distill and evaluate one student per point of a parameter grid (or a list of points), then
+tabulate them. A point with `adv_finetune: true` fine-tunes the distilled student of the same point without it.
 
 Each point runs in its own directory, ablate/<point>-<hash>/, named by the hash of everything that decides its
 result (its validated params and the teacher's sha256). A finished point is reused as long as that hash matches,
@@ -22,8 +23,9 @@ from acdistill.checkpoint import load_model, read_sidecar
 from acdistill.cli.attack_eval import ProgressBars
 from acdistill.cli.common import (DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, check_json_out, device_of, echo,
                                   user_errors, writes)
+from acdistill.cli.adv_finetune import run_aft
 from acdistill.cli.distill import run_distill
-from acdistill.config import ABLATE_SECTIONS, Params, fingerprint, load_params, parse_override
+from acdistill.config import ABLATE_SECTIONS, FINETUNE, NAME, Params, fingerprint, load_params, parse_override
 from acdistill.data import load_split
 from acdistill.engine import evaluate
 from acdistill.errors import AcdistillError
@@ -43,17 +45,23 @@ def parse_grid_option(text: str) -> tuple[str, list[Any]]:
 
 
 def expand(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """The product of the value lists, first key varying slowest (the order the table is read in)."""
-    return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+    """The product of the value lists, first key varying slowest (the order the table is read in); an empty grid
+    has no points."""
+    return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else []
 
 
 def point_label(point: dict[str, Any]) -> str:
-    return ",".join(f"{k}={v}" for k, v in point.items()) or "base"
+    return point.get(NAME) or ",".join(f"{k}={v}" for k, v in point.items()) or "base"
+
+
+def distilled_point(point: dict[str, Any]) -> dict[str, Any]:
+    """The point whose distilled student a fine-tuning point starts from: the same point without fine-tuning."""
+    return {k: v for k, v in point.items() if k not in (FINETUNE, NAME) and not k.startswith("aft.")}
 
 
 def point_params(params_file: Path, base: dict[str, Any], point: dict[str, Any]) -> Params:
     try:
-        return load_params(params_file, {**base, **point})
+        return load_params(params_file, {**base, **{k: v for k, v in point.items() if k not in (FINETUNE, NAME)}})
     except AcdistillError as e:
         raise AcdistillError(f"ablate point {point_label(point)}: {e}") from None
 
@@ -62,11 +70,21 @@ def point_dir(root: Path, point: dict[str, Any], params: Params, teacher_sha: st
     """The point's directory and the hash of what decides its result (not the ablate section itself, so that
     editing the grid leaves the finished points' hashes alone)."""
     dumped = params.model_dump(mode="json")
-    digest = fingerprint({k: dumped[k] for k in ABLATE_SECTIONS}, teacher_sha256=teacher_sha)
+    sections = (*ABLATE_SECTIONS, "aft") if point.get(FINETUNE) else ABLATE_SECTIONS
+    digest = fingerprint({k: dumped[k] for k in sections}, teacher_sha256=teacher_sha)
     # The same settings reached under another label (a grid key set to its default value) reuse that directory.
     existing = sorted(root.glob(f"*-{digest[:8]}")) if root.is_dir() else []
     slug = re.sub(r"[^A-Za-z0-9.=_-]+", "_", point_label(point))[:80]
     return (existing[0] if existing else root / f"{slug}-{digest[:8]}"), digest
+
+
+def link_latest(link: Path, run: Path) -> None:
+    """runs/<name> -> the named point's run directory, so that later stages can name a path without its hash."""
+    if link.is_symlink():
+        link.unlink()
+    elif link.exists():
+        raise AcdistillError(f"cannot link {link} to {run.name}: {link} exists and is not a link")
+    link.symlink_to(run.name, target_is_directory=True)
 
 
 def finished(run: Path, digest: str) -> dict[str, Any] | None:
@@ -78,14 +96,22 @@ def finished(run: Path, digest: str) -> dict[str, Any] | None:
 
 
 def run_point(params: Params, run: Path, digest: str, point: dict[str, Any], *, teacher: Path,
-              data_dir: Path | None, device: torch.device) -> dict[str, Any]:
-    """Train (resuming its epoch state) and evaluate one point. A student already in `run` is from an unfinished
-    attempt at this same point, since the point has no result yet, so it is overwritten."""
+              data_dir: Path | None, device: torch.device, distilled: tuple[Path, dict[str, Any]] | None = None
+              ) -> dict[str, Any]:
+    """Train (resuming its epoch state) and evaluate one point: distill a student, or, for a fine-tuning point,
+    fine-tune `distilled` (the finished distilled point's directory and result). A student already in `run` is
+    from an unfinished attempt at this same point, since the point has no result yet, so it is overwritten."""
     torch.manual_seed(params.seed)
     start = time.perf_counter()
-    summary = run_distill(params, teacher=teacher, out=run / "student.safetensors", metrics=run / "distill.json",
-                          data_dir=data_dir, device=device, resume=True, force=True, run_dir=run)
-    train_minutes = (time.perf_counter() - start) / 60
+    kwargs = dict(teacher=teacher, out=run / "student.safetensors", data_dir=data_dir, device=device, resume=True,
+                  force=True, run_dir=run)
+    if distilled is None:
+        summary = run_distill(params, metrics=run / "distill.json", **kwargs)
+        before = 0.0
+    else:
+        summary = run_aft(params, model=distilled[0] / "student.safetensors", metrics=run / "aft.json", **kwargs)
+        before = distilled[1]["train_minutes"]  # a fine-tuned student costs its distillation too
+    train_minutes = before + (time.perf_counter() - start) / 60
     student = load_model(run / "student.safetensors", device)
     test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
     e = params.eval
@@ -107,11 +133,16 @@ def row_of(point: dict[str, Any], result: dict[str, Any], run: Path) -> dict[str
             "run": str(run)}
 
 
+def descending(value: Any) -> tuple:
+    """Sort key: numbers largest first, then other values (a method name, an unset column) alphabetically."""
+    return (0, -value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+
 def markdown_table(rows: list[dict[str, Any]], fmt: str) -> str:
     if not rows:
         return "(no points)"
-    headers = [k for k in rows[0] if k != "run"]
-    return tabulate([[r[k] for k in headers] for r in rows], headers=headers, tablefmt=fmt, floatfmt=".2f")
+    headers = list(dict.fromkeys(k for r in rows for k in r if k != "run"))  # explicit points set different keys
+    return tabulate([[r.get(k, "") for k in headers] for r in rows], headers=headers, tablefmt=fmt, floatfmt=".2f")
 
 
 def ablate(
@@ -130,8 +161,9 @@ def ablate(
     device: DeviceOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Distill and evaluate a student at every point of a grid over params (section `ablate`): the params file,
-    then -S overrides, then ablate.fixed, then the point's values. Finished points are not rerun."""
+    """Distill and evaluate a student at every point of a grid over params, then at each explicit point (section
+    `ablate`): the params file, then -S overrides, then ablate.fixed, then the point's values. Finished points are
+    not rerun."""
     base = dict(parse_override(s) for s in set_ or [])
     overrides = dict(base)
     if grid:
@@ -140,32 +172,47 @@ def ablate(
         overrides["ablate.sort_by"] = sort_by
     params = load_params(params_file, overrides)
     cfg = params.ablate
-    if not cfg.grid:
-        raise AcdistillError("ablate: the grid is empty; set ablate.grid in params or pass --grid KEY=V1,V2")
     base.update(cfg.fixed)
-    points = expand(cfg.grid)
+    points = expand(cfg.grid) + cfg.points
+    if not points:
+        raise AcdistillError("ablate: no points; set ablate.grid or ablate.points in params, or pass --grid "
+                             "KEY=V1,V2")
     per_point = [point_params(params_file, base, p) for p in points]  # every point validated before any runs
-    columns = set(cfg.grid) | {"train_minutes", "all_attacks"} | {a for p in per_point for a in p.eval.attacks}
+    columns = ({k for p in points for k in p} | {"train_minutes", "all_attacks"}
+               | {a for p in per_point for a in p.eval.attacks})
     if cfg.sort_by is not None and cfg.sort_by not in columns:
         raise AcdistillError(f"ablate: cannot sort by '{cfg.sort_by}'; columns: {', '.join(sorted(columns))}")
     check_json_out(out)
     dev = device_of(params, device)
     needs_teacher = any(METHODS.get(p.distill.method).needs_teacher for p in per_point)
     teacher_sha = read_sidecar(teacher)["sha256"] if needs_teacher else None
-    rows = []
-    for i, (point, p) in enumerate(zip(points, per_point), start=1):
+
+    def result_of(point: dict[str, Any], p: Params, progress: str) -> tuple[Path, dict[str, Any]]:
+        """The point's finished result, running it (and first its distilled point, when fine-tuning) if needed."""
         run, digest = point_dir(runs, point, p, teacher_sha)
         result = finished(run, digest)
-        echo(f"ablate point {i}/{len(points)} {point_label(point)}: " + ("finished before, reused" if result else
-                                                                           f"running in {run}"))
+        echo(f"{progress}{point_label(point)}: " + ("finished before, reused" if result else f"running in {run}"))
         if result is None:
-            result = run_point(p, run, digest, point, teacher=teacher, data_dir=data_dir, device=dev)
+            distilled = None
+            if point.get(FINETUNE):
+                first = distilled_point(point)
+                distilled = result_of(first, point_params(params_file, base, first), "  first the distilled point ")
+            result = run_point(p, run, digest, point, teacher=teacher, data_dir=data_dir, device=dev,
+                               distilled=distilled)
+        if NAME in point:
+            link_latest(runs / point[NAME], run)
+        return run, result
+
+    rows = []
+    for i, (point, p) in enumerate(zip(points, per_point), start=1):
+        run, result = result_of(point, p, f"ablate point {i}/{len(points)} ")
         rows.append(row_of(point, result, run))
     if cfg.sort_by is not None:
-        rows.sort(key=lambda r: -(r.get(cfg.sort_by) or 0.0))
+        rows.sort(key=lambda r: descending(r.get(cfg.sort_by)))
     order = f"sorted by {cfg.sort_by}, descending" if cfg.sort_by else "in grid order"
     echo(markdown_table(rows, "simple"))
-    write_json(out, {"grid": cfg.grid, "fixed": cfg.fixed, "teacher": str(teacher), "points": rows})
+    write_json(out, {"grid": cfg.grid, "explicit_points": cfg.points, "fixed": cfg.fixed, "teacher": str(teacher),
+                     "points": rows})
     write_text(out.with_suffix(".md"), f"# Ablation\n\nOne student per point ({order}); accuracies in %, "
                                        f"fixed settings {cfg.fixed or 'none'}.\n\n{markdown_table(rows, 'github')}\n")
     echo(f"wrote {out} and {out.with_suffix('.md')}")

@@ -41,7 +41,7 @@ def figures(
     dev = device_of(params, device)
     students = student or [Path("models/student.safetensors")]
     teacher_model = load_model(teacher, dev)
-    student_models = {s.stem: load_model(s, dev) for s in students}
+    student_models = {label: load_model(s, dev) for label, s in zip(student_labels(students), students)}
     models = {"teacher": teacher_model, **student_models}
     for name, net in models.items():
         feature_dim(net, name, "the t-SNE figure plots its penultimate features")
@@ -76,6 +76,14 @@ def figures(
     written += pipeline_figures(live, metrics_dir, out_dir, params)
     write_json(out_dir / "figures.json", summary)
     echo("wrote " + ", ".join(str(w) for w in written + [out_dir / "figures.json"]))
+
+
+def student_labels(paths: list[Path]) -> list[str]:
+    """Each checkpoint's file name, or its directory's name where students share a file name (ablate's runs)."""
+    for labels in ([p.stem for p in paths], [p.parent.name for p in paths]):
+        if len(set(labels)) == len(labels):
+            return labels
+    raise AcdistillError(f"figures: two students have the same file and directory names: {', '.join(map(str, paths))}")
 
 
 def pipeline_figures(live: Path, metrics_dir: Path, out_dir: Path, params: Params) -> list[Path]:
