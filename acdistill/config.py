@@ -170,6 +170,8 @@ class EvalParams(Strict):
     eps: Eps = 8 / 255
     norm: Literal["Linf", "L2"] = "Linf"
     steps: int | None = Field(None, ge=1, description="iterations of every iterative attack; null for their own")
+    n_per_attack: dict[str, int] = Field(default_factory=dict, description=(
+        "attack -> run it on only the first N of the n images (a costly one, e.g. aa-fast: 500)"))
     sweep: SweepParams | None = None
     sanity: SanityParams = SanityParams()
 
@@ -181,6 +183,10 @@ class EvalParams(Strict):
             raise ValueError("an L-inf eps must be at most 1 (images live in [0, 1])")
         for name in self.attacks + ([self.sweep.attack] if self.sweep else []):
             EVAL_ATTACKS.get(name).check(self.budget())
+        for name, n in self.n_per_attack.items():
+            EVAL_ATTACKS.get(name)
+            if n < 1:
+                raise ValueError(f"n_per_attack: {name}: {n} images; give at least 1")
         return self
 
     def budget(self):

@@ -49,6 +49,16 @@ def test_eps_sweep_matches_evaluate_and_falls_with_eps(mnist_model, mnist_test):
     assert all(b <= a for a, b in zip(accuracy, accuracy[1:])) and accuracy[-1] < accuracy[0]
 
 
+def test_a_limited_attack_covers_only_the_first_examples(mnist_model, mnist_test):
+    data = mnist_test.take(60)
+    results = evaluate(mnist_model, data, ["natural", "fgsm", "pgd20"], budget=Budget(EPS), limits={"pgd20": 24})
+    alone = evaluate(mnist_model, data.take(24), ["natural", "fgsm", "pgd20"], budget=Budget(EPS))
+    assert (results["natural"]["n"], results["fgsm"]["n"], results["pgd20"]["n"]) == (60, 60, 24)
+    assert results["pgd20"] == {**alone["pgd20"], "seconds": results["pgd20"]["seconds"]}
+    assert results["all_attacks"]["n"] == 24
+    assert results["all_attacks"]["accuracy"] == alone["all_attacks"]["accuracy"]
+
+
 def test_results_record_the_steps_used(mnist_model, mnist_test):
     results = evaluate(mnist_model, mnist_test.take(20), ["natural", "pgd20", "cw-inf"], budget=Budget(EPS, steps=2))
     assert results["pgd20"]["steps"] == 2 and results["cw-inf"]["steps"] == 2 and "steps" not in results["natural"]

@@ -117,7 +117,7 @@ def run_point(params: Params, run: Path, digest: str, point: dict[str, Any], *, 
     e = params.eval
     with ProgressBars() as progress:
         results = evaluate(student, test, e.attacks, budget=e.budget(), batch_size=e.batch_size, n=e.n,
-                           seed=params.seed, device=device, progress=progress)
+                           limits=e.n_per_attack, seed=params.seed, device=device, progress=progress)
     result = {"fingerprint": digest, "point": point, "method": params.distill.method,
               "student": params.distill.student, "train_minutes": round(train_minutes, 2),
               "train_images": summary["train_images"], "eval": results}

@@ -134,7 +134,8 @@ def attack_eval(
     s = cfg.sanity
     sanity_set = first_n(test, s.n) if sanity else None
     with ProgressBars() as progress:
-        results = evaluate(net, test, cfg.attacks, budget=budget, n=cfg.n, progress=progress, **common)
+        results = evaluate(net, test, cfg.attacks, budget=budget, n=cfg.n, limits=cfg.n_per_attack,
+                           progress=progress, **common)
         curve = (eps_sweep(net, test, cfg.sweep.attack, cfg.sweep.eps, budget=budget, n=sweep_n, progress=progress,
                            **common) if cfg.sweep else None)
         checks = (sanity_checks(net, sanity_set, budget, steps=s.steps, more_steps_factor=s.more_steps_factor,

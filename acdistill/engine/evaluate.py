@@ -58,14 +58,16 @@ def check_model_outputs(model: nn.Module, data: ImageSet, device: torch.device |
 
 
 def evaluate(model: nn.Module, data: ImageSet, attacks: list[str], *, budget: Budget = Budget(),
-             batch_size: int = 256, n: int | None = None, seed: int = 0, device: torch.device | str = "cpu",
-             progress: Callable[[str, int, int], None] | None = None) -> dict[str, dict]:
+             batch_size: int = 256, n: int | None = None, limits: dict[str, int] | None = None, seed: int = 0,
+             device: torch.device | str = "cpu", progress: Callable[[str, int, int], None] | None = None
+             ) -> dict[str, dict]:
     """Evaluate `model` on the first `n` examples of `data` under each named attack (SPEC definitions).
 
     As AutoAttack does, an attack runs only on the examples the model classifies correctly when clean; the
     others count as not robust. Returns {attack: {accuracy (percent), per_class, worst_class, n, seconds, steps}}
     plus "all_attacks" when more than one attack ran: an example counts there only if it is classified correctly
-    under every attack run.
+    under every attack run. `limits` runs a costly attack on only the first N of the n examples
+    ({"aa-fast": 500}); its entry and "all_attacks" then cover those N.
     """
     specs = [EVAL_ATTACKS.get(name) for name in attacks]
     for spec in specs:
@@ -77,26 +79,28 @@ def evaluate(model: nn.Module, data: ImageSet, attacks: list[str], *, budget: Bu
     start = time.perf_counter()
     clean = correct_mask(model, data, natural.run, budget=budget, batch_size=batch_size, device=device)
     clean_seconds = time.perf_counter() - start
-    still_correct = data.select(clean)
     results: dict[str, dict] = {}
     robust_all = clean.clone()
     for spec in specs:
+        m = min((limits or {}).get(spec.name, len(data)), len(data))
         if spec is natural:
             correct, seconds = clean, clean_seconds
         else:
             torch.manual_seed(seed)
             start = time.perf_counter()
-            step = (lambda k, name=spec.name: progress(name, k, len(still_correct))) if progress else None
-            correct = clean.clone()
-            correct[clean] = correct_mask(model, still_correct, spec.run, budget=budget, batch_size=batch_size,
-                                          device=device, on_batch=step)
+            still_correct = data.take(m).select(clean[:m])
+            step = (lambda k, name=spec.name, total=len(still_correct): progress(name, k, total)) if progress else None
+            correct = clean[:m].clone()
+            correct[clean[:m]] = correct_mask(model, still_correct, spec.run, budget=budget, batch_size=batch_size,
+                                              device=device, on_batch=step)
             seconds = time.perf_counter() - start
-        results[spec.name] = summarize(correct, data.labels, data.num_classes, seconds)
+        results[spec.name] = summarize(correct, data.labels[:m], data.num_classes, seconds)
         if spec.steps is not None:
             results[spec.name]["steps"] = spec.steps_for(budget)
-        robust_all &= correct
+        k = min(len(robust_all), m)
+        robust_all = robust_all[:k] & correct[:k]
     if len(specs) > 1:
-        results["all_attacks"] = summarize(robust_all, data.labels, data.num_classes,
+        results["all_attacks"] = summarize(robust_all, data.labels[:len(robust_all)], data.num_classes,
                                            sum(r["seconds"] for r in results.values()))
     return results
 
