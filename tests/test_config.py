@@ -36,6 +36,8 @@ def test_method_section_is_validated_by_the_method():
     ({"teacher.source": "url"}, "source 'url' needs 'url' and 'sha256'"),
     ({"distill.attack.eps": "8/0"}, "distill.attack.eps: expected a number or a fraction"),
     ({"distill.epochs": 0}, "distill.epochs: Input should be greater than or equal to 1"),
+    ({"eval.n_per_attack": {"pgd99": 5}}, "unknown attack 'pgd99'"),
+    ({"eval.n_per_attack": {"aa-fast": 0}}, "n_per_attack: aa-fast: 0 images; give at least 1"),
 ])
 def test_bad_params_name_the_key(override, expected):
     with pytest.raises(AcdistillError) as err:
@@ -68,7 +70,18 @@ def test_fractions_and_overrides():
         parse_override("distill.epochs")
 
 
-@pytest.mark.parametrize("preset", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_presets_validate(preset):
+@pytest.mark.parametrize("preset", sorted(set((REPO / "configs").glob("*.yaml")) - {REPO / "configs/study.yaml"}),
+                         ids=lambda p: p.name)
+def test_paper_scale_presets_validate(preset):
     p = load_params(preset)
     assert p.data.train_subset is None and p.distill.epochs >= 100
+
+
+def test_every_point_of_the_study_validates_and_every_method_is_in_it():
+    from acdistill.cli.ablate import point_params
+    from acdistill.methods import METHODS
+
+    study = REPO / "configs/study.yaml"
+    points = load_params(study).ablate.points
+    methods = {point_params(study, {}, point).distill.method for point in points}
+    assert methods == set(METHODS.names()) and len(points) == 12

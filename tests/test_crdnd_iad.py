@@ -112,7 +112,9 @@ def test_iad_introspects_from_its_begin_epoch():
     trust = F.softmax(t(x_adv), 1).gather(1, batch.y[:, None]).squeeze(1) ** 0.1
     expected = {"kl": kl(t(batch.x), s(x_adv)).mean().item(),
                 "kl_self": ((1 - trust) * kl(s(batch.x), s(x_adv))).mean().item()}
-    assert losses(method, batch, x_adv) == pytest.approx(expected, rel=1e-6)
+    # kl_self is ~1e-5 here (S(x) and S(x') nearly agree), where float32 cancellation differs by ~6e-9 between
+    # kl_div on probabilities and on log-probabilities
+    assert losses(method, batch, x_adv) == pytest.approx(expected, rel=1e-6, abs=1e-8)
 
 
 @pytest.mark.parametrize("section, message", [

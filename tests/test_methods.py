@@ -8,6 +8,7 @@ from torch import nn
 from acdistill.config import TrainAttack, load_params
 from acdistill.data import Batch, ImageSet
 from acdistill.methods import METHODS
+from acdistill.methods.kd import kl_rows
 
 B, C = 4, 5
 
@@ -161,3 +162,12 @@ def test_method_needs_teacher():
 def test_params_section_reaches_the_method():
     p = load_params(None, {"distill.method": "kd", "distill.kd": {"tau": 2.0, "alpha": 0.5}})
     assert p.distill.method_params().tau == 2.0 and p.distill.method_params().alpha == 0.5
+
+
+def test_kl_gradient_stays_finite_when_a_target_probability_underflows():
+    # TRADES' target S(x) takes gradients; softmax of logits 200 apart gives an exact 0, and kl_div on
+    # probabilities then back-propagates 0 * -inf = NaN (it stopped a TRADES run in its first epoch)
+    target = torch.tensor([[200.0, 0.0, -5.0]], requires_grad=True)
+    logits = torch.tensor([[1.0, 2.0, 3.0]], requires_grad=True)
+    kl_rows(target, logits).sum().backward()
+    assert torch.isfinite(target.grad).all() and torch.isfinite(logits.grad).all()

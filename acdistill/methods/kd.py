@@ -10,9 +10,11 @@ class KDParams(ReweightParams):
 
 
 def kl_rows(target_logits, logits, tau: float = 1.0):
-    """KL(softmax(target/tau) || softmax(logits/tau)) per sample, summed over classes."""
-    return F.kl_div(F.log_softmax(logits / tau, dim=1), F.softmax(target_logits / tau, dim=1),
-                    reduction="none").sum(dim=1)
+    """KL(softmax(target/tau) || softmax(logits/tau)) per sample, summed over classes. The target enters as log
+    probabilities: with probabilities, kl_div's gradient for a target that underflows to 0 is 0 * -inf = NaN,
+    which killed TRADES (whose target, S(x), takes gradients) once its logits spread by ~100 early in training."""
+    return F.kl_div(F.log_softmax(logits / tau, dim=1), F.log_softmax(target_logits / tau, dim=1),
+                    reduction="none", log_target=True).sum(dim=1)
 
 
 def soft_kl(teacher_logits, student_logits, tau: float, per_class: bool = False, weight=None):

@@ -2,6 +2,7 @@ import torch.nn.functional as F
 
 from acdistill.attacks import kl_objective
 from acdistill.methods.base import Method, MethodParams, register_method
+from acdistill.methods.kd import kl_rows
 
 
 class TradesParams(MethodParams):
@@ -24,5 +25,5 @@ class Trades(Method):
 
     def loss(self, batch, x_adv):
         logits = self.student(batch.x)
-        kl = F.kl_div(F.log_softmax(self.student(x_adv), dim=1), F.softmax(logits, dim=1), reduction="batchmean")
+        kl = kl_rows(logits, self.student(x_adv)).mean()
         return {"ce": F.cross_entropy(logits, batch.y), "kl_robust": self.params.beta * kl}
