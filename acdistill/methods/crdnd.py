@@ -89,6 +89,8 @@ class CRDND(Method):
         return self.run_attack(lambda: kl_objective(self.student, self.teacher_logits(batch.x)), batch.x, "normal")
 
     def _relation(self, split: str, teacher_logits, student_logits, y) -> torch.Tensor:
+        # In float32: CPU autocast would run the softmaxes, the cosines and the log-softmax in bfloat16.
+        teacher_logits, student_logits = teacher_logits.float(), student_logits.float()
         with torch.no_grad():
             correct = (teacher_logits.argmax(1) == y).float()
             self.counts[split][0].index_add_(0, y, correct)
