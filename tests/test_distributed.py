@@ -90,11 +90,13 @@ def test_crdnd_relations_and_statistics_span_the_ranks(tmp_path):
 
 def test_gacd_bank_and_normalizer_are_the_same_on_every_rank(tmp_path):
     one, two, other_rank = two_runs(tmp_path, "gacd")
-    assert torch.equal(two["method"]["bank"], other_rank["method"]["bank"])
+    for bank in ("bank", "teacher_bank"):
+        assert torch.equal(two["method"][bank], other_rank["method"][bank])
     # Z from the whole first batch: the same on both ranks (each rank's own half would give each its own Z), and
     # near one process's, whose 32 x 16 scores differ only by the sampled negatives (measured 0.06 apart).
-    assert torch.equal(two["method"]["log_z"], other_rank["method"]["log_z"])
-    assert two["method"]["log_z"].item() == pytest.approx(one["method"]["log_z"].item(), abs=0.2)
+    for log_z in ("log_z", "log_z_student_anchor"):
+        assert torch.equal(two["method"][log_z], other_rank["method"][log_z])
+        assert two["method"][log_z].item() == pytest.approx(one["method"][log_z].item(), abs=0.2)
     assert two["losses"] == pytest.approx(one["losses"], rel=0.05)
 
 

@@ -148,11 +148,61 @@ def test_gradients_reach_student_and_heads_never_the_teacher(mirror):
     data, batch = cifar_batch()
     method.setup(data)
     terms = method.loss(batch, method.perturb(batch))
-    assert set(terms) == {"nce", "ce"}
+    assert set(terms) == {"nce", "nce_student_anchor", "ce"}
     sum(terms.values()).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in method.parameters())
     assert all(p.grad is not None for p in student.parameters())
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def student_gradient_of_the_contrast(method, student, batch, x_adv, bank_seed):
+    """The student's gradient from the NCE terms alone, with every bank's rows redrawn from bank_seed."""
+    torch.manual_seed(bank_seed)
+    for bank in method.banks().values():
+        bank.rows = F.normalize(torch.randn_like(bank.rows), dim=1)
+    method.log_z = method.log_z_student_anchor = torch.tensor(9.0)  # Z fixed, so only the scores can differ
+    student.zero_grad()
+    torch.manual_seed(3)  # the same sampled negatives
+    terms = method.loss(batch, x_adv)
+    (terms["nce"] + terms.get("nce_student_anchor", 0)).backward()
+    return torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_only_the_student_anchored_half_pushes_the_student_away_from_its_negatives(mirror, symmetric):
+    """Rows read from a bank are constants: with Eq. 10 alone the student's gradient ignores its negatives (the
+    study's students collapsed to one direction); CRD's student-anchored half makes it depend on them."""
+    method, student, _ = make_gacd(symmetric=symmetric, k=8)
+    data, batch = cifar_batch()
+    method.setup(data)
+    x_adv = method.perturb(batch)
+    one = student_gradient_of_the_contrast(method, student, batch, x_adv, bank_seed=1)
+    other = student_gradient_of_the_contrast(method, student, batch, x_adv, bank_seed=2)
+    assert one.abs().sum() > 0
+    assert torch.allclose(one, other) is not symmetric
+
+
+def test_the_student_anchored_half_is_eq_10_against_the_teacher_bank_and_both_banks_move(mirror):
+    method, student, teacher = make_gacd(k=8, reweight=False)
+    data, batch = cifar_batch()
+    method.setup(data)
+    before = {name: bank.rows.clone() for name, bank in method.banks().items()}
+    torch.manual_seed(3)
+    terms = method.loss(batch, batch.x)
+    torch.manual_seed(3)
+    neg_rows = method.bank.sample_negatives(batch.y, 8)
+    with torch.no_grad():
+        t = F.normalize(method.embed_t(teacher.features(batch.x)), dim=1)
+        s = F.normalize(method.embed_s(student.features(batch.x)), dim=1)
+        neg = torch.einsum("bd,bkd->bk", s, before["teacher_bank"][neg_rows])
+        expected = reweighted_nce((s * t).sum(1), neg, torch.ones(len(batch)), tau=0.1,
+                                  log_z=first_batch_log_z((s * t).sum(1), neg, tau=0.1, n_data=len(data)),
+                                  n_data=len(data))
+    assert terms["nce_student_anchor"].item() == pytest.approx(expected.item(), rel=1e-5)
+    rows = method.bank.lookup(batch.index)
+    assert torch.allclose(method.teacher_bank.rows[rows], F.normalize(before["teacher_bank"][rows] + t, dim=1),
+                          atol=1e-6)
+    assert torch.allclose(method.bank.rows[rows], F.normalize(before["bank"][rows] + s, dim=1), atol=1e-6)
 
 
 def test_reweight_false_gives_unit_weights_and_k_is_capped_with_a_warning(mirror, capsys):
@@ -182,11 +232,17 @@ def test_state_round_trip_restores_bank_heads_and_z(mirror):
     other.setup(data)
     other.load_state_dict(state)
     assert torch.equal(other.bank.rows, method.bank.rows) and torch.equal(other.log_z, method.log_z)
+    assert torch.equal(other.teacher_bank.rows, method.teacher_bank.rows)
+    assert torch.equal(other.log_z_student_anchor, method.log_z_student_anchor)
     assert torch.equal(other.embed_t.weight, method.embed_t.weight)
     with pytest.raises(AcdistillError, match="saved memory bank has shape"):
         small, _, _ = make_gacd()
         small.setup(data.take(8))
         small.load_state_dict(state)
+    with pytest.raises(AcdistillError, match="no teacher_bank; it was saved with symmetric: false"):
+        one_sided, _, _ = make_gacd(symmetric=False)
+        one_sided.setup(data)
+        method.load_state_dict(one_sided.state_dict())
 
 
 @pytest.mark.parametrize("override, message", [

@@ -22,6 +22,10 @@ class GACDParams(MethodParams):
     tau: float = Field(0.1, gt=0, description="temperature of the critic")
     momentum: float = Field(0.5, ge=0, lt=1, description="memory-bank update: new row = m * old + (1 - m) * s")
     reweight: bool = Field(True, description="weight each sample by the teacher's probability of its class")
+    symmetric: bool = Field(True, description=(
+        "add CRD's student-anchored half: s+ against teacher embeddings of other classes from a second bank. "
+        "Eq. 10 alone, over a bank, gives the student no push away from its negatives, and its embeddings "
+        "collapsed to one direction in the study (RESULTS.md)"))
     ce_weight: float = Field(1.0, ge=0, description="weight of CE(S(x), y), which trains the classifier head")
     bank_dtype: Literal["float32", "float16"] = Field("float32", description="float16 halves the bank's memory")
     scatter_steps: int = Field(1, ge=0, description="feature-scattering attack steps (eps is distill.attack.eps)")
@@ -105,6 +109,10 @@ class GACD(Method):
       of the batch move toward its s+ (momentum, then renormalized): the bank holds what the student produced.
     - Critic h(t, s) = P / (P + k/N), P = exp(t.s / tau) / Z, Z fixed from the first batch (CRD).
     - Loss: reweighted NCE (weights w = softmax(T(x+))[y], detached; 1 with reweight false) + ce_weight CE(S(x), y).
+    - `symmetric` adds CRD's other half, `nce_student_anchor`: s+ is the anchor, t+ its positive, and k rows of a
+      bank of teacher embeddings (same negatives' indices, own Z) its negatives. The paper computes its negatives
+      s- = f^s(x-) afresh, so the student feels their push; rows read from a bank are constants, and this half is
+      what pushes the student's embeddings of different classes apart.
     """
 
     name = "gacd"
@@ -119,14 +127,18 @@ class GACD(Method):
                         for net, role in ((teacher, "teacher"), (student, "student")))
         self.embed_t = nn.Linear(t_dim, params.embed_dim).to(device)
         self.embed_s = nn.Linear(s_dim, params.embed_dim).to(device)
-        self.bank: MemoryBank | None = None
+        self.bank: MemoryBank | None = None  # student embeddings: the teacher anchors' negatives
+        self.teacher_bank: MemoryBank | None = None  # teacher embeddings: the student anchors' negatives
         self.k = params.k
         self.log_z = torch.tensor(float("nan"), device=device)  # set from the first batch
+        self.log_z_student_anchor = torch.tensor(float("nan"), device=device)
 
     def setup(self, train_set: ImageSet) -> None:
         p = self.params
         device = self.log_z.device
         self.bank = MemoryBank(train_set, p.embed_dim, getattr(torch, p.bank_dtype), device)
+        if p.symmetric:
+            self.teacher_bank = MemoryBank(train_set, p.embed_dim, getattr(torch, p.bank_dtype), device)
         available = self.bank.available()
         if p.k > available:
             warn(f"gacd: k={p.k} negatives asked, but the training set has only {available} images of other "
@@ -136,20 +148,30 @@ class GACD(Method):
     def parameters(self):
         return list(self.embed_t.parameters()) + list(self.embed_s.parameters())
 
-    def state_dict(self):
+    def banks(self) -> dict[str, MemoryBank]:
         assert self.bank is not None, "setup() builds the bank"
-        return {"embed_t": self.embed_t.state_dict(), "embed_s": self.embed_s.state_dict(),
-                "bank": self.bank.rows, "log_z": self.log_z}
+        return {"bank": self.bank, **({"teacher_bank": self.teacher_bank} if self.teacher_bank else {})}
+
+    def state_dict(self):
+        state = {"embed_t": self.embed_t.state_dict(), "embed_s": self.embed_s.state_dict(), "log_z": self.log_z,
+                 **{name: bank.rows for name, bank in self.banks().items()}}
+        if self.teacher_bank is not None:
+            state["log_z_student_anchor"] = self.log_z_student_anchor
+        return state
 
     def load_state_dict(self, state):
-        assert self.bank is not None, "setup() builds the bank"
-        if state["bank"].shape != self.bank.rows.shape:
-            raise AcdistillError(f"gacd: the saved memory bank has shape {tuple(state['bank'].shape)}, "
-                                 f"this training set needs {tuple(self.bank.rows.shape)}")
+        for name, bank in self.banks().items():
+            if name not in state:
+                raise AcdistillError(f"gacd: the saved state has no {name}; it was saved with symmetric: false")
+            if state[name].shape != bank.rows.shape:
+                raise AcdistillError(f"gacd: the saved memory bank has shape {tuple(state[name].shape)}, "
+                                     f"this training set needs {tuple(bank.rows.shape)}")
+            bank.rows = state[name].to(bank.rows.dtype)
         self.embed_t.load_state_dict(state["embed_t"])
         self.embed_s.load_state_dict(state["embed_s"])
-        self.bank.rows = state["bank"].to(self.bank.rows.dtype)
         self.log_z = state["log_z"]
+        if self.teacher_bank is not None:
+            self.log_z_student_anchor = state["log_z_student_anchor"]
 
     def perturb(self, batch):
         net = self.student if self.params.scatter_net == "student" else self.teacher
@@ -171,20 +193,31 @@ class GACD(Method):
             t_features = self.teacher.features(x_adv)
             weight = (true_class_probability(self.teacher.head(t_features), batch.y) if p.reweight
                       else torch.ones(len(batch), device=x_adv.device))
-        t = F.normalize(self.embed_t(t_features), dim=1)
-        s = F.normalize(self.embed_s(self.student.features(x_adv)), dim=1)
+        t_embedded, s_embedded = self.embed_t(t_features), self.embed_s(self.student.features(x_adv))
         neg_rows = self.bank.sample_negatives(batch.y, self.k)
-        # In float32 even under bf16 autocast: k log-terms per anchor are summed.
+        terms = {}
+        # In float32 even under bf16 autocast: k log-terms per anchor are summed, and a bfloat16 score t.s / tau
+        # would be off by up to ~0.04.
         with torch.autocast(x_adv.device.type, enabled=False):
-            t, s = t.float(), s.float()
+            t, s = F.normalize(t_embedded.float(), dim=1), F.normalize(s_embedded.float(), dim=1)
             pos = (t * s).sum(dim=1)
-            # t . bank^T, then the sampled columns: B x N scores cost far less memory than B x k x d gathered rows.
-            neg = torch.gather(t @ self.bank.rows.float().T, 1, neg_rows)
-            if torch.isnan(self.log_z):  # from the whole first batch, on every rank alike
-                self.log_z = first_batch_log_z(self.ranks.gather(pos.detach())[0], self.ranks.gather(neg.detach())[0],
-                                               tau=p.tau, n_data=self.bank.n)
-            nce = reweighted_nce(pos, neg, weight.float(), tau=p.tau, log_z=self.log_z, n_data=self.bank.n)
+            terms["nce"], self.log_z = self.contrast(t, self.bank, neg_rows, pos, weight, self.log_z)
+            if self.teacher_bank is not None:
+                terms["nce_student_anchor"], self.log_z_student_anchor = self.contrast(
+                    s, self.teacher_bank, neg_rows, pos, weight, self.log_z_student_anchor)
         # Every rank moves the rows of the whole batch, so the banks stay identical.
-        self.bank.update(self.ranks.gather(self.bank.lookup(batch.index))[0], self.ranks.gather(s.detach())[0],
-                         p.momentum)
-        return {"nce": nce, "ce": p.ce_weight * F.cross_entropy(self.student(batch.x), batch.y)}
+        rows = self.ranks.gather(self.bank.lookup(batch.index))[0]
+        self.bank.update(rows, self.ranks.gather(s.detach())[0], p.momentum)
+        if self.teacher_bank is not None:
+            self.teacher_bank.update(rows, self.ranks.gather(t.detach())[0], p.momentum)
+        return {**terms, "ce": p.ce_weight * F.cross_entropy(self.student(batch.x), batch.y)}
+
+    def contrast(self, anchor: torch.Tensor, bank: MemoryBank, neg_rows: torch.Tensor, pos: torch.Tensor,
+                 weight: torch.Tensor, log_z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eq. 10 for these anchors against the bank's sampled rows; returns it and log Z (set on the first call)."""
+        # anchor . bank^T, then the sampled columns: B x N scores cost far less memory than B x k x d gathered rows.
+        neg = torch.gather(anchor @ bank.rows.float().T, 1, neg_rows)
+        if torch.isnan(log_z):  # from the whole first batch, on every rank alike
+            log_z = first_batch_log_z(self.ranks.gather(pos.detach())[0], self.ranks.gather(neg.detach())[0],
+                                      tau=self.params.tau, n_data=bank.n)
+        return reweighted_nce(pos, neg, weight, tau=self.params.tau, log_z=log_z, n_data=bank.n), log_z
