@@ -82,11 +82,13 @@ class TrainParams(BaseModel):
         return self
 
     @model_serializer(mode="wrap")
-    def _dump_validated_method_sections(self, handler, info):
-        """Method sections as validated, defaults filled in: the same settings written two ways (`tau: 0.1` or
-        nothing, 0.1 being the default) dump, and so fingerprint, the same."""
-        data = handler(self)
-        data.update({k: v.model_dump(mode=info.mode) for k, v in self._method_params.items()})
+    def _dump_the_run_method_section(self, handler, info):
+        """The run's method section as validated, defaults filled in: the same settings written two ways (`tau: 0.1`
+        or nothing, 0.1 being the default) dump, and so fingerprint, the same. Other methods' sections are left out:
+        the run never reads them, so editing `gacd` must not invalidate an ARD checkpoint or ablate point."""
+        data = {k: v for k, v in handler(self).items() if k not in self._method_params}
+        if self.method in self._method_params:
+            data[self.method] = self._method_params[self.method].model_dump(mode=info.mode)
         return data
 
     def method_params(self) -> BaseModel:

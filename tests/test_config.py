@@ -1,6 +1,6 @@
 import pytest
 
-from acdistill.config import load_params, parse_override
+from acdistill.config import fingerprint, load_params, parse_override
 from acdistill.errors import AcdistillError
 from acdistill.methods.ard import ARDParams
 from conftest import REPO
@@ -84,4 +84,13 @@ def test_every_point_of_the_study_validates_and_every_method_is_in_it():
     study = REPO / "configs/study.yaml"
     points = load_params(study).ablate.points
     methods = {point_params(study, {}, point).distill.method for point in points}
-    assert methods == set(METHODS.names()) and len(points) == 12
+    assert methods == set(METHODS.names()) and len(points) == 13
+
+
+def test_the_fingerprint_covers_the_run_method_section_and_no_other():
+    ard = {"distill.method": "ard", "distill.ard": {"tau": 10}}
+    reference = fingerprint(load_params(None, ard).distill)
+    # A section the run never reads: editing it must not invalidate an ARD checkpoint or ablate point.
+    assert fingerprint(load_params(None, {**ard, "distill.gacd": {"k": 16}}).distill) == reference
+    assert fingerprint(load_params(None, {**ard, "distill.ard": {"tau": 10, "alpha": 1.0}}).distill) == reference
+    assert fingerprint(load_params(None, {**ard, "distill.ard": {"tau": 20}}).distill) != reference

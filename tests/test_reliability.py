@@ -1,11 +1,13 @@
 """Faults injected into real runs: SIGKILL at any moment, a kill then --resume (bit-identical weights), a truncated
-download, a second run on the same output directory, an existing result without --force, a NaN loss."""
+download, a second run on the same output directory, an existing result without --force, a NaN loss; and the
+mode of the files written."""
 import hashlib
 import http.server
 import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -21,7 +23,7 @@ from acdistill.cli import fetch_teacher
 from acdistill.config import TrainParams
 from acdistill.data import load_split
 from acdistill.errors import AcdistillError
-from acdistill.io import LOCK_NAME
+from acdistill.io import LOCK_NAME, write_json
 from conftest import MIRROR, REPO, run
 from test_trainer import make_trainer
 
@@ -160,3 +162,12 @@ def test_a_nan_in_a_later_epoch_keeps_the_last_good_state(tmp_path, mirror):
     with pytest.raises(AcdistillError, match="loss term 'ce' is inf in epoch 2"):
         trainer.fit(data)
     assert state_epoch(tmp_path / "state.pt") == 1
+
+
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        write_json(tmp_path / "metrics.json", {"a": 1})
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o644
