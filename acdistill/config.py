@@ -62,6 +62,9 @@ class TrainParams(BaseModel):
     attack: TrainAttack = TrainAttack()
     amp: bool = False
     channels_last: bool = False
+    # How, not what, is computed: left out of dumps and fingerprints, so a run may resume with it switched.
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        False, exclude=True, description="torch.compile the student's and teacher's forward (true: mode 'default')")
     monitor_n: int = Field(200, ge=0, description="held-out test images for per-epoch clean / PGD accuracy")
     monitor_steps: int = Field(10, ge=1)
 

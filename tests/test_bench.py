@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import REPO
 
@@ -47,3 +48,25 @@ def test_throughput_benchmark_smoke(method, has_reference):
     assert result["pipeline_img_s"] > 0 and result["bare_img_s"] > 0
     assert result["overhead"] == pytest.approx(result["bare_img_s"] / result["pipeline_img_s"], rel=0.01)
     assert (result["reference_img_s"] is not None) == has_reference and result["peak_rss_mb"] > 0
+    assert result["gflop_per_image"] > 0 and result["device"] == "cpu" and result["matmul_ceiling_tflops"] == {}
+
+
+def test_the_flop_count_matches_torchs_counter_and_survives_an_input_gradient():
+    """bench.throughput counts FLOPs with torch's formulas but without FlopCounterMode's module hooks, which fail on
+    autograd.grad with respect to an input (every attack step)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from acdistill.models import create_model
+    from bench.throughput import CountFlops
+
+    model, x = create_model("resnet20"), torch.rand(4, 3, 32, 32)
+    with FlopCounterMode(display=False) as theirs:
+        model(x).sum().backward()
+    with CountFlops() as ours:
+        model(x).sum().backward()
+    assert ours.total == theirs.get_total_flops() > 0
+    x.requires_grad_(True)
+    with CountFlops() as attack_step:
+        torch.autograd.grad(model(x).sum(), x)
+    # forward plus the input gradient: no weight gradients, so less than a training step's forward + backward
+    assert ours.total / 3 < attack_step.total < ours.total

@@ -95,3 +95,36 @@ def test_bf16_autocast_stays_close_to_fp32(method):
     assert amp_terms == pytest.approx(plain_terms, rel=0.02, abs=1e-6)  # bf16 keeps 8 bits of mantissa
     cosine = torch.nn.functional.cosine_similarity(flat(amp_grads), flat(plain_grads), dim=0).item()
     assert cosine > 0.98  # measured 0.992 (gacd) to 0.998
+
+
+def test_compile_trains_to_the_plain_losses_and_weights(mirror):
+    """`compile: true` (torch.compile, inductor on CPU) runs the same math: losses and weights after a few steps
+    match the eager trainer's to float tolerance; fused kernels sum in another order, so not bit for bit."""
+    data = load_split("cifar10", True, 64, data_dir=mirror)
+    results = []
+    for compile_ in (False, True):
+        cfg = TrainParams(method="rslad", epochs=1, batch_size=32, monitor_n=0, schedule="constant",
+                          attack={"steps": 2}, compile=compile_)
+        torch.manual_seed(0)
+        teacher = create_model("small_cnn").eval().requires_grad_(False)
+        method = METHODS.get("rslad")(create_model("small_cnn"), teacher, cfg.method_params(), cfg.attack)
+        history = Trainer(method, cfg, seed=3, device=torch.device("cpu")).fit(data, augment=True, resume=False)
+        assert (method.student._compiled_call_impl is not None) == compile_  # what nn.Module.compile sets
+        results.append((history[0], torch.cat([p.detach().flatten() for p in method.student.parameters()])))
+    (plain, plain_weights), (compiled, compiled_weights) = results
+    for term in ("loss/kl_adv", "loss/kl_nat"):
+        assert compiled[term] == pytest.approx(plain[term], rel=1e-4), term
+    assert (compiled_weights - plain_weights).norm() <= 1e-4 * plain_weights.norm()
+
+
+def test_compile_is_left_out_of_fingerprints_and_cuda_graphs_refuse_gacd():
+    from acdistill.config import fingerprint
+    from acdistill.errors import AcdistillError
+
+    plain, compiled = (TrainParams(method="gacd", compile=c) for c in (False, "reduce-overhead"))
+    assert fingerprint(plain) == fingerprint(compiled)  # a run may resume with compilation switched
+    torch.manual_seed(0)
+    teacher = create_model("small_cnn").eval().requires_grad_(False)
+    method = METHODS.get("gacd")(create_model("small_cnn"), teacher, compiled.method_params(), compiled.attack)
+    with pytest.raises(AcdistillError, match="reduce-overhead .* does not work with gacd"):
+        Trainer(method, compiled, seed=0, device=torch.device("cpu"))

@@ -109,6 +109,16 @@ def test_sinkhorn_matches_exact_ot_and_its_gradient_is_the_derivative(n):
     assert (grad * direction).sum().item() == pytest.approx(numeric.item(), rel=1e-3, abs=1e-6)
 
 
+def test_sinkhorn_is_float32_math_on_a_bfloat16_cost():
+    """bf16 autocast hands the solver a bf16 cost (the features' product); scaled by 1 / reg it reaches 200, where
+    bf16 resolves only whole units, so the solver must not run in it."""
+    torch.manual_seed(0)
+    cost = cosine_cost(torch.randn(32, 16), torch.randn(32, 16)).bfloat16()
+    exact = sinkhorn_cost(cost.double()).item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert sinkhorn_cost(cost).item() == pytest.approx(exact, rel=1e-5)
+
+
 def make_gacd(**params):
     torch.manual_seed(0)
     student = create_model("small_cnn")

@@ -9,7 +9,7 @@ from acdistill.attacks.pgd import kl_objective
 from acdistill.config import TrainAttack, load_params
 from acdistill.data import Batch, ImageSet
 from acdistill.methods import METHODS
-from acdistill.methods.kd import kl_rows
+from acdistill.losses import kl_rows
 
 B, C = 4, 5
 

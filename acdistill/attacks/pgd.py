@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from acdistill.losses import kl_rows
+
 Objective = Callable[[torch.Tensor], torch.Tensor]  # x_adv -> scalar to maximize
 Start = Literal["uniform", "normal", "none"]
 Norm = Literal["Linf", "L2"]
@@ -70,10 +72,9 @@ def ce_objective(model: nn.Module, y: torch.Tensor) -> Objective:
 
 
 def kl_objective(model: nn.Module, reference_logits: torch.Tensor) -> Objective:
-    """KL(softmax(reference) || softmax(model(x_adv))), summed: the TRADES / RSLAD inner loss. In float32, as
-    kd.kl_rows: CPU autocast would run the softmaxes in bfloat16."""
-    target = F.softmax(reference_logits.detach().float(), dim=1)
-    return lambda x_adv: F.kl_div(F.log_softmax(model(x_adv).float(), dim=1), target, reduction="sum")
+    """KL(softmax(reference) || softmax(model(x_adv))), summed: the TRADES / RSLAD inner loss."""
+    target = reference_logits.detach()
+    return lambda x_adv: kl_rows(target, model(x_adv)).sum()
 
 
 def cw_objective(model: nn.Module, y: torch.Tensor, kappa: float = 50.0) -> Objective:

@@ -41,6 +41,10 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def to(self, device: torch.device | str) -> "ImageSet":
+        return ImageSet(self.name, self.images.to(device), self.labels.to(device), self.indices.to(device),
+                        self.num_classes, self.source)
+
     def take(self, n: int) -> "ImageSet":
         return self.select(slice(0, n))
 

@@ -37,11 +37,23 @@ def lr_factor(cfg: TrainParams, epoch_progress: float) -> float:
     return 1.0
 
 
+# Loss terms stay on the device and are read (a host sync) every CHECK_EVERY steps and at the epoch's end: a sync
+# per step left the GPU idle while the CPU queued the next step.
+CHECK_EVERY = 10
 RANK_SEED_STRIDE = 7919  # rank r draws its attack noise from seed + r * stride; rank 0 is a single process's
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
+
+
+def compile_networks(method: Method, mode: bool | str) -> None:
+    """torch.compile the student and teacher in place (nn.Module.compile): their state dicts keep their keys.
+    Static shapes: a run sees two batch sizes (full and an epoch's last), and a graph per size beats a dynamic one,
+    which would also be compiled and recorded (CUDA graphs) anew once the second size appears."""
+    for net in (method.student, method.teacher):
+        if net is not None:
+            net.compile(mode=None if mode is True else mode, dynamic=False)
 
 
 class Trainer:
@@ -59,6 +71,11 @@ class Trainer:
             raise AcdistillError("amp: bf16 autocast needs oneDNN on CPU; run without --amp")
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if cfg.compile == "reduce-overhead" and not method.cuda_graphs:
+            raise AcdistillError(f"compile: reduce-overhead (CUDA graphs) does not work with {method.name}, which "
+                                 f"runs its networks outside their forward; use compile: true")
+        if cfg.compile:
+            compile_networks(method, cfg.compile)
         params = list(self.model.parameters()) + method.parameters()
         self.params = params
         self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -109,6 +126,8 @@ class Trainer:
     def fit(self, train_set: ImageSet, monitor_set: ImageSet | None = None, *, augment: bool = True,
             resume: bool = True) -> list[dict[str, Any]]:
         cfg = self.cfg
+        if self.device.type != "cpu":  # resident uint8 images (150 MB for CIFAR-10): batching and crops run there
+            train_set = train_set.to(self.device)
         self.method.setup(train_set)
         start_epoch, history = self._load_state() if resume else (0, [])
         if self.ranks.world > 1:  # every rank starts from rank 0's weights, as DDP does
@@ -148,7 +167,8 @@ class Trainer:
         return history
 
     def _check_finite(self, terms: dict[str, torch.Tensor], epoch: int) -> None:
-        """Stop on a NaN or inf term; under torchrun every rank stops together, as none may wait for the others."""
+        """Stop on a NaN or inf term (summed over the epoch so far: one bad step makes its sum non-finite), before
+        the epoch's state is saved; under torchrun every rank stops together, as none may wait for the others."""
         bad = [name for name, value in terms.items() if not torch.isfinite(value)]
         bad_anywhere = self.ranks.sum(torch.tensor([float(len(bad))])).item() if self.ranks.world > 1 else len(bad)
         if not bad_anywhere:
@@ -169,7 +189,7 @@ class Trainer:
         cfg = self.cfg
         torch.manual_seed(_epoch_seed(self.seed, epoch) + RANK_SEED_STRIDE * self.ranks.rank)  # own attack noise
         self.method.on_epoch_start(epoch, cfg.epochs)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}  # on the device, weighted by batch size
         seen = 0
         start = time.perf_counter()
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -186,7 +206,6 @@ class Trainer:
                 x_adv = self.method.perturb(batch)
                 terms = self.method.loss(batch, x_adv)
             total = sum(terms.values())
-            self._check_finite(terms, epoch)
             self.optimizer.zero_grad(set_to_none=True)
             if self.ranks.world > 1:  # each rank's mean, weighted by its share: the average is the global mean's
                 (total * (len(batch) * self.ranks.world / global_size)).backward()
@@ -196,9 +215,14 @@ class Trainer:
             self.optimizer.step()
             seen += len(batch)
             for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + value.item() * len(batch)
-            bar.update(task, advance=1, info=f"epoch {epoch + 1} loss {total.item():.3f}")
-        totals = self.ranks.sum(torch.tensor([seen, *sums.values()], dtype=torch.float64))
+                sums[name] = sums.get(name, 0.0) + value.detach().double() * len(batch)
+            bar.update(task, advance=1)
+            if step % CHECK_EVERY == 0:
+                self._check_finite(sums, epoch)
+                bar.update(task, info=f"epoch {epoch + 1} loss {sum(sums.values()).item() / seen:.3f}")
+        self._check_finite(sums, epoch)
+        counts = [torch.tensor(float(seen), dtype=torch.float64), *(v.cpu() for v in sums.values())]
+        totals = self.ranks.sum(torch.stack(counts))
         seen, sums = totals[0].item(), dict(zip(sums, totals[1:].tolist()))
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": cfg.lr * lr_factor(cfg, epoch)}
         record.update({f"loss/{k}": v / seen for k, v in sums.items()})

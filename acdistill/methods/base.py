@@ -45,6 +45,9 @@ class Method:
     attack_mode: ClassVar[Literal["train", "eval"]] = "eval"
     # Per-epoch values under these prefixes go to dvclive only, not to the console line (e.g. per-class series).
     log_only_prefixes: ClassVar[tuple[str, ...]] = ()
+    # Whether the networks run only through their forward: torch.compile's CUDA graphs (compile: reduce-overhead)
+    # need it, as a train-mode pass outside the graph changes buffers the graph saved for its backward.
+    cuda_graphs: ClassVar[bool] = True
     # The torchrun processes training together (set by the trainer): a method whose loss or state spans the whole
     # batch gathers across them; per-sample losses need nothing, as the trainer averages the gradients.
     ranks: Ranks = Ranks()
@@ -110,7 +113,9 @@ class Method:
         """T(x), computed once per input tensor: perturb and loss of the same step share it."""
         assert self.teacher is not None
         if self._teacher_cache is None or self._teacher_cache[0] is not x:
-            self._teacher_cache = (x, self.teacher(x))
+            # A copy: under torch.compile's CUDA graphs (mode reduce-overhead) the student's runs reuse the memory
+            # of the teacher's output before this step's loss reads it.
+            self._teacher_cache = (x, self.teacher(x).clone())
         return self._teacher_cache[1]
 
 

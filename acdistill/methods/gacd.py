@@ -118,6 +118,7 @@ class GACD(Method):
     name = "gacd"
     Params = GACDParams
     needs_teacher = True
+    cuda_graphs = False  # features() runs outside the compiled forward
 
     def __init__(self, student, teacher, params: GACDParams, attack):
         super().__init__(student, teacher, params, attack.model_copy(

@@ -4,7 +4,7 @@ from pydantic import Field
 
 from acdistill.attacks import ce_objective
 from acdistill.methods.base import Method, MethodParams, register_method, true_class_probability
-from acdistill.methods.kd import kl_rows
+from acdistill.losses import kl_rows
 
 
 class IADParams(MethodParams):

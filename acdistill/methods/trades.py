@@ -2,7 +2,7 @@ import torch.nn.functional as F
 
 from acdistill.attacks import kl_objective
 from acdistill.methods.base import Method, MethodParams, register_method
-from acdistill.methods.kd import kl_rows
+from acdistill.losses import kl_rows
 
 
 class TradesParams(MethodParams):
