@@ -11,6 +11,7 @@ global batch exactly only for models without batch norm.
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -67,9 +68,14 @@ class Ranks:
         return torch.cat([part[:size] for part, size in zip(parts, sizes)]), sum(sizes[:self.rank])
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
-        if self.world > 1:
-            dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        return values
+        """Summed over the ranks. nccl reduces GPU tensors only, so host values (the trainer's counts) go there and
+        back."""
+        if self.world == 1:
+            return values
+        on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else values.device
+        reduced = values.to(on)
+        dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+        return reduced.to(values.device)
 
     def barrier(self) -> None:
         if self.world > 1:
@@ -104,4 +110,7 @@ def from_env(device: torch.device) -> tuple[Ranks, torch.device]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # Torn down before the interpreter's exit: a rank that finishes first (only rank 0 writes) and exits with
+        # the group alive can abort in gloo's destructor ("terminate called without an active exception").
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
     return Ranks(dist.get_rank(), dist.get_world_size()), device

@@ -45,8 +45,9 @@ class Method:
     attack_mode: ClassVar[Literal["train", "eval"]] = "eval"
     # Per-epoch values under these prefixes go to dvclive only, not to the console line (e.g. per-class series).
     log_only_prefixes: ClassVar[tuple[str, ...]] = ()
-    # Whether the networks run only through their forward: torch.compile's CUDA graphs (compile: reduce-overhead)
-    # need it, as a train-mode pass outside the graph changes buffers the graph saved for its backward.
+    # Whether the networks run only through their forward, as torch.compile's CUDA graphs (compile: reduce-overhead)
+    # expect. GACD, which also calls features(), failed under them on an H100 (a tensor saved for backward was
+    # modified in place), and is refused.
     cuda_graphs: ClassVar[bool] = True
     # The torchrun processes training together (set by the trainer): a method whose loss or state spans the whole
     # batch gathers across them; per-sample losses need nothing, as the trainer averages the gradients.
