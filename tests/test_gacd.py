@@ -283,3 +283,16 @@ def test_nce_is_computed_in_float32_under_bf16_autocast(mirror):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         terms = method.loss(batch, batch.x)
     assert terms["nce"].dtype == torch.float32 and torch.isfinite(terms["nce"])
+
+
+def test_class_cosines_equal_the_mean_over_pairs_of_rows():
+    data = ImageSet("toy", torch.zeros(40, 3, 32, 32, dtype=torch.uint8), torch.arange(40) % 3, torch.arange(40),
+                    3, "test")
+    bank = MemoryBank(data, 8, torch.float32, torch.device("cpu"))
+    bank.rows = F.normalize(torch.randn(40, 8) + 2 * F.one_hot(bank.labels, 8).float(), dim=1)  # classes apart
+    products, same = bank.rows @ bank.rows.T, bank.labels[:, None] == bank.labels[None, :]
+    distinct = ~torch.eye(40, dtype=torch.bool)
+    within, across = bank.class_cosines()
+    assert within == pytest.approx(products[same & distinct].mean().item(), rel=1e-5)
+    assert across == pytest.approx(products[~same].mean().item(), rel=1e-5)
+    assert within > across

@@ -91,6 +91,17 @@ class MemoryBank:
             raise AcdistillError("gacd: a batch holds images that are not in the training set the bank was built for")
         return rows
 
+    def class_cosines(self) -> tuple[float, float]:
+        """Mean cosine between rows of the same class and between rows of different classes (pairs of distinct
+        rows), from per-class sums: a bank whose rows collapse to one direction has both near 1."""
+        rows, n = self.rows.float(), len(self.labels)
+        sums = torch.zeros(int(self.labels.max()) + 1, rows.shape[1], device=rows.device).index_add_(
+            0, self.labels, rows)
+        counts = torch.bincount(self.labels).float()
+        within = (sums.pow(2).sum() - n).item()  # rows are unit vectors: each one's product with itself is 1
+        across = (sums.sum(0).pow(2).sum() - sums.pow(2).sum()).item()
+        return within / (counts * (counts - 1)).sum().item(), across / (n * n - counts.pow(2).sum().item())
+
     def update(self, rows: torch.Tensor, embeddings: torch.Tensor, momentum: float) -> None:
         mixed = momentum * self.rows[rows].float() + (1 - momentum) * embeddings.detach().float()
         # Out of place: this step's graph still holds the old rows for the negatives' gradient.
@@ -119,6 +130,7 @@ class GACD(Method):
     Params = GACDParams
     needs_teacher = True
     cuda_graphs = False  # features() runs outside the compiled forward
+    log_only_prefixes = ("bank/", "teacher_bank/")
 
     def __init__(self, student, teacher, params: GACDParams, attack):
         super().__init__(student, teacher, params, attack.model_copy(
@@ -148,6 +160,14 @@ class GACD(Method):
 
     def parameters(self):
         return list(self.embed_t.parameters()) + list(self.embed_s.parameters())
+
+    def on_epoch_end(self) -> dict[str, float]:
+        """The banks' geometry (dvclive only): collapsed embeddings show as cosines near 1 within and across
+        classes, as in the study (RESULTS.md)."""
+        out = {}
+        for name, bank in self.banks().items():
+            out[f"{name}/cos_same_class"], out[f"{name}/cos_other_class"] = bank.class_cosines()
+        return out
 
     def banks(self) -> dict[str, MemoryBank]:
         assert self.bank is not None, "setup() builds the bank"
