@@ -1,0 +1,65 @@
+"""Where GACD's embeddings collapse: the geometry of a trained GACD run, from its resumable state file.
+
+    python study/gacd_geometry.py --state models/state/distill.pt --student models/student.safetensors \
+        --teacher study/models/teacher.safetensors --n 2000
+
+Prints, over the first n training images (clean inputs), the mean cosine within and across classes of the raw
+backbone features, of the same features centered, and of the embeddings t = W_t f_T and s = W_s f_S; then the
+contrast itself: t . s for the positive pair, for other-class fresh embeddings and for other-class bank rows; and how
+far each bank row lags its image's fresh embedding. The run must have trained on the first images of CIFAR-10's
+training set in order (a `train_subset: N` run), as bank rows are looked up by dataset index.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from acdistill import load_model
+from acdistill.data import iterate, load_split
+
+
+def within_across(v: torch.Tensor, y: torch.Tensor, other: torch.Tensor) -> tuple[float, float]:
+    v = F.normalize(v, dim=1)
+    products = v @ v.T
+    distinct = ~torch.eye(len(y), dtype=torch.bool)
+    return round(products[~other & distinct].mean().item(), 3), round(products[other].mean().item(), 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--state", required=True, help="the run's state.pt (models/state/distill.pt)")
+    parser.add_argument("--student", required=True)
+    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--n", type=int, default=2000)
+    args = parser.parse_args()
+    method = torch.load(args.state, weights_only=True)["method"]
+    teacher, student = load_model(args.teacher).eval(), load_model(args.student).eval()
+    data = load_split("cifar10", True, args.n)
+    x = torch.cat([batch.x for batch in iterate(data, 500)])
+    y, other = data.labels, data.labels[:, None] != data.labels[None, :]
+    with torch.no_grad():
+        f_t, f_s = teacher.features(x), student.features(x)
+    t = F.normalize(F.linear(f_t, method["embed_t"]["weight"], method["embed_t"]["bias"]), dim=1)
+    s = F.normalize(F.linear(f_s, method["embed_s"]["weight"], method["embed_s"]["bias"]), dim=1)
+    bank, teacher_bank = method["bank"].float()[data.indices], method["teacher_bank"].float()[data.indices]
+    print("mean cosine (within class, across classes):")
+    for name, v in (("teacher features", f_t), ("teacher features, centered", f_t - f_t.mean(0)),
+                    ("student features", f_s), ("student features, centered", f_s - f_s.mean(0)),
+                    ("t = W_t f_T + b", t), ("s = W_s f_S + b", s)):
+        print(f"  {name}: {within_across(v, y, other)}")
+    print(f"  |W_t f_T| {F.linear(f_t, method['embed_t']['weight']).norm(dim=1).mean():.1f}, "
+          f"|W_s f_S| {F.linear(f_s, method['embed_s']['weight']).norm(dim=1).mean():.1f}")
+    scores = t @ s.T
+    print(f"teacher anchors: t.s positive {scores.diag().mean():.3f}, other-class fresh s {scores[other].mean():.3f}, "
+          f"other-class bank rows {(t @ bank.T)[other].mean():.3f}")
+    print(f"student anchors: other-class fresh t {scores.T[other].mean():.3f}, other-class teacher-bank rows "
+          f"{(s @ teacher_bank.T)[other].mean():.3f}")
+    print(f"bank rows against their image's fresh embedding: student {(s * bank).sum(1).mean():.3f}, "
+          f"teacher {(t * teacher_bank).sum(1).mean():.3f}")
+    print(f"log Z: {method['log_z'].item():.3f} (teacher anchors), {method['log_z_student_anchor'].item():.3f}")
+
+
+if __name__ == "__main__":
+    main()
