@@ -296,3 +296,5 @@ def test_class_cosines_equal_the_mean_over_pairs_of_rows():
     assert within == pytest.approx(products[same & distinct].mean().item(), rel=1e-5)
     assert across == pytest.approx(products[~same].mean().item(), rel=1e-5)
     assert within > across
+    one_per_class = ImageSet("toy", data.images[:3], data.labels[:3], data.indices[:3], 3, "test")
+    assert math.isnan(MemoryBank(one_per_class, 8, torch.float32, torch.device("cpu")).class_cosines()[0])

@@ -100,7 +100,9 @@ class MemoryBank:
         counts = torch.bincount(self.labels).float()
         within = (sums.pow(2).sum() - n).item()  # rows are unit vectors: each one's product with itself is 1
         across = (sums.sum(0).pow(2).sum() - sums.pow(2).sum()).item()
-        return within / (counts * (counts - 1)).sum().item(), across / (n * n - counts.pow(2).sum().item())
+        pairs_within, pairs_across = (counts * (counts - 1)).sum().item(), n * n - counts.pow(2).sum().item()
+        return (within / pairs_within if pairs_within else math.nan,
+                across / pairs_across if pairs_across else math.nan)
 
     def update(self, rows: torch.Tensor, embeddings: torch.Tensor, momentum: float) -> None:
         mixed = momentum * self.rows[rows].float() + (1 - momentum) * embeddings.detach().float()
@@ -167,7 +169,7 @@ class GACD(Method):
         out = {}
         for name, bank in self.banks().items():
             out[f"{name}/cos_same_class"], out[f"{name}/cos_other_class"] = bank.class_cosines()
-        return out
+        return {k: v for k, v in out.items() if not math.isnan(v)}  # nan: no pair of rows to average (tiny sets)
 
     def banks(self) -> dict[str, MemoryBank]:
         assert self.bank is not None, "setup() builds the bank"
