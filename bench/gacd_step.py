@@ -10,13 +10,14 @@ import json
 import math
 import platform
 import time
+from types import SimpleNamespace
 
 import torch
 
-from acdistill.config import TrainAttack
-from acdistill.data import Batch, ImageSet
-from acdistill.methods import METHODS
-from acdistill.models import create_model
+from acdistill.config import TrainParams
+from acdistill.data import ImageSet
+from acdistill.methods import Method
+from bench.throughput import bare_step, training_set
 
 
 def best_time(fn, repeats: int) -> float:
@@ -29,21 +30,11 @@ def best_time(fn, repeats: int) -> float:
     return min(times)
 
 
-def step_time(name: str, params: dict, args, batch: Batch, train_set: ImageSet) -> tuple[float, object]:
-    torch.manual_seed(0)
-    student, teacher = create_model(args.model), create_model(args.model).eval().requires_grad_(False)
-    cls = METHODS.get(name)
-    # RSLAD with SPEC's training attack (10 steps of 2/255); GACD with its own 1-step feature scattering.
-    method = cls(student, teacher, cls.Params(**params), TrainAttack())
-    method.setup(train_set)
-    optimizer = torch.optim.SGD(list(student.parameters()) + method.parameters(), lr=0.01)
-
-    def step():
-        loss = sum(method.loss(batch, method.perturb(batch)).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
+def step_time(name: str, section: dict, args, train_set: ImageSet) -> tuple[float, Method]:
+    """RSLAD with SPEC's training attack (10 steps of 2/255); GACD with its own 1-step feature scattering."""
+    cfg = TrainParams(method=name, batch_size=args.batch_size, **{name: section})
+    nets = SimpleNamespace(method=name, model=args.model, teacher=None)
+    method, step = bare_step(nets, cfg, train_set, torch.device("cpu"), compile_nets=False)
     return best_time(step, args.repeats), method
 
 
@@ -79,16 +70,12 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    torch.manual_seed(0)
-    labels = torch.arange(args.bank_size) % 10
-    train_set = ImageSet("synthetic", torch.zeros(args.bank_size, 1, 1, 1, dtype=torch.uint8), labels,
-                         torch.arange(args.bank_size), 10, "bench")
-    batch = Batch(torch.rand(args.batch_size, 3, 32, 32), labels[:args.batch_size], torch.arange(args.batch_size))
+    train_set = training_set(args.bank_size)  # the banks' rows: one per training image
     result = {"model": args.model, "batch_size": args.batch_size, "bank_size": args.bank_size,
               "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
-    result["rslad_step_s"] = round(step_time("rslad", {}, args, batch, train_set)[0], 3)
+    result["rslad_step_s"] = round(step_time("rslad", {}, args, train_set)[0], 3)
     for dtype in ("float32", "float16"):
-        seconds, method = step_time("gacd", {"bank_dtype": dtype}, args, batch, train_set)
+        seconds, method = step_time("gacd", {"bank_dtype": dtype}, args, train_set)
         result[f"gacd_{dtype}_step_s"] = round(seconds, 3)
         bank_bytes = sum(bank.rows.numel() * bank.rows.element_size() for bank in method.banks().values())
         result[f"gacd_{dtype}_bank_mb"] = round(bank_bytes / 2**20, 1)

@@ -93,7 +93,7 @@ def pipeline_rate(args, cfg: TrainParams, data: ImageSet, device: torch.device) 
 
 
 def bare_step(args, cfg: TrainParams, data: ImageSet, device: torch.device, *, compile_nets: bool):
-    """One resident batch and a function that runs the method's whole training step on it."""
+    """The method, and a function that runs its whole training step on one resident batch."""
     method = build(args, cfg, device, compile_nets=compile_nets)
     method.setup(data.to(device))
     optimizer = torch.optim.SGD(list(method.student.parameters()) + method.parameters(), lr=cfg.lr,
@@ -112,11 +112,11 @@ def bare_step(args, cfg: TrainParams, data: ImageSet, device: torch.device, *, c
         sum(terms.values()).backward()
         optimizer.step()
 
-    return step
+    return method, step
 
 
 def bare_rate(args, cfg: TrainParams, data: ImageSet, device: torch.device) -> float:
-    step = bare_step(args, cfg, data, device, compile_nets=True)
+    _, step = bare_step(args, cfg, data, device, compile_nets=True)
     step()  # warm-up
     sync(device)
     steps = len(data) // cfg.batch_size
@@ -150,7 +150,7 @@ def kernel_profile(args, cfg: TrainParams, data: ImageSet, device: torch.device,
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    step = bare_step(args, cfg, data, device, compile_nets=True)
+    _, step = bare_step(args, cfg, data, device, compile_nets=True)
     step()
     sync(device)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -164,7 +164,7 @@ def kernel_profile(args, cfg: TrainParams, data: ImageSet, device: torch.device,
 
 def flops_per_image(args, cfg: TrainParams, data: ImageSet, device: torch.device) -> float:
     """FLOPs of one bare training step (attack included), per image."""
-    step = bare_step(args, cfg, data, device, compile_nets=False)
+    _, step = bare_step(args, cfg, data, device, compile_nets=False)
     with CountFlops() as counter:
         step()
     return counter.total / cfg.batch_size

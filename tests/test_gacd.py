@@ -255,6 +255,18 @@ def test_state_round_trip_restores_bank_heads_and_z(mirror):
         method.load_state_dict(one_sided.state_dict())
 
 
+def test_a_state_saved_before_the_first_batch_leaves_z_to_the_next_batch(mirror):
+    data, batch = cifar_batch()
+    unused, _, _ = make_gacd()
+    unused.setup(data)
+    method, _, _ = make_gacd()
+    method.setup(data)
+    method.load_state_dict(unused.state_dict())
+    assert method.log_z is None and method.log_z_student_anchor is None
+    method.loss(batch, batch.x)
+    assert torch.isfinite(method.log_z) and torch.isfinite(method.log_z_student_anchor)
+
+
 @pytest.mark.parametrize("override, message", [
     ({"distill.gacd": {"k": 0}}, "distill: gacd.k: Input should be greater than 0"),
     ({"distill.gacd": {"tau": 0}}, "distill: gacd.tau: Input should be greater than 0"),

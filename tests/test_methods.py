@@ -9,7 +9,7 @@ from acdistill.attacks.pgd import kl_objective
 from acdistill.config import TrainAttack, load_params
 from acdistill.data import Batch, ImageSet
 from acdistill.methods import METHODS
-from acdistill.losses import kl_rows
+from acdistill.losses import float32_math, kl_rows
 
 B, C = 4, 5
 
@@ -191,6 +191,19 @@ def test_losses_are_float32_math_on_bfloat16_logits(name, setup):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             values.append({k: v.item() for k, v in method.loss(batch, x_adv).items()})
     assert values[0] == pytest.approx(values[1], rel=1e-5, abs=1e-7)
+
+
+def test_float32_math_lifts_low_precision_arguments_and_turns_autocast_off():
+    @float32_math
+    def product(a, b, *, scale):
+        return a @ b * scale
+
+    a = torch.randn(4, 4).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (a.float() @ a.float()).dtype == torch.bfloat16  # what autocast alone makes of float32 inputs
+        lifted = product(a, a, scale=torch.tensor(2.0).half())
+    assert lifted.dtype == torch.float32
+    assert torch.equal(lifted, a.float() @ a.float() * 2)
 
 
 def test_the_trades_attack_objective_is_float32_math_on_bfloat16_logits():

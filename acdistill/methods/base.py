@@ -17,6 +17,7 @@ from acdistill.attacks.pgd import Objective, Start, pgd
 from acdistill.config import TrainAttack
 from acdistill.data import Batch, ImageSet
 from acdistill.distributed import Ranks
+from acdistill.losses import float32_math
 from acdistill.registry import Registry
 
 
@@ -26,9 +27,10 @@ class MethodParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+@float32_math
 def true_class_probability(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """softmax(logits)[y] per sample: the teacher-confidence weight of GACD, IAD and the `reweight` option."""
-    return F.softmax(logits.float(), dim=1).gather(1, y[:, None]).squeeze(1)
+    return F.softmax(logits, dim=1).gather(1, y[:, None]).squeeze(1)
 
 
 class ReweightParams(MethodParams):

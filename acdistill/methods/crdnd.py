@@ -7,6 +7,7 @@ from pydantic import Field
 from acdistill.attacks import kl_objective
 from acdistill.data import ImageSet
 from acdistill.errors import AcdistillError
+from acdistill.losses import float32_math
 from acdistill.methods.base import Method, ReweightParams, register_method, true_class_probability
 
 
@@ -88,9 +89,8 @@ class CRDND(Method):
     def perturb(self, batch):
         return self.run_attack(lambda: kl_objective(self.student, self.teacher_logits(batch.x)), batch.x, "normal")
 
+    @float32_math
     def _relation(self, split: str, teacher_logits, student_logits, y) -> torch.Tensor:
-        # In float32: CPU autocast would run the softmaxes, the cosines and the log-softmax in bfloat16.
-        teacher_logits, student_logits = teacher_logits.float(), student_logits.float()
         with torch.no_grad():
             correct = (teacher_logits.argmax(1) == y).float()
             self.counts[split][0].index_add_(0, y, correct)

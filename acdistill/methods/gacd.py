@@ -12,6 +12,7 @@ from acdistill.attacks.ot import cosine_cost, sinkhorn_cost
 from acdistill.config import PixelFloat
 from acdistill.data import ImageSet
 from acdistill.errors import AcdistillError, warn
+from acdistill.losses import float32_math
 from acdistill.methods.base import Method, MethodParams, register_method, true_class_probability
 from acdistill.models import feature_dim
 
@@ -145,12 +146,14 @@ class GACD(Method):
         self.bank: MemoryBank | None = None  # student embeddings: the teacher anchors' negatives
         self.teacher_bank: MemoryBank | None = None  # teacher embeddings: the student anchors' negatives
         self.k = params.k
-        self.log_z = torch.tensor(float("nan"), device=device)  # set from the first batch
-        self.log_z_student_anchor = torch.tensor(float("nan"), device=device)
+        # Set from the first batch. None rather than a nan tensor: testing a tensor for nan would read it back
+        # from the device at every step.
+        self.log_z: torch.Tensor | None = None
+        self.log_z_student_anchor: torch.Tensor | None = None
 
     def setup(self, train_set: ImageSet) -> None:
         p = self.params
-        device = self.log_z.device
+        device = self.embed_t.weight.device
         self.bank = MemoryBank(train_set, p.embed_dim, getattr(torch, p.bank_dtype), device)
         if p.symmetric:
             self.teacher_bank = MemoryBank(train_set, p.embed_dim, getattr(torch, p.bank_dtype), device)
@@ -176,10 +179,10 @@ class GACD(Method):
         return {"bank": self.bank, **({"teacher_bank": self.teacher_bank} if self.teacher_bank else {})}
 
     def state_dict(self):
-        state = {"embed_t": self.embed_t.state_dict(), "embed_s": self.embed_s.state_dict(), "log_z": self.log_z,
-                 **{name: bank.rows for name, bank in self.banks().items()}}
+        state = {"embed_t": self.embed_t.state_dict(), "embed_s": self.embed_s.state_dict(),
+                 "log_z": _saved_log_z(self.log_z), **{name: bank.rows for name, bank in self.banks().items()}}
         if self.teacher_bank is not None:
-            state["log_z_student_anchor"] = self.log_z_student_anchor
+            state["log_z_student_anchor"] = _saved_log_z(self.log_z_student_anchor)
         return state
 
     def load_state_dict(self, state):
@@ -192,9 +195,9 @@ class GACD(Method):
             bank.rows = state[name].to(bank.rows.dtype)
         self.embed_t.load_state_dict(state["embed_t"])
         self.embed_s.load_state_dict(state["embed_s"])
-        self.log_z = state["log_z"]
+        self.log_z = _loaded_log_z(state["log_z"])
         if self.teacher_bank is not None:
-            self.log_z_student_anchor = state["log_z_student_anchor"]
+            self.log_z_student_anchor = _loaded_log_z(state["log_z_student_anchor"])
 
     def perturb(self, batch):
         net = self.student if self.params.scatter_net == "student" else self.teacher
@@ -216,18 +219,8 @@ class GACD(Method):
             t_features = self.teacher.features(x_adv)
             weight = (true_class_probability(self.teacher.head(t_features), batch.y) if p.reweight
                       else torch.ones(len(batch), device=x_adv.device))
-        t_embedded, s_embedded = self.embed_t(t_features), self.embed_s(self.student.features(x_adv))
-        neg_rows = self.bank.sample_negatives(batch.y, self.k)
-        terms = {}
-        # In float32 even under bf16 autocast: k log-terms per anchor are summed, and a bfloat16 score t.s / tau
-        # would be off by up to ~0.04.
-        with torch.autocast(x_adv.device.type, enabled=False):
-            t, s = F.normalize(t_embedded.float(), dim=1), F.normalize(s_embedded.float(), dim=1)
-            pos = (t * s).sum(dim=1)
-            terms["nce"], self.log_z = self.contrast(t, self.bank, neg_rows, pos, weight, self.log_z)
-            if self.teacher_bank is not None:
-                terms["nce_student_anchor"], self.log_z_student_anchor = self.contrast(
-                    s, self.teacher_bank, neg_rows, pos, weight, self.log_z_student_anchor)
+        terms, t, s = self.contrast_terms(self.embed_t(t_features), self.embed_s(self.student.features(x_adv)),
+                                          self.bank.sample_negatives(batch.y, self.k), weight)
         # Every rank moves the rows of the whole batch, so the banks stay identical.
         rows = self.ranks.gather(self.bank.lookup(batch.index))[0]
         self.bank.update(rows, self.ranks.gather(s.detach())[0], p.momentum)
@@ -235,12 +228,34 @@ class GACD(Method):
             self.teacher_bank.update(rows, self.ranks.gather(t.detach())[0], p.momentum)
         return {**terms, "ce": p.ce_weight * F.cross_entropy(self.student(batch.x), batch.y)}
 
+    @float32_math
+    def contrast_terms(self, t_embedded: torch.Tensor, s_embedded: torch.Tensor, neg_rows: torch.Tensor,
+                       weight: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """The teacher-anchored NCE and, with `symmetric`, the student-anchored one (each Z fixed on its first call),
+        and the normalized embeddings t, s."""
+        t, s = F.normalize(t_embedded, dim=1), F.normalize(s_embedded, dim=1)
+        pos = (t * s).sum(dim=1)
+        terms = {}
+        terms["nce"], self.log_z = self.contrast(t, self.bank, neg_rows, pos, weight, self.log_z)
+        if self.teacher_bank is not None:
+            terms["nce_student_anchor"], self.log_z_student_anchor = self.contrast(
+                s, self.teacher_bank, neg_rows, pos, weight, self.log_z_student_anchor)
+        return terms, t, s
+
     def contrast(self, anchor: torch.Tensor, bank: MemoryBank, neg_rows: torch.Tensor, pos: torch.Tensor,
-                 weight: torch.Tensor, log_z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                 weight: torch.Tensor, log_z: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 10 for these anchors against the bank's sampled rows; returns it and log Z (set on the first call)."""
         # anchor . bank^T, then the sampled columns: B x N scores cost far less memory than B x k x d gathered rows.
         neg = torch.gather(anchor @ bank.rows.float().T, 1, neg_rows)
-        if torch.isnan(log_z):  # from the whole first batch, on every rank alike
+        if log_z is None:  # from the whole first batch, on every rank alike
             log_z = first_batch_log_z(self.ranks.gather(pos.detach())[0], self.ranks.gather(neg.detach())[0],
                                       tau=self.params.tau, n_data=bank.n)
         return reweighted_nce(pos, neg, weight, tau=self.params.tau, log_z=log_z, n_data=bank.n), log_z
+
+
+def _saved_log_z(log_z: torch.Tensor | None) -> torch.Tensor:
+    return torch.tensor(math.nan) if log_z is None else log_z  # checkpoints hold tensors only
+
+
+def _loaded_log_z(saved: torch.Tensor) -> torch.Tensor | None:
+    return None if torch.isnan(saved) else saved
