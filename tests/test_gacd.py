@@ -202,8 +202,9 @@ def test_the_student_anchored_half_is_eq_10_against_the_teacher_bank_and_both_ba
     torch.manual_seed(3)
     neg_rows = method.bank.sample_negatives(batch.y, 8)
     with torch.no_grad():
-        t = F.normalize(method.embed_t(teacher.features(batch.x)), dim=1)
-        s = F.normalize(method.embed_s(student.features(batch.x)), dim=1)
+        # embed_bn's standardization is batch norm in training mode without affine parameters
+        t = F.normalize(F.batch_norm(method.embed_t(teacher.features(batch.x)), None, None, training=True), dim=1)
+        s = F.normalize(F.batch_norm(method.embed_s(student.features(batch.x)), None, None, training=True), dim=1)
         neg = torch.einsum("bd,bkd->bk", s, before["teacher_bank"][neg_rows])
         expected = reweighted_nce((s * t).sum(1), neg, torch.ones(len(batch)), tau=0.1,
                                   log_z=first_batch_log_z((s * t).sum(1), neg, tau=0.1, n_data=len(data)),
@@ -229,6 +230,27 @@ def test_reweight_false_gives_unit_weights_and_k_is_capped_with_a_warning(mirror
         else:
             assert nce != weighted  # an untrained teacher is far from confident: weights matter
     assert "warning: gacd: k=1000 negatives asked" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("embed_bn", [True, False])
+def test_with_embed_bn_a_direction_common_to_every_embedding_cannot_change_the_loss(embed_bn):
+    """The study's linear heads grew the features' common component until every embedding pointed one way, and
+    the contrast then carried no class information (RESULTS.md). Standardized embeddings have no such direction."""
+    method, _, _ = make_gacd(embed_bn=embed_bn, k=4)
+    data = ImageSet("toy", torch.zeros(12, 3, 1, 1, dtype=torch.uint8), torch.arange(12) % 3, torch.arange(12), 3,
+                    "toy")
+    method.setup(data)
+    torch.manual_seed(0)
+    t_embedded, s_embedded = torch.randn(6, 128), torch.randn(6, 128)
+    y, common = torch.arange(6) % 3, 20 * torch.randn(128)
+    neg_rows, weight = method.bank.sample_negatives(y, 4), torch.ones(6)
+
+    def nce(shift):
+        method.log_z = method.log_z_student_anchor = torch.tensor(9.0)
+        terms, _, _ = method.contrast_terms(t_embedded + shift, s_embedded + shift, neg_rows, weight)
+        return terms["nce"].item() + terms["nce_student_anchor"].item()
+
+    assert (nce(common) == pytest.approx(nce(0), rel=1e-4)) is embed_bn
 
 
 def test_state_round_trip_restores_bank_heads_and_z(mirror):

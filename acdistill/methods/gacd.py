@@ -27,6 +27,10 @@ class GACDParams(MethodParams):
         "add CRD's student-anchored half: s+ against teacher embeddings of other classes from a second bank. "
         "Eq. 10 alone, over a bank, gives the student no push away from its negatives, and its embeddings "
         "collapsed to one direction in the study (RESULTS.md)"))
+    embed_bn: bool = Field(True, description=(
+        "standardize each embedding dimension over the batch (batch norm without affine parameters) before the L2 "
+        "normalization. Linear heads alone grew the features' common component until every embedding pointed one "
+        "way (RESULTS.md); false gives SPEC's plain linear heads"))
     ce_weight: float = Field(1.0, ge=0, description="weight of CE(S(x), y), which trains the classifier head")
     bank_dtype: Literal["float32", "float16"] = Field("float32", description="float16 halves the bank's memory")
     scatter_steps: int = Field(1, ge=0, description="feature-scattering attack steps (eps is distill.attack.eps)")
@@ -118,7 +122,8 @@ class GACD(Method):
     - x+ maximizes the entropic OT distance (Sinkhorn, cost 1 - cos) between the features of the clean batch and
       of the perturbed batch, label-free (feature scattering): `scatter_steps` signed steps from a uniform start.
     - t+ = normalize(W_t T.features(x+)), s+ = normalize(W_s S.features(x+)); W_t, W_s are trainable linear maps
-      to `embed_dim`; the teacher backbone stays frozen.
+      to `embed_dim`; the teacher backbone stays frozen. `embed_bn` standardizes W f over the batch before the
+      normalization.
     - Negatives: k rows of a memory bank of student embeddings, drawn from other classes. After each step the rows
       of the batch move toward its s+ (momentum, then renormalized): the bank holds what the student produced.
     - Critic h(t, s) = P / (P + k/N), P = exp(t.s / tau) / Z, Z fixed from the first batch (CRD).
@@ -233,6 +238,8 @@ class GACD(Method):
                        weight: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """The teacher-anchored NCE and, with `symmetric`, the student-anchored one (each Z fixed on its first call),
         and the normalized embeddings t, s."""
+        if self.params.embed_bn:
+            t_embedded, s_embedded = self.standardize(t_embedded), self.standardize(s_embedded)
         t, s = F.normalize(t_embedded, dim=1), F.normalize(s_embedded, dim=1)
         pos = (t * s).sum(dim=1)
         terms = {}
@@ -241,6 +248,13 @@ class GACD(Method):
             terms["nce_student_anchor"], self.log_z_student_anchor = self.contrast(
                 s, self.teacher_bank, neg_rows, pos, weight, self.log_z_student_anchor)
         return terms, t, s
+
+    def standardize(self, embedded: torch.Tensor) -> torch.Tensor:
+        """Each dimension to zero mean and unit variance over the whole batch, every rank's rows included, so that
+        no direction is common to all embeddings. No running statistics: the heads serve only in training."""
+        batch = self.ranks.gather(embedded, grad=True)[0]
+        mean, var = batch.mean(dim=0), batch.var(dim=0, unbiased=False)
+        return (embedded - mean) / torch.sqrt(var + 1e-5)
 
     def contrast(self, anchor: torch.Tensor, bank: MemoryBank, neg_rows: torch.Tensor, pos: torch.Tensor,
                  weight: torch.Tensor, log_z: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
