@@ -3,15 +3,22 @@
     python study/gacd_geometry.py --state models/state/distill.pt --student models/student.safetensors \
         --teacher study/models/teacher.safetensors --n 2000
 
-Prints, over the first n training images (clean inputs), the mean cosine within and across classes of the raw
-backbone features, of the same features centered, and of the embeddings t = W_t f_T and s = W_s f_S; then the
-contrast itself: t . s for the positive pair, for other-class fresh embeddings and for other-class bank rows; and how
-far each bank row lags its image's fresh embedding. The run must have trained on the first images of CIFAR-10's
-training set in order (a `train_subset: N` run), as bank rows are looked up by dataset index.
+Prints, over the first n training images (clean inputs):
+- the mean cosine within and across classes of the raw backbone features, of the same features centered, and of the
+  embeddings t = W_t f_T and s = W_s f_S;
+- the contrast itself: t . s for the positive pair, for other-class fresh embeddings and for other-class bank rows;
+- how far each bank row lags its image's fresh embedding;
+- the teacher-anchored NCE split into its positive term and its negatives' term (the expectation over k draws of
+  other-class bank rows).
+
+Pass `--embed-bn` for a run trained with `embed_bn: true` (the default since it was added): the embeddings are then
+standardized over the n images, where training used each batch. The run must have trained on the first images of
+CIFAR-10's training set in order (a `train_subset: N` run), as bank rows are looked up by dataset index.
 """
 from __future__ import annotations
 
 import argparse
+import math
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +40,9 @@ def main() -> None:
     parser.add_argument("--student", required=True)
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--embed-bn", action="store_true", help="the run was trained with embed_bn: true")
+    parser.add_argument("--k", type=int, default=4096, help="the run's negatives per anchor")
+    parser.add_argument("--tau", type=float, default=0.1, help="the run's temperature")
     args = parser.parse_args()
     method = torch.load(args.state, weights_only=True)["method"]
     teacher, student = load_model(args.teacher).eval(), load_model(args.student).eval()
@@ -41,13 +51,16 @@ def main() -> None:
     y, other = data.labels, data.labels[:, None] != data.labels[None, :]
     with torch.no_grad():
         f_t, f_s = teacher.features(x), student.features(x)
-    t = F.normalize(F.linear(f_t, method["embed_t"]["weight"], method["embed_t"]["bias"]), dim=1)
-    s = F.normalize(F.linear(f_s, method["embed_s"]["weight"], method["embed_s"]["bias"]), dim=1)
+    t, s = (F.linear(f, method[head]["weight"], method[head]["bias"]) for f, head in ((f_t, "embed_t"),
+                                                                                       (f_s, "embed_s")))
+    if args.embed_bn:
+        t, s = (F.batch_norm(v, None, None, training=True) for v in (t, s))
+    t, s = F.normalize(t, dim=1), F.normalize(s, dim=1)
     bank, teacher_bank = method["bank"].float()[data.indices], method["teacher_bank"].float()[data.indices]
     print("mean cosine (within class, across classes):")
     for name, v in (("teacher features", f_t), ("teacher features, centered", f_t - f_t.mean(0)),
                     ("student features", f_s), ("student features, centered", f_s - f_s.mean(0)),
-                    ("t = W_t f_T + b", t), ("s = W_s f_S + b", s)):
+                    ("t = normalize(W_t f_T + b)", t), ("s = normalize(W_s f_S + b)", s)):
         print(f"  {name}: {within_across(v, y, other)}")
     print(f"  |W_t f_T| {F.linear(f_t, method['embed_t']['weight']).norm(dim=1).mean():.1f}, "
           f"|W_s f_S| {F.linear(f_s, method['embed_s']['weight']).norm(dim=1).mean():.1f}")
@@ -59,6 +72,17 @@ def main() -> None:
     print(f"bank rows against their image's fresh embedding: student {(s * bank).sum(1).mean():.3f}, "
           f"teacher {(t * teacher_bank).sum(1).mean():.3f}")
     print(f"log Z: {method['log_z'].item():.3f} (teacher anchors), {method['log_z_student_anchor'].item():.3f}")
+
+    bank_all = method["bank"].float()
+    other_all = y[:, None] != load_split("cifar10", True, len(bank_all)).labels[None, :]
+    log_noise = torch.tensor(math.log(args.k / len(bank_all)))
+    log_p_neg, log_p_pos = (t @ bank_all.T) / args.tau - method["log_z"], scores.diag() / args.tau - method["log_z"]
+    neg_cost = torch.logaddexp(log_p_neg, log_noise) - log_noise  # -log(1 - h) per bank row
+    neg_term = args.k * (neg_cost * other_all).sum(1) / other_all.sum(1)
+    pos_term = torch.logaddexp(log_p_pos, log_noise) - log_p_pos  # -log h
+    hardest = (t @ bank_all.T).masked_fill(~other_all, -math.inf).max(1).values
+    print(f"teacher-anchored NCE per anchor, unweighted (k {args.k}): positive term {pos_term.mean():.2f}, "
+          f"negatives' term {neg_term.mean():.2f}; highest other-class bank-row score {hardest.mean():.3f}")
 
 
 if __name__ == "__main__":
