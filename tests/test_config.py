@@ -84,7 +84,7 @@ def test_every_point_of_the_study_validates_and_every_method_is_in_it():
     study = REPO / "configs/study.yaml"
     points = load_params(study).ablate.points
     methods = {point_params(study, {}, point).distill.method for point in points}
-    assert methods == set(METHODS.names()) and len(points) == 14
+    assert methods == set(METHODS.names()) and len(points) == 15
 
 
 def test_the_fingerprint_covers_the_run_method_section_and_no_other():
