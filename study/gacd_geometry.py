@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from acdistill import load_model
 from acdistill.data import iterate, load_split
+from acdistill.methods.gacd import critic_log_terms
 
 
 def within_across(v: torch.Tensor, y: torch.Tensor, other: torch.Tensor) -> tuple[float, float]:
@@ -75,11 +76,11 @@ def main() -> None:
 
     bank_all = method["bank"].float()
     other_all = y[:, None] != load_split("cifar10", True, len(bank_all)).labels[None, :]
-    log_noise = torch.tensor(math.log(args.k / len(bank_all)))
-    log_p_neg, log_p_pos = (t @ bank_all.T) / args.tau - method["log_z"], scores.diag() / args.tau - method["log_z"]
-    neg_cost = torch.logaddexp(log_p_neg, log_noise) - log_noise  # -log(1 - h) per bank row
-    neg_term = args.k * (neg_cost * other_all).sum(1) / other_all.sum(1)
-    pos_term = torch.logaddexp(log_p_pos, log_noise) - log_p_pos  # -log h
+    # Every bank row as a negative: the expectation of the k sampled ones' term is k times their mean.
+    log_h_pos, log_not_h = critic_log_terms(scores.diag(), t @ bank_all.T, tau=args.tau, log_z=method["log_z"],
+                                            log_noise=math.log(args.k / len(bank_all)))
+    neg_term = -args.k * (log_not_h * other_all).sum(1) / other_all.sum(1)
+    pos_term = -log_h_pos
     hardest = (t @ bank_all.T).masked_fill(~other_all, -math.inf).max(1).values
     print(f"teacher-anchored NCE per anchor, unweighted (k {args.k}): positive term {pos_term.mean():.2f}, "
           f"negatives' term {neg_term.mean():.2f}; highest other-class bank-row score {hardest.mean():.3f}")

@@ -45,14 +45,21 @@ def reweighted_nce(pos: torch.Tensor, neg: torch.Tensor, weight: torch.Tensor, *
     """Eq. 10 of the GACD paper, negated and averaged over the batch:
     -mean_i w_i [log h(t_i, s_i+) + sum_j log(1 - h(t_i, s_ij-))], h = P / (P + k/N), P = exp(t.s / tau) / Z.
 
-    pos [B] and neg [B, k] are the dot products t.s of normalized embeddings; log_z = log Z. Computed in the log
-    domain (log h = log P - log(P + k/N)), so large t.s / tau cannot overflow.
+    pos [B] and neg [B, k] are the dot products t.s of normalized embeddings; log_z = log Z.
     """
-    log_noise = math.log(neg.shape[1] / n_data)
+    log_h_pos, log_not_h_neg = critic_log_terms(pos, neg, tau=tau, log_z=log_z,
+                                                log_noise=math.log(neg.shape[1] / n_data))
+    return -(weight * (log_h_pos + log_not_h_neg.sum(dim=1))).mean()
+
+
+def critic_log_terms(pos: torch.Tensor, neg: torch.Tensor, *, tau: float, log_z: torch.Tensor,
+                     log_noise: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """log h(t, s+) for each positive score and log(1 - h(t, s-)) for each negative score, with log_noise = log(k/N),
+    in the log domain (log h = log P - log(P + k/N)), so large t.s / tau cannot overflow."""
     log_p_pos, log_p_neg = pos / tau - log_z, neg / tau - log_z
     log_h_pos = log_p_pos - torch.logaddexp(log_p_pos, torch.full_like(log_p_pos, log_noise))
     log_not_h_neg = log_noise - torch.logaddexp(log_p_neg, torch.full_like(log_p_neg, log_noise))
-    return -(weight * (log_h_pos + log_not_h_neg.sum(dim=1))).mean()
+    return log_h_pos, log_not_h_neg
 
 
 def first_batch_log_z(pos: torch.Tensor, neg: torch.Tensor, *, tau: float, n_data: int) -> torch.Tensor:
