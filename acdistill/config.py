@@ -261,10 +261,15 @@ class AblateParams(Strict):
         "distilled student with the aft section and evaluates that"))
     fixed: dict[str, Any] = Field(default_factory=dict, description="dotted overrides shared by every point")
     sort_by: str | None = Field(None, description="a result column to sort by (descending); null: grid order")
+    seeds: list[int] | None = Field(None, min_length=1, description=(
+        "run every point once per seed and report each column's mean and standard deviation over the runs; "
+        "null: one run per point, at the params' seed"))
 
     @model_validator(mode="after")
     def _keys(self) -> "AblateParams":
         given = {**self.grid, **{k: [v] for k, v in self.fixed.items()}}
+        if self.seeds is not None and len(set(self.seeds)) < len(self.seeds):
+            raise ValueError(f"seeds must differ: {', '.join(map(str, self.seeds))}")
         names = [point[NAME] for point in self.points if NAME in point]
         for name in names:
             if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name):
@@ -284,6 +289,8 @@ class AblateParams(Strict):
                                  f"(the teacher is fixed)")
             if not values:
                 raise ValueError(f"'{key}' has no values")
+            if key == "seed" and self.seeds is not None:
+                raise ValueError("'seed' is set by ablate.seeds; a point, the grid or ablate.fixed cannot set it too")
         return self
 
 

@@ -10,7 +10,7 @@ from acdistill import create_model
 from acdistill.analysis import (correlation_difference, feature_cloud, logit_correlation, read_dvclive_series,
                                 two_class_subset)
 from acdistill.attacks import Budget
-from acdistill.cli.ablate import expand, parse_grid_option
+from acdistill.cli.ablate import expand, markdown_table, mean_and_sd, parse_grid_option, with_seeds
 from acdistill.cli.figures import student_labels
 from acdistill.data import ImageSet, load_split
 from acdistill.engine import evaluate
@@ -99,6 +99,23 @@ def test_grid_expands_to_the_product_first_key_slowest():
     with pytest.raises(AcdistillError, match="no empty value"):
         parse_grid_option("distill.gacd.k=16,,4")
     assert expand({}) == []
+
+
+def test_seeds_give_one_row_per_point_with_each_measured_column_as_mean_and_sample_sd():
+    points = [{"distill.gacd.k": 16}, {"distill.gacd.k": 64}]
+    runs = with_seeds(points, [0, 1])
+    assert runs == [{"distill.gacd.k": 16, "seed": 0}, {"distill.gacd.k": 16, "seed": 1},
+                    {"distill.gacd.k": 64, "seed": 0}, {"distill.gacd.k": 64, "seed": 1}]
+    rows = [{**point, "pgd20": pgd20, "run": f"ablate/{i}"}
+            for i, (point, pgd20) in enumerate(zip(runs, [10, 12, 20, 23]))]
+    table = mean_and_sd(points, rows)
+    assert table == [
+        {"distill.gacd.k": 16, "seeds": [0, 1], "pgd20": 11.0, "pgd20_sd": 1.414, "runs": ["ablate/0", "ablate/1"]},
+        {"distill.gacd.k": 64, "seeds": [0, 1], "pgd20": 21.5, "pgd20_sd": 2.121, "runs": ["ablate/2", "ablate/3"]}]
+    page = markdown_table(table, "github")
+    assert "| 11.00 ± 1.41 |" in page and "pgd20_sd" not in page and "ablate/0" not in page
+    assert mean_and_sd(points[:1], rows[:1])[0]["pgd20_sd"] is None  # one seed: no spread to report
+    assert " 10.00 |" in markdown_table(mean_and_sd(points[:1], rows[:1]), "github")
 
 
 def test_students_are_labelled_by_file_name_or_by_directory_where_file_names_repeat():

@@ -1,6 +1,7 @@
 """transfer-probe, ablate, figures and report through the CLI on the tiny profile, with their user errors."""
 import hashlib
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,26 @@ def test_explicit_points_and_a_fine_tuned_point_that_starts_from_its_distilled_p
     assert "| kd " in (here / "metrics/ablate_points.md").read_text()
 
 
+def test_ablate_over_seeds_tabulates_mean_and_sd_and_reuses_the_run_at_the_params_seed(here):
+    kd = ["-S", "ablate.points=[{name: kd, distill.method: kd}]", "-S", "ablate.grid={}"]
+    single = run("ablate", *kd, "--out", "metrics/ablate_kd.json")
+    seed0 = Path(json.loads((here / "metrics/ablate_kd.json").read_text())["points"][0]["run"])
+    out = run("ablate", *kd, "--seeds", "0,1", "--out", "metrics/ablate_seeds.json").output
+    assert "ablate run 1/2 kd,seed=0: finished before, reused" in out and "running in" in single.output + out
+    result = json.loads((here / "metrics/ablate_seeds.json").read_text())
+    runs, (point,) = result["runs"], result["points"]
+    assert [r["seed"] for r in runs] == point["seeds"] == [0, 1] and Path(runs[0]["run"]) == seed0
+    students = [(Path(r["run"]) / "student.safetensors").read_bytes() for r in runs]
+    assert students[0] != students[1]  # the seed reached training
+    for column in ("natural", "pgd20", "train_minutes"):
+        values = [r[column] for r in runs]
+        assert point[column] == pytest.approx(statistics.fmean(values), abs=1e-3)
+        assert point[f"{column}_sd"] == pytest.approx(statistics.stdev(values), abs=1e-3)
+    assert (here / "ablate/kd").resolve() == seed0.resolve()  # a named point links its first seed's run
+    table = (here / "metrics/ablate_seeds.md").read_text()
+    assert "2 students per point" in table and f"| {point['pgd20']:.2f} ± {point['pgd20_sd']:.2f} |" in table
+
+
 def test_ablate_sorted_by_a_column(here):
     run("ablate", "--sort-by", "natural", "--out", "metrics/ablate_sorted.json")
     points = json.loads((here / "metrics/ablate_sorted.json").read_text())["points"]
@@ -115,6 +136,9 @@ def test_report_lists_every_run_with_its_teacher(here):
     (["ablate", "-S", "ablate.points=[{name: a/b}]"], "point name 'a/b': use letters"),
     (["ablate", "-S", "ablate.points=[{name: a}, {name: a}]"], "point names must differ: a, a"),
     (["ablate", "--grid", "distill.gacd.k"], "is not KEY=VALUE"),
+    (["ablate", "--seeds", "0,0"], "seeds must differ: 0, 0"),
+    (["ablate", "--seeds", "0,one"], "ablate.seeds.1: Input should be a valid integer"),
+    (["ablate", "--seeds", "0,1", "--grid", "seed=2,3"], "'seed' is set by ablate.seeds"),
     (["transfer-probe", "--force", "--model", "models/none.safetensors"],
      "model file not found: models/none.safetensors"),
     (["transfer-probe", "--head", "metrics/probe.json"], "the head is written as .safetensors"),

@@ -16,6 +16,7 @@ import typer
 from tabulate import tabulate
 
 from acdistill.checkpoint import FORMAT
+from acdistill.cli.ablate import markdown_table
 from acdistill.cli.common import TRAINING_STAGES, echo, user_errors, writes
 from acdistill.config import Params
 from acdistill.errors import AcdistillError
@@ -139,10 +140,7 @@ def report(
     ablation = metrics / "ablate.json"
     if ablation.is_file():
         points = read_json(ablation).get("points", [])
-        headers = [k for k in (points[0] if points else {}) if k != "run"]
-        parts.append(f"## Ablation ({len(points)} points, `{ablation}`)\n\n"
-                     + tabulate([[p.get(k) for k in headers] for p in points], headers=headers, tablefmt="github")
-                     + "\n")
+        parts.append(f"## Ablation ({len(points)} points, `{ablation}`)\n\n{markdown_table(points, 'github')}\n")
     probe = metrics / "probe.json"
     if probe.is_file():
         p = read_json(probe)
