@@ -1,7 +1,7 @@
 """acdistill ablate: distill and evaluate one student per point of a parameter grid (or a list of points), then
 tabulate them. A point with `adv_finetune: true` fine-tunes the distilled student of the same point without it.
-With `seeds`, every point runs once per seed, and the table gives each column's mean ± standard deviation: at the
-study's scale a single seed's PGD-20 accuracy moves by one to two points (RESULTS.md).
+With `seeds`, every point runs once per seed, and the table gives each column's mean ± standard deviation: a single
+seed can mislead, as seed-to-seed spreads of the study's students show (RESULTS.md, "Seeds").
 
 Each point runs in its own directory, ablate/<point>-<hash>/, named by the hash of everything that decides its
 result (its validated params and the teacher's sha256). A finished point is reused as long as that hash matches,
@@ -254,8 +254,8 @@ def ablate(
     students = (f"{len(cfg.seeds)} students per point, one per seed, as mean ± sample standard deviation"
                 if cfg.seeds else "One student per point")
     echo(markdown_table(table, "simple"))
-    write_json(out, {"grid": cfg.grid, "explicit_points": cfg.points, "fixed": cfg.fixed, "seeds": cfg.seeds,
-                     "teacher": str(teacher), "points": table, **({"runs": rows} if cfg.seeds else {})})
+    write_json(out, {"grid": cfg.grid, "explicit_points": cfg.points, "fixed": cfg.fixed, "teacher": str(teacher),
+                     "points": table, **({"seeds": cfg.seeds, "runs": rows} if cfg.seeds else {})})
     write_text(out.with_suffix(".md"), f"# Ablation\n\n{students} ({order}); accuracies in %, fixed settings "
                                        f"{cfg.fixed or 'none'}.\n\n{markdown_table(table, 'github')}\n")
     echo(f"wrote {out} and {out.with_suffix('.md')}")
