@@ -1,7 +1,7 @@
 """acdistill ablate: distill and evaluate one student per point of a parameter grid (or a list of points), then
 tabulate them. A point with `adv_finetune: true` fine-tunes the distilled student of the same point without it.
 With `seeds`, every point runs once per seed, and the table gives each column's mean ± standard deviation: a single
-seed can mislead, as seed-to-seed spreads of the study's students show (RESULTS.md, "Seeds").
+seed can mislead, as three seeds of the study's students show (RESULTS.md, investigation 7).
 
 Each point runs in its own directory, ablate/<point>-<hash>/, named by the hash of everything that decides its
 result (its validated params and the teacher's sha256). A finished point is reused as long as that hash matches,
