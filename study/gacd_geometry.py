@@ -76,12 +76,13 @@ def main() -> None:
 
     bank_all = method["bank"].float()
     other_all = y[:, None] != load_split("cifar10", True, len(bank_all)).labels[None, :]
+    bank_scores = t @ bank_all.T
     # Every bank row as a negative: the expectation of the k sampled ones' term is k times their mean.
-    log_h_pos, log_not_h = critic_log_terms(scores.diag(), t @ bank_all.T, tau=args.tau, log_z=method["log_z"],
+    log_h_pos, log_not_h = critic_log_terms(scores.diag(), bank_scores, tau=args.tau, log_z=method["log_z"],
                                             log_noise=math.log(args.k / len(bank_all)))
     neg_term = -args.k * (log_not_h * other_all).sum(1) / other_all.sum(1)
     pos_term = -log_h_pos
-    hardest = (t @ bank_all.T).masked_fill(~other_all, -math.inf).max(1).values
+    hardest = bank_scores.masked_fill(~other_all, -math.inf).max(1).values
     print(f"teacher-anchored NCE per anchor, unweighted (k {args.k}): positive term {pos_term.mean():.2f}, "
           f"negatives' term {neg_term.mean():.2f}; highest other-class bank-row score {hardest.mean():.3f}")
 
