@@ -1,11 +1,14 @@
 import builtins
+import shutil
 
 import pytest
 import torch
 
+import acdistill
 from acdistill import create_model, load_model, save_model
 from acdistill.checkpoint import read_sidecar, read_state_dict
 from acdistill.errors import AcdistillError
+from acdistill.provenance import code_info, source_digest
 
 
 def test_round_trip_rebuilds_the_same_model(tmp_path):
@@ -13,9 +16,28 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
     path = save_model(model, tmp_path / "m.safetensors", dataset="cifar10", info={"note": "x"})
     meta = read_sidecar(path)
     assert meta["arch"] == "small_cnn" and meta["num_classes"] == 7 and meta["mean"] == [0.5] * 3
+    assert meta["code"] == code_info() and meta["code"]["version"] == acdistill.__version__
     loaded = load_model(path)
     x = torch.rand(3, 3, 32, 32)
     assert torch.equal(loaded(x), model(x)) and not loaded.training
+
+
+def test_the_source_digest_follows_the_python_files_and_nothing_else(tmp_path):
+    package = tmp_path / "a" / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "core.py").write_text("x = 1\n")
+    (package / "sub" / "util.py").write_text("y = 2\n")
+    copy = tmp_path / "b" / "pkg"
+    shutil.copytree(package, copy)
+    before = source_digest(package)
+    assert source_digest(copy) == before  # the same code elsewhere on disk
+    (copy / "README.txt").write_text("not code")
+    assert source_digest.__wrapped__(copy) == before
+    (copy / "sub" / "util.py").write_text("y = 3\n")
+    assert source_digest.__wrapped__(copy) != before
+    (package / "sub" / "util.py").rename(package / "sub" / "other.py")  # the same bytes as another module
+    assert source_digest.__wrapped__(package) != before
+    assert len(source_digest()) == 12 and source_digest() == code_info()["source"]
 
 
 def test_changed_weights_are_caught(tmp_path):

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from acdistill.io import LOCK_NAME
+from acdistill.provenance import code_info, source_digest
 from conftest import run
 
 
@@ -91,6 +92,32 @@ def test_ablate_over_seeds_tabulates_mean_and_sd_and_reuses_the_run_at_the_param
     assert (here / "ablate/kd").resolve() == seed0.resolve()  # a named point links its first seed's run
     table = (here / "metrics/ablate_seeds.md").read_text()
     assert "2 students per point" in table and f"| {point['pgd20']:.2f} ± {point['pgd20_sd']:.2f} |" in table
+
+
+def test_a_run_reused_from_other_acdistill_code_is_named_in_the_output_and_the_table(here):
+    run("ablate", "--out", "metrics/ablate.json")
+    first, second = (Path(p["run"]) / "result.json" for p in json.loads((here / "metrics/ablate.json").read_text())[
+        "points"])
+    assert json.loads(first.read_text())["code"] == code_info()
+    assert json.loads((first.parent / "student.json").read_text())["code"] == code_info()
+    originals = first.read_text(), second.read_text()
+    older = json.loads(originals[0]) | {"code": {"version": "0.0.9", "source": "0123456789ab"}}
+    first.write_text(json.dumps(older))
+    second.write_text(json.dumps({k: v for k, v in json.loads(originals[1]).items() if k != "code"}))
+    try:
+        out = run("ablate", "--out", "metrics/ablate_other_code.json").output
+    finally:
+        first.write_text(originals[0])
+        second.write_text(originals[1])
+    assert out.count("finished before, reused; trained by other acdistill code") == 2 and "running in" not in out
+    assert f"(source 0123456789ab, now {source_digest()})" in out and "(source unrecorded, now " in out
+    result = json.loads((here / "metrics/ablate_other_code.json").read_text())
+    assert result["reused_from_other_code"] == ["distill.gacd.reweight=True", "distill.gacd.reweight=False"]
+    assert "reused: distill.gacd.reweight=True, distill.gacd.reweight=False." in (
+        here / "metrics/ablate_other_code.md").read_text()
+    again = run("ablate", "--out", "metrics/ablate_other_code.json").output
+    assert "other acdistill code" not in again
+    assert json.loads((here / "metrics/ablate_other_code.json").read_text())["reused_from_other_code"] == []
 
 
 def test_ablate_sorted_by_a_column(here):

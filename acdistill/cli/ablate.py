@@ -6,7 +6,9 @@ seed can mislead, as three seeds of the study's students show (RESULTS.md, inves
 Each point runs in its own directory, ablate/<point>-<hash>/, named by the hash of everything that decides its
 result (its validated params and the teacher's sha256). A finished point is reused as long as that hash matches,
 so widening a grid runs only the new points, and an interrupted ablation resumes mid-point from the epoch state.
-The DVC stage keeps ablate/ with `persist: true` for the same reason.
+The DVC stage keeps ablate/ with `persist: true` for the same reason. The hash leaves out the code, so that editing
+a docstring does not retrain a study; instead each result records the acdistill code that produced it, and a run
+reused from other code is named in the output, to be deleted and rerun where the change matters.
 """
 from __future__ import annotations
 
@@ -31,9 +33,10 @@ from acdistill.cli.distill import run_distill
 from acdistill.config import ABLATE_SECTIONS, FINETUNE, NAME, Params, fingerprint, load_params, parse_override
 from acdistill.data import load_split
 from acdistill.engine import evaluate
-from acdistill.errors import AcdistillError
+from acdistill.errors import AcdistillError, warn
 from acdistill.methods import METHODS
 from acdistill.io import write_json, write_text
+from acdistill.provenance import code_info, source_digest
 
 RESULT = "result.json"
 
@@ -129,11 +132,18 @@ def run_point(params: Params, run: Path, digest: str, point: dict[str, Any], *, 
     with ProgressBars() as progress:
         results = evaluate(student, test, e.attacks, budget=e.budget(), batch_size=e.batch_size, n=e.n,
                            limits=e.n_per_attack, seed=params.seed, device=device, progress=progress)
-    result = {"fingerprint": digest, "point": point, "method": params.distill.method,
+    result = {"fingerprint": digest, "code": code_info(), "point": point, "method": params.distill.method,
               "student": params.distill.student, "train_minutes": round(train_minutes, 2),
               "train_images": summary["train_images"], "eval": results}
     write_json(run / RESULT, result)
     return result
+
+
+def other_code(result: dict[str, Any]) -> str | None:
+    """The source digest of the code that produced a finished result when it is not this code's ("unrecorded"
+    for results written before acdistill recorded it), else None."""
+    source = result.get("code", {}).get("source")
+    return None if source == source_digest() else source or "unrecorded"
 
 
 def row_of(point: dict[str, Any], result: dict[str, Any], run: Path) -> dict[str, Any]:
@@ -227,12 +237,20 @@ def ablate(
     needs_teacher = any(METHODS.get(p.distill.method).needs_teacher for p in per_run)
     teacher_sha = read_sidecar(teacher)["sha256"] if needs_teacher else None
 
+    stale: list[str] = []  # labels of the finished runs reused from other acdistill code
+
     def result_of(point: dict[str, Any], p: Params, progress: str) -> tuple[Path, dict[str, Any]]:
         """The point's finished result, running it (and first its distilled point, when fine-tuning) if needed."""
         run, digest = point_dir(runs, point, p, teacher_sha)
         result = finished(run, digest)
-        echo(f"{progress}{point_label(point)}: " + ("finished before, reused" if result else f"running in {run}"))
-        if result is None:
+        if result is not None:
+            source = other_code(result)
+            echo(f"{progress}{point_label(point)}: finished before, reused" + (
+                f"; trained by other acdistill code (source {source}, now {source_digest()})" if source else ""))
+            if source:
+                stale.append(point_label(point))
+        else:
+            echo(f"{progress}{point_label(point)}: running in {run}")
             distilled = None
             if point.get(FINETUNE):
                 first = distilled_point(point)
@@ -253,11 +271,17 @@ def ablate(
     order = f"sorted by {cfg.sort_by}, descending" if cfg.sort_by else "in grid order"
     students = (f"{len(cfg.seeds)} students per point, one per seed, as mean ± sample standard deviation"
                 if cfg.seeds else "One student per point")
+    stale_note = (f"Trained by other acdistill code than this table's (source {source_digest()}), and reused: "
+                  f"{', '.join(stale)}. Delete a run's directory to retrain it." if stale else "")
     echo(markdown_table(table, "simple"))
     write_json(out, {"grid": cfg.grid, "explicit_points": cfg.points, "fixed": cfg.fixed, "teacher": str(teacher),
-                     "points": table, **({"seeds": cfg.seeds, "runs": rows} if cfg.seeds else {})})
+                     "points": table, **({"seeds": cfg.seeds, "runs": rows} if cfg.seeds else {}),
+                     "code": code_info(), "reused_from_other_code": stale})
     write_text(out.with_suffix(".md"), f"# Ablation\n\n{students} ({order}); accuracies in %, fixed settings "
-                                       f"{cfg.fixed or 'none'}.\n\n{markdown_table(table, 'github')}\n")
+                                       f"{cfg.fixed or 'none'}.\n\n{markdown_table(table, 'github')}\n"
+                                       + (f"\n{stale_note}\n" if stale else ""))
+    if stale:
+        warn(stale_note)
     echo(f"wrote {out} and {out.with_suffix('.md')}")
 
 
