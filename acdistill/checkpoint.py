@@ -1,7 +1,8 @@
 """Model checkpoints: weights as safetensors plus a JSON sidecar that says how to rebuild the model.
 
 Sidecar fields: format, arch, arch_kwargs, dataset, num_classes, mean, std, sha256 (of the weights file), code (the
-acdistill version and source digest that wrote it) and free-form `info` (the params that produced it, its metrics).
+acdistill version and source digest that wrote it), machine (its CPU, GPU and torch) and free-form `info` (the params
+that produced it, its metrics).
 `load_model` refuses weights whose hash does not match the sidecar, so a half-copied or swapped file is caught
 before it is used.
 """
@@ -21,7 +22,7 @@ from torch import nn
 from acdistill.errors import AcdistillError
 from acdistill.io import atomic_path, write_json
 from acdistill.models import create_model
-from acdistill.provenance import code_info
+from acdistill.provenance import code_info, machine_info
 
 FORMAT = "acdistill-checkpoint-1"
 # Prefixes that wrappers add to state-dict keys: DataParallel/DDP, torch.compile, and common training scripts.
@@ -54,7 +55,7 @@ def save_model(model: nn.Module, path: str | Path, *, dataset: str, info: dict[s
     write_json(sidecar_path(path), {
         "format": FORMAT, "arch": model.arch, "arch_kwargs": kwargs, "dataset": dataset,
         "num_classes": kwargs["num_classes"], "mean": kwargs.get("mean"), "std": kwargs.get("std"),
-        "sha256": digest, "code": code_info(), "info": info or {},
+        "sha256": digest, "code": code_info(), "machine": machine_info(), "info": info or {},
     })
     return path
 

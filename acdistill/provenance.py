@@ -1,14 +1,18 @@
-"""Which acdistill code produced an artifact: the package version and a digest of its source files.
+"""Which acdistill code, and which machine, produced an artifact.
 
 Params alone do not identify a result: ablate reuses a finished point whose params match, and the study once kept
 two CRDND points trained before a change to CRDND's arithmetic (RESULTS.md, investigation 7). Every checkpoint
-sidecar and ablate result records this, so that a result from other code is reported as such.
+sidecar and ablate result records this, so that a result from other code is reported as such. The machine is
+recorded too: the same code, data and params train other weights on another CPU (RESULTS.md, investigation 8).
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+import platform
 from pathlib import Path
+
+import torch
 
 import acdistill
 
@@ -27,3 +31,20 @@ def source_digest(package: Path = PACKAGE) -> str:
 
 def code_info() -> dict[str, str]:
     return {"version": acdistill.__version__, "source": source_digest()}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:  # not Linux
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.cache
+def machine_info() -> dict[str, str | None]:
+    """The CPU, the first visible GPU (None without CUDA) and the torch build."""
+    return {"cpu": cpu_name(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch": torch.__version__}

@@ -8,7 +8,7 @@ import acdistill
 from acdistill import create_model, load_model, save_model
 from acdistill.checkpoint import read_sidecar, read_state_dict
 from acdistill.errors import AcdistillError
-from acdistill.provenance import code_info, source_digest
+from acdistill.provenance import code_info, machine_info, source_digest
 
 
 def test_round_trip_rebuilds_the_same_model(tmp_path):
@@ -17,6 +17,8 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
     meta = read_sidecar(path)
     assert meta["arch"] == "small_cnn" and meta["num_classes"] == 7 and meta["mean"] == [0.5] * 3
     assert meta["code"] == code_info() and meta["code"]["version"] == acdistill.__version__
+    assert meta["machine"] == machine_info() and meta["machine"]["torch"] == torch.__version__
+    assert isinstance(meta["machine"]["cpu"], str) and meta["machine"]["cpu"]
     loaded = load_model(path)
     x = torch.rand(3, 3, 32, 32)
     assert torch.equal(loaded(x), model(x)) and not loaded.training

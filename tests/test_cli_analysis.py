@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from acdistill.io import LOCK_NAME
-from acdistill.provenance import code_info, source_digest
+from acdistill.provenance import code_info, machine_info, source_digest
 from conftest import run
 
 
@@ -99,6 +99,7 @@ def test_a_run_reused_from_other_acdistill_code_is_named_in_the_output_and_the_t
     first, second = (Path(p["run"]) / "result.json" for p in json.loads((here / "metrics/ablate.json").read_text())[
         "points"])
     assert json.loads(first.read_text())["code"] == code_info()
+    assert json.loads(first.read_text())["machine"] == machine_info()
     assert json.loads((first.parent / "student.json").read_text())["code"] == code_info()
     originals = first.read_text(), second.read_text()
     older = json.loads(originals[0]) | {"code": {"version": "0.0.9", "source": "0123456789ab"}}

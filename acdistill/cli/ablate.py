@@ -36,7 +36,7 @@ from acdistill.engine import evaluate
 from acdistill.errors import AcdistillError, warn
 from acdistill.methods import METHODS
 from acdistill.io import write_json, write_text
-from acdistill.provenance import code_info, source_digest
+from acdistill.provenance import code_info, machine_info, source_digest
 
 RESULT = "result.json"
 
@@ -132,8 +132,9 @@ def run_point(params: Params, run: Path, digest: str, point: dict[str, Any], *, 
     with ProgressBars() as progress:
         results = evaluate(student, test, e.attacks, budget=e.budget(), batch_size=e.batch_size, n=e.n,
                            limits=e.n_per_attack, seed=params.seed, device=device, progress=progress)
-    result = {"fingerprint": digest, "code": code_info(), "point": point, "method": params.distill.method,
-              "student": params.distill.student, "train_minutes": round(train_minutes, 2),
+    result = {"fingerprint": digest, "code": code_info(), "machine": machine_info(), "point": point,
+              "method": params.distill.method, "student": params.distill.student,
+              "train_minutes": round(train_minutes, 2),
               "train_images": summary["train_images"], "eval": results}
     write_json(run / RESULT, result)
     return result
