@@ -32,7 +32,7 @@ def test_aa_fast_equals_pyautoattack_by_hand(mnist_model, mnist_test):
     x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=48)
     with torch.no_grad():
         by_hand = mnist_model(x_adv).argmax(1) == y
-    assert ours == pytest.approx(100 * by_hand.float().mean().item(), abs=1e-6)
+    assert ours == round(100 * by_hand.float().mean().item(), 2)  # evaluate reports accuracies to 2 decimals
     pgd20 = evaluate(mnist_model, data, ["pgd20"], budget=Budget(EPS), batch_size=48)["pgd20"]["accuracy"]
     assert 0 < ours <= pgd20 + 100 / 48  # AutoAttack is at least as strong as PGD-20, up to one example
 
