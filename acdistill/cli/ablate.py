@@ -134,8 +134,7 @@ def run_point(params: Params, run: Path, digest: str, point: dict[str, Any], *, 
                            limits=e.n_per_attack, seed=params.seed, device=device, progress=progress)
     result = {"fingerprint": digest, "code": code_info(), "machine": machine_info(), "point": point,
               "method": params.distill.method, "student": params.distill.student,
-              "train_minutes": round(train_minutes, 2),
-              "train_images": summary["train_images"], "eval": results}
+              "train_minutes": round(train_minutes, 2), "train_images": summary["train_images"], "eval": results}
     write_json(run / RESULT, result)
     return result
 
