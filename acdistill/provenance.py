@@ -34,6 +34,8 @@ def code_info() -> dict[str, str]:
 
 
 def cpu_name() -> str:
+    """The CPU's model name: on Linux platform.processor() is empty and platform.machine() only says x86_64,
+    which does not tell two CPUs apart."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import time
 from types import SimpleNamespace
 
@@ -17,6 +16,7 @@ import torch
 from acdistill.config import TrainParams
 from acdistill.data import ImageSet
 from acdistill.methods import Method
+from acdistill.provenance import cpu_name
 from bench.throughput import bare_step, training_set
 
 
@@ -72,7 +72,7 @@ def main() -> None:
 
     train_set = training_set(args.bank_size)  # the banks' rows: one per training image
     result = {"model": args.model, "batch_size": args.batch_size, "bank_size": args.bank_size,
-              "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
+              "threads": torch.get_num_threads(), "cpu": cpu_name()}
     result["rslad_step_s"] = round(step_time("rslad", {}, args, train_set)[0], 3)
     for dtype in ("float32", "float16"):
         seconds, method = step_time("gacd", {"bank_dtype": dtype}, args, train_set)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import torch
 
 from acdistill.attacks import ce_objective, pgd
 from acdistill.models import create_model
+from acdistill.provenance import cpu_name
 
 EPS, ALPHA = 8 / 255, 2 / 255
 
@@ -102,7 +102,7 @@ def main() -> None:
     device = torch.device(args.device)
     result = whole_evaluation(args, device) if args.checkpoint else raw_attack(args, device)
     result.update({"batch_size": args.batch_size, "steps": args.steps, "device": str(device),
-                   "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()})
+                   "threads": torch.get_num_threads(), "cpu": cpu_name()})
     result["speedup"] = round(result["ours_images_per_s"] / result["torchattacks_images_per_s"], 3)
     print(json.dumps(result) if args.json else
           f"PGD-{args.steps}, {result['mode']}, batch {args.batch_size}: ours {result['ours_images_per_s']} img/s, "

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import time
 
@@ -38,6 +37,7 @@ from acdistill.engine import Trainer, resolve_device
 from acdistill.engine.trainer import compile_networks
 from acdistill.methods import METHODS
 from acdistill.models import create_model
+from acdistill.provenance import cpu_name
 
 REFERENCE_METHODS = ("rslad", "sat")
 
@@ -369,8 +369,8 @@ def main() -> None:
         "peak_device_mb": {k: round(v.mb, 1) for k, v in peaks.items()} if device.type == "cuda" else None,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "compile": args.compile,
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.processor() or
-        platform.machine(), "numpy": np.__version__,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": cpu_name(),
+        "numpy": np.__version__,
     }
     print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
 
