@@ -65,6 +65,12 @@ class TrainParams(BaseModel):
     # How, not what, is computed: left out of dumps and fingerprints, so a run may resume with it switched.
     compile: bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
         False, exclude=True, description="torch.compile the student's and teacher's forward (true: mode 'default')")
+    cuda_graph: bool = Field(
+        False, exclude=True, description="CUDA: capture the whole training step (attack, loss, backward, optimizer "
+                                         "step) once per epoch as a CUDA graph and replay it for every batch")
+    cudnn_benchmark: bool = Field(
+        False, exclude=True, description="CUDA: cuDNN times its convolution algorithms once per shape and keeps the "
+                                         "fastest (faster; results then vary between runs in the last bits)")
     monitor_n: int = Field(200, ge=0, description="held-out test images for per-epoch clean / PGD accuracy")
     monitor_steps: int = Field(10, ge=1)
 

@@ -34,8 +34,8 @@ def step_time(name: str, section: dict, args, train_set: ImageSet) -> tuple[floa
     """RSLAD with SPEC's training attack (10 steps of 2/255); GACD with its own 1-step feature scattering."""
     cfg = TrainParams(method=name, batch_size=args.batch_size, **{name: section})
     nets = SimpleNamespace(method=name, model=args.model, teacher=None)
-    method, step = bare_step(nets, cfg, train_set, torch.device("cpu"), compile_nets=False)
-    return best_time(step, args.repeats), method
+    trainer, step = bare_step(nets, cfg, train_set, torch.device("cpu"))
+    return best_time(step, args.repeats), trainer.method
 
 
 def handwritten_sinkhorn(cost: torch.Tensor, reg: float = 0.01, iters: int = 100) -> torch.Tensor:

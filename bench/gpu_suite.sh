@@ -22,8 +22,15 @@ declare -A configs=(
     [rslad-bf16-profile]="${rslad[*]} --amp --channels-last --profile"
     [rslad-bf16-graphs]="${rslad[*]} --amp --channels-last --compile reduce-overhead --profile --epoch-images 50000"
     [gacd-bf16-graphs]="${gacd[*]} --amp --channels-last --compile reduce-overhead --profile"
+    [rslad-bf16-graphs-refdefault]="${rslad[*]} --amp --channels-last --compile reduce-overhead --reference-cudnn-default"
+    [rslad-bf16-graphs-cudnn]="${rslad[*]} --amp --channels-last --compile reduce-overhead --cudnn-benchmark --profile --epoch-images 50000"
+    [rslad-bf16-stepgraph]="${rslad[*]} --amp --channels-last --compile --cuda-graph --cudnn-benchmark --profile --epoch-images 50000"
+    [sat-bf16-stepgraph]="--method sat --model resnet18 --steps 30 --repeats 2 --amp --channels-last --compile --cuda-graph --cudnn-benchmark --epoch-images 50000"
+    [rslad-bf16-stepgraph-eager]="${rslad[*]} --amp --channels-last --cuda-graph --cudnn-benchmark --epoch-images 50000"
 )
-order=(rslad-fp32 rslad-bf16 gacd-bf16 rslad-bf16-compile rslad-bf16-profile rslad-bf16-graphs gacd-bf16-graphs)
+order=(rslad-fp32 rslad-bf16 gacd-bf16 rslad-bf16-compile rslad-bf16-profile rslad-bf16-graphs gacd-bf16-graphs
+       rslad-bf16-graphs-refdefault rslad-bf16-graphs-cudnn rslad-bf16-stepgraph rslad-bf16-stepgraph-eager
+       sat-bf16-stepgraph)
 [ $# -gt 0 ] && order=("$@")
 for name in "${order[@]}"; do
     start=$(date +%s)

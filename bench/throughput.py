@@ -34,12 +34,12 @@ from torch.utils.flop_counter import flop_registry
 from acdistill.config import TrainAttack, TrainParams
 from acdistill.data import ImageSet, iterate
 from acdistill.engine import Trainer, resolve_device
-from acdistill.engine.trainer import compile_networks
 from acdistill.methods import METHODS
 from acdistill.models import create_model
 from acdistill.provenance import cpu_name
 
 REFERENCE_METHODS = ("rslad", "sat")
+WARMUP_STEPS = 5  # untimed steps: torch.compile, cuDNN's search and cuda_graph's 3 eager steps happen there
 
 
 def training_set(n: int, seed: int = 0) -> ImageSet:
@@ -49,15 +49,12 @@ def training_set(n: int, seed: int = 0) -> ImageSet:
     return ImageSet("bench", images, torch.randint(0, 10, (n,), generator=g), torch.arange(n), 10, "random")
 
 
-def build(args, cfg: TrainParams, device: torch.device, *, compile_nets: bool = False):
+def build(args, cfg: TrainParams, device: torch.device):
     torch.manual_seed(0)
     student = create_model(args.model).to(device)
     teacher = create_model(args.teacher or args.model).to(device).eval().requires_grad_(False)
     cls = METHODS.get(args.method)
-    method = cls(student, teacher if cls.needs_teacher else None, cfg.method_params(), cfg.attack)
-    if compile_nets and cfg.compile:
-        compile_networks(method, cfg.compile)
-    return method
+    return cls(student, teacher if cls.needs_teacher else None, cfg.method_params(), cfg.attack)
 
 
 def sync(device: torch.device) -> None:
@@ -83,8 +80,9 @@ class Peak:
 
 def pipeline_rate(args, cfg: TrainParams, data: ImageSet, device: torch.device) -> float:
     trainer = Trainer(build(args, cfg, device), cfg, seed=0, device=device)
-    # Warm-up: a full and a last, partial batch, so that torch.compile has seen both shapes before the clock runs.
-    trainer.fit(data.take(cfg.batch_size + len(data) % cfg.batch_size), augment=True, resume=False)
+    # Warm-up: full batches and a last, partial one, so that torch.compile has seen both shapes, and cuda_graph
+    # has run its eager steps, before the clock runs. An epoch then costs one capture, as each real epoch does.
+    trainer.fit(data.take(WARMUP_STEPS * cfg.batch_size + len(data) % cfg.batch_size), augment=True, resume=False)
     sync(device)
     start = time.perf_counter()
     trainer.fit(data, augment=True, resume=False)
@@ -92,32 +90,26 @@ def pipeline_rate(args, cfg: TrainParams, data: ImageSet, device: torch.device) 
     return len(data) / (time.perf_counter() - start)
 
 
-def bare_step(args, cfg: TrainParams, data: ImageSet, device: torch.device, *, compile_nets: bool):
-    """The method, and a function that runs its whole training step on one resident batch."""
-    method = build(args, cfg, device, compile_nets=compile_nets)
-    method.setup(data.to(device))
-    optimizer = torch.optim.SGD(list(method.student.parameters()) + method.parameters(), lr=cfg.lr,
-                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+def bare_step(args, cfg: TrainParams, data: ImageSet, device: torch.device, *, fast_paths: bool = True):
+    """The trainer, and a function that runs its own training step (`Trainer.step_function`, so with cuda_graph its
+    replay) on one resident batch. `fast_paths=False` leaves out torch.compile and CUDA graphs, whose kernels a
+    FLOP count cannot see."""
+    if not fast_paths:
+        cfg = cfg.model_copy(update={"compile": False, "cuda_graph": False})
+    trainer = Trainer(build(args, cfg, device), cfg, seed=0, device=device)
+    trainer.method.setup(data.to(device))
     batch = next(iterate(data, cfg.batch_size, device=device))
-    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     if cfg.channels_last:
-        method.student.to(memory_format=memory_format)
-    batch.x = batch.x.contiguous(memory_format=memory_format)
-    method.student.train()
-
-    def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp):
-            terms = method.loss(batch, method.perturb(batch))
-        optimizer.zero_grad(set_to_none=True)
-        sum(terms.values()).backward()
-        optimizer.step()
-
-    return method, step
+        batch.x = batch.x.contiguous(memory_format=torch.channels_last)
+    trainer.model.train()
+    train_step = trainer.step_function()
+    return trainer, lambda: train_step(batch)
 
 
 def bare_rate(args, cfg: TrainParams, data: ImageSet, device: torch.device) -> float:
-    _, step = bare_step(args, cfg, data, device, compile_nets=True)
-    step()  # warm-up
+    _, step = bare_step(args, cfg, data, device)
+    for _ in range(WARMUP_STEPS):
+        step()
     sync(device)
     steps = len(data) // cfg.batch_size
     start = time.perf_counter()
@@ -150,8 +142,9 @@ def kernel_profile(args, cfg: TrainParams, data: ImageSet, device: torch.device,
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
-    _, step = bare_step(args, cfg, data, device, compile_nets=True)
-    step()
+    _, step = bare_step(args, cfg, data, device)
+    for _ in range(WARMUP_STEPS):
+        step()
     sync(device)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
@@ -164,7 +157,7 @@ def kernel_profile(args, cfg: TrainParams, data: ImageSet, device: torch.device,
 
 def flops_per_image(args, cfg: TrainParams, data: ImageSet, device: torch.device) -> float:
     """FLOPs of one bare training step (attack included), per image."""
-    _, step = bare_step(args, cfg, data, device, compile_nets=False)
+    _, step = bare_step(args, cfg, data, device, fast_paths=False)
     with CountFlops() as counter:
         step()
     return counter.total / cfg.batch_size
@@ -210,7 +203,18 @@ class PILDataset(torch.utils.data.Dataset):
 
 
 def reference_rate(args, cfg: TrainParams, data: ImageSet, device: torch.device) -> float:
-    """zibojia/RSLAD's training loop (resnet18_rslad_cifar10.py with rslad_loss.py), with our models and budget."""
+    """zibojia/RSLAD's training loop (resnet18_rslad_cifar10.py with rslad_loss.py), with our models and budget,
+    under the cuDNN flags that script sets (`cudnn.deterministic = True`) unless `--reference-cudnn-default`."""
+    cudnn = torch.backends.cudnn
+    saved = cudnn.deterministic, cudnn.benchmark
+    cudnn.deterministic, cudnn.benchmark = not args.reference_cudnn_default, False
+    try:
+        return _reference_rate(args, cfg, data, device)
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved
+
+
+def _reference_rate(args, cfg: TrainParams, data: ImageSet, device: torch.device) -> float:
     from torchvision import transforms
 
     torch.manual_seed(0)
@@ -292,6 +296,13 @@ def main() -> None:
     parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
                         help="torch.compile the networks of the pipeline and bare loops (optionally: a mode, such "
                              "as reduce-overhead)")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="capture the whole training step as a CUDA graph (TrainParams.cuda_graph)")
+    parser.add_argument("--cudnn-benchmark", action="store_true",
+                        help="cuDNN algorithm search for the pipeline and bare loops (TrainParams.cudnn_benchmark)")
+    parser.add_argument("--reference-cudnn-default", action="store_true",
+                        help="run the reference loop under torch's default cuDNN flags, not its script's "
+                             "cudnn.deterministic = True")
     parser.add_argument("--profile", action="store_true", help="also count the bare step's GPU kernels and their time")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--epoch-images", type=int, default=0,
@@ -309,7 +320,8 @@ def main() -> None:
     extra = {"gacd": {"k": args.gacd_k}}.get(args.method, {})
     device = resolve_device(args.device)
     cfg = TrainParams(method=args.method, epochs=1, batch_size=args.batch_size, monitor_n=0, amp=args.amp,
-                      channels_last=args.channels_last, compile=args.compile, schedule="constant",
+                      channels_last=args.channels_last, compile=args.compile,
+                      cuda_graph=args.cuda_graph, cudnn_benchmark=args.cudnn_benchmark, schedule="constant",
                       attack=TrainAttack(eps=8 / 255, step_size=2 / 255, steps=args.attack_steps),
                       **({args.method: extra} if extra else {}))
     data = training_set(args.batch_size * args.steps)
@@ -368,7 +380,8 @@ def main() -> None:
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_device_mb": {k: round(v.mb, 1) for k, v in peaks.items()} if device.type == "cuda" else None,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "compile": args.compile,
+        "compile": args.compile, "cuda_graph": args.cuda_graph, "cudnn_benchmark": args.cudnn_benchmark,
+        "reference_cudnn": "torch default" if args.reference_cudnn_default else "deterministic, as its script",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": cpu_name(),
         "numpy": np.__version__,
     }

@@ -19,9 +19,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from acdistill.attacks import EVAL_ATTACKS, Budget, ce_objective, pgd
 from acdistill.config import TrainParams, fingerprint
-from acdistill.data import ImageSet, iterate
+from acdistill.data import Batch, ImageSet, iterate
 from acdistill.distributed import Ranks
 from acdistill.engine.evaluate import correct_mask
+from acdistill.engine.step_graph import GraphedStep, Step
 from acdistill.errors import AcdistillError
 from acdistill.io import atomic_path
 from acdistill.methods import Method
@@ -56,6 +57,19 @@ def compile_networks(method: Method, mode: bool | str) -> None:
             net.compile(mode=None if mode is True else mode, dynamic=False)
 
 
+def configure_backends(cfg: TrainParams, device: torch.device) -> None:
+    """Process-wide backend choices of a run: cuDNN's algorithm search is a global switch in torch."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+
+
+def make_optimizer(params: list[torch.Tensor], cfg: TrainParams, device: torch.device) -> torch.optim.SGD:
+    """SGD with momentum; on CUDA the fused kernel, one launch per step where the multi-tensor path takes a dozen
+    (a ResNet-18 step at batch 128 waits on launches, BENCHMARKS.md)."""
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           fused=True if device.type == "cuda" else None)
+
+
 class Trainer:
     def __init__(self, method: Method, cfg: TrainParams, *, seed: int, device: torch.device,
                  state_path: Path | None = None, live_dir: Path | None = None, label: str = "train",
@@ -74,15 +88,61 @@ class Trainer:
         if cfg.compile == "reduce-overhead" and not method.cuda_graphs:
             raise AcdistillError(f"compile: reduce-overhead (CUDA graphs) does not work with {method.name}, which "
                                  f"runs its networks outside their forward; use compile: true")
+        self.step_graphs = cfg.cuda_graph and device.type == "cuda"
+        if cfg.cuda_graph and not self.step_graphs:
+            console.print(f"[yellow]{label}: cuda_graph needs a CUDA device; the steps run without it on {device}")
+        if self.step_graphs:
+            if not method.step_graph:
+                raise AcdistillError(f"cuda_graph: {method.name} keeps per-step state outside its tensors, which "
+                                     f"a replayed step would not update; run it without cuda_graph")
+            if cfg.compile == "reduce-overhead":
+                raise AcdistillError("cuda_graph already replays the whole step; use it with compile: true, not "
+                                     "compile: reduce-overhead")
+            if ranks.world > 1:
+                raise AcdistillError("cuda_graph works in a single process only; run torchrun without it")
         if cfg.compile:
             compile_networks(method, cfg.compile)
-        params = list(self.model.parameters()) + method.parameters()
-        self.params = params
-        self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        configure_backends(cfg, device)
+        self.params = list(self.model.parameters()) + method.parameters()
+        self.optimizer = make_optimizer(self.params, cfg, device)
+        self.graphed_step = (GraphedStep(self.train_step, cfg.batch_size, torch.cuda.Stream(device))
+                             if self.step_graphs else None)
         self.fingerprint = fingerprint(cfg, seed=seed, **(context or {}))
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.cfg.amp else nullcontext()
+        if not self.cfg.amp:
+            return nullcontext()
+        # autocast's cache of bf16 weights would hand a captured step the copies made during its capture.
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.step_graphs)
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            if not self.step_graphs:
+                group["lr"] = lr
+            elif isinstance(group["lr"], torch.Tensor):  # a captured step reads it from device memory
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = torch.tensor(lr, device=self.device)
+
+    def train_step(self, batch: Batch, share: float = 1.0) -> dict[str, torch.Tensor]:
+        """One optimizer step on `batch`; returns the loss terms. `share`: this rank's weight in the global mean
+        (under torchrun: its images times the world size over the global batch)."""
+        with self._autocast():
+            x_adv = self.method.perturb(batch)
+            terms = self.method.loss(batch, x_adv)
+        total = sum(terms.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ranks.world > 1:
+            (total * share).backward()
+            self.ranks.average_gradients(self.params)
+        else:
+            total.backward()
+        self.optimizer.step()
+        return terms
+
+    def step_function(self) -> Step:
+        """`train_step`, or with cuda_graph its captured replay (GraphedStep)."""
+        return self.graphed_step or self.train_step
 
     def _load_state(self) -> tuple[int, list[dict]]:
         if self.state_path is None or not self.state_path.is_file():
@@ -193,6 +253,9 @@ class Trainer:
         seen = 0
         start = time.perf_counter()
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        train_step = self.step_function()
+        if self.graphed_step is not None:
+            self.graphed_step.release()  # captured anew: on_epoch_start may have changed what the step reads
         for step, batch in enumerate(iterate(data, cfg.batch_size, shuffle=True, augment=augment,
                                              seed=_epoch_seed(self.seed, epoch), device=self.device)):
             global_size = len(batch)
@@ -200,19 +263,11 @@ class Trainer:
                 continue
             batch = self.ranks.shard(batch)
             batch.x = batch.x.contiguous(memory_format=memory_format)
-            for group in self.optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_factor(cfg, epoch + step / steps_per_epoch)
-            with self._autocast():
-                x_adv = self.method.perturb(batch)
-                terms = self.method.loss(batch, x_adv)
-            total = sum(terms.values())
-            self.optimizer.zero_grad(set_to_none=True)
+            self._set_lr(cfg.lr * lr_factor(cfg, epoch + step / steps_per_epoch))
             if self.ranks.world > 1:  # each rank's mean, weighted by its share: the average is the global mean's
-                (total * (len(batch) * self.ranks.world / global_size)).backward()
-                self.ranks.average_gradients(self.params)
+                terms = train_step(batch, len(batch) * self.ranks.world / global_size)
             else:
-                total.backward()
-            self.optimizer.step()
+                terms = train_step(batch)
             seen += len(batch)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().double() * len(batch)

@@ -22,6 +22,7 @@ class ARD(Method):
     """
 
     name = "ard"
+    step_graph = True
     Params = ARDParams
     needs_teacher = True
     attack_mode = "train"

@@ -51,6 +51,9 @@ class Method:
     # expect. GACD, which also calls features(), failed under them on an H100 (a tensor saved for backward was
     # modified in place), and is refused.
     cuda_graphs: ClassVar[bool] = True
+    # Whether the whole step may be captured as one CUDA graph (cuda_graph: true, engine/step_graph.py): the step
+    # syncs with no host and keeps no per-step state outside tensors updated in place. Off unless a method says so.
+    step_graph: ClassVar[bool] = False
     # The torchrun processes training together (set by the trainer): a method whose loss or state spans the whole
     # batch gathers across them; per-sample losses need nothing, as the trainer averages the gradients.
     ranks: Ranks = Ranks()

@@ -36,10 +36,11 @@ def relation_loss(anchor: torch.Tensor, positive: torch.Tensor, tau: float,
     a = F.normalize(anchor[mine], dim=1)
     items = F.normalize(torch.cat([positive, anchor]), dim=1)
     logits = a @ items.T / tau  # [rows, 2N]: columns 0..N-1 positives, N..2N-1 anchors
-    self_mask = torch.zeros_like(logits, dtype=torch.bool)
-    self_mask[torch.arange(len(mine)), n + mine] = True
+    # Built on the device from device tensors: a host index or value would be a copy in every step, which a
+    # captured step (cuda_graph) cannot hold.
+    self_mask = torch.arange(2 * n, device=anchor.device)[None, :] == (n + mine)[:, None]
     log_prob = logits.masked_fill(self_mask, float("-inf")).log_softmax(dim=1)
-    nll = -log_prob[torch.arange(len(mine)), mine]
+    nll = -log_prob[torch.arange(len(mine), device=anchor.device), mine]
     return (nll * weight).mean() if weight is not None else nll.mean()
 
 
@@ -56,6 +57,7 @@ class CRDND(Method):
     """
 
     name = "crdnd"
+    step_graph = True
     Params = CRDNDParams
     needs_teacher = True
     log_only_prefixes = ("acm/",)

@@ -30,6 +30,7 @@ class IAD(Method):
     """
 
     name = "iad"
+    step_graph = True
     Params = IADParams
     needs_teacher = True
     attack_mode = "train"

@@ -8,6 +8,7 @@ class Natural(Method):
     """Standard training: CE(S(x), y)."""
 
     name = "natural"
+    step_graph = True
 
     def loss(self, batch, x_adv):
         return {"ce": F.cross_entropy(self.student(batch.x), batch.y)}

@@ -20,6 +20,7 @@ class RSLAD(Method):
     """
 
     name = "rslad"
+    step_graph = True
     Params = RSLADParams
     needs_teacher = True
 

@@ -18,6 +18,7 @@ class Trades(Method):
     """
 
     name = "trades"
+    step_graph = True
     Params = TradesParams
 
     def perturb(self, batch):
