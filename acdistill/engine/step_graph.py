@@ -70,7 +70,6 @@ class GraphedStep:
         # Fresh tensors, not the batch itself: per-input caches (the teacher's logits) must miss during the capture,
         # or the graph would leave out the work they skipped.
         self.static = Batch(batch.x.clone(), batch.y.clone(), batch.index.clone())
-        torch.cuda.synchronize()
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, stream=self.stream):
             self.terms = self.step(self.static)

@@ -88,10 +88,10 @@ class Trainer:
         if cfg.compile == "reduce-overhead" and not method.cuda_graphs:
             raise AcdistillError(f"compile: reduce-overhead (CUDA graphs) does not work with {method.name}, which "
                                  f"runs its networks outside their forward; use compile: true")
-        self.step_graphs = cfg.cuda_graph and device.type == "cuda"
-        if cfg.cuda_graph and not self.step_graphs:
+        step_graphs = cfg.cuda_graph and device.type == "cuda"
+        if cfg.cuda_graph and not step_graphs:
             console.print(f"[yellow]{label}: cuda_graph needs a CUDA device; the steps run without it on {device}")
-        if self.step_graphs:
+        if step_graphs:
             if not method.step_graph:
                 raise AcdistillError(f"cuda_graph: {method.name} keeps per-step state outside its tensors, which "
                                      f"a replayed step would not update; run it without cuda_graph")
@@ -106,18 +106,18 @@ class Trainer:
         self.params = list(self.model.parameters()) + method.parameters()
         self.optimizer = make_optimizer(self.params, cfg, device)
         self.graphed_step = (GraphedStep(self.train_step, cfg.batch_size, torch.cuda.Stream(device))
-                             if self.step_graphs else None)
+                             if step_graphs else None)
         self.fingerprint = fingerprint(cfg, seed=seed, **(context or {}))
 
     def _autocast(self):
         if not self.cfg.amp:
             return nullcontext()
         # autocast's cache of bf16 weights would hand a captured step the copies made during its capture.
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.step_graphs)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=self.graphed_step is None)
 
     def _set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
-            if not self.step_graphs:
+            if self.graphed_step is None:
                 group["lr"] = lr
             elif isinstance(group["lr"], torch.Tensor):  # a captured step reads it from device memory
                 group["lr"].fill_(lr)
