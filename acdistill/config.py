@@ -16,6 +16,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
                       model_validator)
 
 from acdistill.errors import AcdistillError
+from acdistill.formats import format_names
 
 
 def _fraction(value: Any) -> Any:
@@ -125,14 +126,45 @@ class TeacherTrain(TrainParams):
     method: str = "sat"
 
 
+class ZooParams(Strict):
+    """A RobustBench model-zoo entry; its dataset is `data.dataset`."""
+
+    name: str = Field(description="the entry's name in RobustBench, e.g. Zhang2019Theoretically")
+    threat_model: Literal["Linf", "L2", "corruptions"] = "Linf"
+    model_dir: str = Field("models/robustbench", description=(
+        "robustbench's model directory: the weights are <model_dir>/<dataset>/<threat_model>/<name>.pt, downloaded "
+        "there when absent"))
+
+
+class Normalization(Strict):
+    """Per-channel input statistics: one value for all channels, or three."""
+
+    mean: list[float] = Field(min_length=1, max_length=3)
+    std: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, max_length=3)
+
+
 class TeacherParams(Strict):
-    source: Literal["train", "file", "url"] = "train"
-    arch: str = "resnet20"
-    path: str | None = Field(None, description="local .safetensors / .pt (source: file)")
+    source: Literal["train", "file", "url", "robustbench"] = "train"
+    arch: str = Field("resnet20", description=(
+        "the architecture to train (source train), or of a bare state dict in acdistill's own key layout; released "
+        "layouts name their own"))
+    path: str | None = Field(None, description="local checkpoint file (source: file)")
     url: str | None = None
-    sha256: str | None = Field(None, description="required with source: url")
-    normalize: Literal["dataset", "none"] = Field(
-        "dataset", description="'none' for third-party weights trained on unnormalized [0, 1] inputs")
+    sha256: str | None = Field(None, pattern="^[0-9a-fA-F]{64}$", description=(
+        "expected sha256 of the weights file: required with source url, checked when given for file and "
+        "robustbench"))
+    format: str = Field("auto", description="the file's checkpoint layout; auto detects it (see `acdistill formats`)")
+    checkpoint_key: str | None = Field(None, description=(
+        "the entry of the file's container that holds the weights (e.g. best); null: state_dict, model, net or "
+        "last"))
+    normalize: Literal["dataset", "none"] | Normalization | None = Field(None, description=(
+        "input normalization of third-party weights: none ([0, 1] inputs), dataset (data.dataset's statistics) or "
+        "{mean, std}; null: the file's own (an error for a file that records none). Training uses dataset"))
+    robustbench: ZooParams | None = Field(None, description="source robustbench: the zoo entry")
+    expected_clean_acc: float | None = Field(None, ge=0, le=100, description=(
+        "the clean accuracy (percent) the file's source states; robustbench entries have RobustBench's"))
+    strict_accuracy: bool = Field(False, description=(
+        "a clean accuracy more than 5 points below the stated one is an error instead of a warning"))
     train: TeacherTrain = TeacherTrain()
 
     @model_validator(mode="after")
@@ -141,7 +173,17 @@ class TeacherParams(Strict):
             raise ValueError("source 'file' needs 'path'")
         if self.source == "url" and not (self.url and self.sha256):
             raise ValueError("source 'url' needs 'url' and 'sha256'")
+        if self.source == "robustbench" and self.robustbench is None:
+            raise ValueError("source 'robustbench' needs 'robustbench: {name: ...}'")
+        if self.format not in format_names():
+            raise ValueError(f"unknown format '{self.format}'; choose from: {', '.join(format_names())}")
         return self
+
+    def normalization(self) -> str | tuple[list[float], list[float]] | None:
+        """`normalize` as `acdistill.formats` takes it."""
+        if isinstance(self.normalize, Normalization):
+            return self.normalize.mean, self.normalize.std
+        return self.normalize
 
 
 class DistillParams(TrainParams):

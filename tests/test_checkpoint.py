@@ -6,7 +6,8 @@ import torch
 
 import acdistill
 from acdistill import create_model, load_model, save_model
-from acdistill.checkpoint import read_sidecar, read_state_dict
+from acdistill.checkpoint import read_sidecar
+from acdistill.formats import read_state_dict
 from acdistill.errors import AcdistillError
 from acdistill.provenance import code_info, machine_info, source_digest
 
@@ -82,5 +83,5 @@ def test_pickled_code_is_refused_and_never_runs(tmp_path):
 def test_wrapper_prefix_and_container_are_unwrapped(tmp_path):
     state = create_model("small_cnn").state_dict()
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, tmp_path / "w.pt")
-    loaded = read_state_dict(tmp_path / "w.pt")
+    loaded, _ = read_state_dict(tmp_path / "w.pt")
     assert set(loaded) == set(state)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from acdistill import create_model, load_model
-from acdistill.cli import fetch_teacher
+from acdistill import teachers
 from conftest import run
 
 
@@ -72,7 +72,7 @@ def test_fetch_teacher_from_a_third_party_pt(here):
 
 
 def test_fetch_teacher_by_url_checks_sha256(here, monkeypatch, tmp_path):
-    monkeypatch.setattr(fetch_teacher, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(teachers, "CACHE_DIR", tmp_path / "cache")
     weights = here / "models/teacher.safetensors"
     good = digest(weights)
     url = weights.as_uri()
@@ -129,7 +129,7 @@ def test_listings():
     # --force gets past the refusal to overwrite the teacher; the error still comes before anything is written
     (["fetch-teacher", "--force", "--source", "file", "--path", "nothing.pt"], "model file not found: nothing.pt"),
     (["fetch-teacher", "--force", "--source", "file", "--path", "models/teacher.safetensors", "--arch", "resnet20"],
-     "weights do not fit arch 'resnet20'"),
+     "holds a small_cnn (its sidecar says), not a resnet20"),
     (["distill", "--device", "cuda:7"], "not available on this machine"),
     (["distill", "--out", "models/student.pt"], "checkpoints are written as .safetensors"),
     (["distill", "--out", "models/x.safetensors", "--metrics", "models/x.json"], "would overwrite the checkpoint"),
@@ -189,8 +189,11 @@ def test_attack_eval_of_a_third_party_state_dict(here):
     ours = load_model(here / "models/student.safetensors")
     torch.save({"state_dict": {f"module.{k}": v for k, v in ours.state_dict().items() if "normalize" not in k}},
                here / "foreign.pt")
-    run("attack-eval", "--model", "foreign.pt", "--arch", "small_cnn", "--attacks", "natural,fgsm",
-        "--out", "metrics/foreign.json")
+    # without its normalize buffers, the state dict does not say what its inputs were: that must be stated
+    assert "do not record how their inputs were normalized" in run(
+        "attack-eval", "--model", "foreign.pt", "--arch", "small_cnn", ok=False).output
+    run("attack-eval", "--model", "foreign.pt", "--arch", "small_cnn", "--normalize", "dataset", "--attacks",
+        "natural,fgsm", "--out", "metrics/foreign.json")
     foreign = json.loads((here / "metrics/foreign.json").read_text())
     assert foreign["natural"] == json.loads((here / "metrics/eval_student.json").read_text())["natural"] | {
         "seconds": foreign["natural"]["seconds"]}

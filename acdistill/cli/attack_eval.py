@@ -10,15 +10,16 @@ from tabulate import tabulate
 
 import torch
 
-from acdistill.checkpoint import load_model, load_weights_into, read_sidecar, read_state_dict
+from acdistill.checkpoint import load_model, read_sidecar, sidecar_path
 from acdistill.cli.common import (DataDirOpt, DeviceOpt, ForceOpt, ParamsOpt, SetOpt, check_json_out, device_of, echo,
-                                  load, new_model, refuse_overwrite, user_errors, writes)
-from acdistill.data import DATASETS, load_split
+                                  load, parse_normalize, refuse_overwrite, user_errors, writes)
+from acdistill.data import load_split
 from acdistill.engine import evaluate
 from acdistill.engine.evaluate import eps_sweep, first_n
 from acdistill.engine.sanity import Check, sanity_checks
 from acdistill.engine.trainer import console
 from acdistill.errors import AcdistillError
+from acdistill.formats import format_names
 from acdistill.io import write_json, write_text
 from acdistill.plots import eps_sweep_png
 
@@ -28,15 +29,15 @@ from acdistill.plots import eps_sweep_png
 CLEAN_DROP_WARNING = 15.0
 
 
-def open_model(path: Path, arch: str | None, normalize: str, params, device) -> tuple[torch.nn.Module, float | None]:
-    """Our checkpoint with the clean accuracy recorded in its sidecar, or a third-party state dict built as `arch`."""
-    if arch is None:
+def open_model(path: Path, arch: str | None, fmt: str | None, normalize: str | None, params,
+               device) -> tuple[torch.nn.Module, float | None]:
+    """Our checkpoint with the clean accuracy recorded in its sidecar, or any other state dict (see load_model)."""
+    if (arch, fmt, normalize) == (None, None, None) and sidecar_path(path).is_file():
         return load_model(path, device), read_sidecar(path).get("info", {}).get("clean_acc")
-    if normalize not in ("dataset", "none"):
-        raise AcdistillError(f"--normalize must be 'dataset' or 'none', got '{normalize}'")
-    net = new_model(arch, params, DATASETS.get(params.data.dataset).num_classes, normalize=normalize == "dataset")
-    load_weights_into(net, read_state_dict(path), path)
-    return net.to(device).eval(), None
+    given = parse_normalize(normalize)
+    stated = (given["mean"], given["std"]) if isinstance(given, dict) else given
+    return load_model(path, device, arch=arch, format=fmt or "auto", normalize=stated,
+                      dataset=params.data.dataset), None
 
 
 def results_table(results: dict[str, dict], fmt: str) -> str:
@@ -87,13 +88,16 @@ class ProgressBars:
 
 
 def attack_eval(
-    model: Annotated[Path, typer.Option(help="checkpoint: ours (.safetensors + .json sidecar), or any state dict "
-                                             "(.safetensors / .pt) with --arch")],
+    model: Annotated[Path, typer.Option(help="checkpoint: ours (.safetensors + .json sidecar), or a released state "
+                                             "dict (.safetensors / .pt, read with weights_only=True)")],
     arch: Annotated[Optional[str], typer.Option(
-        help="architecture of a third-party state dict (a .pt is read with weights_only=True)")] = None,
-    normalize: Annotated[str, typer.Option(
-        help="with --arch: 'dataset' adds the dataset's mean/std inside the model, 'none' for weights trained on "
-             "unnormalized [0, 1] inputs")] = "dataset",
+        help="architecture of a bare state dict in acdistill's layout; released layouts name their own")] = None,
+    fmt: Annotated[Optional[str], typer.Option(
+        "--format", help=f"checkpoint layout of a state dict: {', '.join(format_names())} (default auto)",
+        autocompletion=lambda: format_names())] = None,
+    normalize: Annotated[Optional[str], typer.Option(
+        help="input normalization of a state dict that records none: none ([0, 1] inputs), dataset, or MEAN/STD as "
+             "comma lists")] = None,
     attacks: Annotated[Optional[str], typer.Option(help="comma-separated, see `acdistill attacks`")] = None,
     n: Annotated[Optional[int], typer.Option(help="evaluate the first n test images")] = None,
     eps: Annotated[Optional[str], typer.Option(help="budget, e.g. 8/255 (L-inf) or 0.5 (L2)")] = None,
@@ -127,7 +131,7 @@ def attack_eval(
     if sanity and budget.eps <= 0:
         raise AcdistillError("--sanity needs eps > 0")
     dev = device_of(params, device)
-    net, recorded_clean = open_model(model, arch, normalize, params, dev)
+    net, recorded_clean = open_model(model, arch, fmt, normalize, params, dev)
     test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
     common = dict(batch_size=cfg.batch_size, seed=params.seed, device=dev)
     sweep_n = (cfg.sweep.n or cfg.n) if cfg.sweep else None

@@ -73,6 +73,21 @@ def load(params_path: Path, sets: list[str] | None, **direct: Any) -> Params:
     return params
 
 
+def parse_normalize(text: str | None) -> str | dict[str, list[float]] | None:
+    """--normalize: none, dataset, or MEAN/STD as comma-separated lists (one value or three each) -> the params
+    value."""
+    if text is None or text in ("none", "dataset"):
+        return text
+    mean, sep, std = text.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        return {"mean": [float(v) for v in mean.split(",")], "std": [float(v) for v in std.split(",")]}
+    except ValueError:
+        raise AcdistillError(f"--normalize '{text}': give none, dataset or MEAN/STD, e.g. "
+                             "0.4914,0.4822,0.4465/0.2471,0.2435,0.2616") from None
+
+
 def device_of(params: Params, option: str | None) -> torch.device:
     return resolve_device(option or params.device)
 
@@ -83,8 +98,8 @@ def monitor_split(params: Params, data_dir: Path | None, monitor_n: int) -> Imag
     return load_split(d.dataset, False, d.test_subset, d.root, data_dir).take(monitor_n)
 
 
-def new_model(arch: str, params: Params, num_classes: int, normalize: bool = True) -> torch.nn.Module:
-    mean, std = DATASET_STATS[params.data.dataset] if normalize else (0.0, 1.0)
+def new_model(arch: str, params: Params, num_classes: int) -> torch.nn.Module:
+    mean, std = DATASET_STATS[params.data.dataset]
     return create_model(arch, num_classes=num_classes, mean=mean, std=std)
 
 

@@ -1,9 +1,10 @@
 """Model zoo: every model normalises internally and exposes ``features`` / ``head``."""
 
 from .base import DATASET_STATS, ImageClassifier, feature_dim
-from .registry import create_model, list_models, register_model
+from .registry import assemble, create_model, list_families, list_models, register_family, register_model
 
 # Imported only so that their architectures register themselves.
-from . import mobilenet_v2, resnet, resnet_cifar, small_cnn, wide_resnet  # noqa: E402,F401
+from . import deepmind, mobilenet_v2, resnet, resnet_cifar, small_cnn, wide_resnet  # noqa: E402,F401
 
-__all__ = ["DATASET_STATS", "ImageClassifier", "create_model", "feature_dim", "list_models", "register_model"]
+__all__ = ["DATASET_STATS", "ImageClassifier", "assemble", "create_model", "feature_dim", "list_families", "list_models",
+           "register_family", "register_model"]

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from acdistill.errors import AcdistillError
+
 # Per-channel (mean, std) of the training sets. MNIST is used as 3x32x32 here, so
 # its single-channel statistics are repeated.
 DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -57,8 +59,6 @@ class Normalize(nn.Module):
 def feature_dim(model: nn.Module, who: str, need: str) -> int:
     """The width of `model.features(x)`. A model without features()/feature_dim (a third-party module) is a user
     error that says who has none and what needs it."""
-    from acdistill.errors import AcdistillError
-
     dim = getattr(model, "feature_dim", None)
     if not callable(getattr(model, "features", None)) or not isinstance(dim, int):
         raise AcdistillError(f"{who} has no features()/feature_dim: {need}")
@@ -93,6 +93,40 @@ class ImageClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    def load_weights(self, state: dict[str, torch.Tensor], source: object) -> None:
+        """Strict load of `state` (this model's key names) with a one-line AcdistillError naming `source` on a
+        mismatch. `normalize.*` buffers absent from `state` keep this model's values: the caller has already put the
+        right normalization there."""
+        own = self.state_dict()
+        state = {**{k: v for k, v in own.items() if k.startswith("normalize.")}, **state}
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+        if missing or unexpected or wrong:
+            parts = []
+            if wrong:
+                k = wrong[0]
+                parts.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} vs model "
+                             f"{tuple(own[k].shape)})")
+            if missing:
+                parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+            if unexpected:
+                parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+            raise AcdistillError(f"{source}: weights do not fit arch '{self.arch}': {'; '.join(parts)}")
+        self.load_state_dict(state)
+
+    def normalization(self) -> tuple[list[float], list[float]]:
+        """The per-channel (mean, std) applied to the inputs, as the buffers hold them now: this model's
+        `normalize`, or, when that is the identity, the body's own (RobustBench's networks normalize inside, in
+        buffers named mu/sigma or mean/std)."""
+        mean, std = self.normalize.mean.flatten().tolist(), self.normalize.std.flatten().tolist()
+        if mean == [0.0] * len(mean) and std == [1.0] * len(std):
+            own = dict(self.body.named_buffers(recurse=False))
+            for mean_name, std_name in (("mu", "sigma"), ("mean", "std")):
+                if mean_name in own and std_name in own:
+                    return own[mean_name].flatten().tolist(), own[std_name].flatten().tolist()
+        return mean, std
 
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, feature_dim={self.feature_dim}"

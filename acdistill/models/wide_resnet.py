@@ -1,7 +1,7 @@
-"""WideResNet as used by TRADES/RSLAD (xternalz/WideResNet-pytorch).
+"""WideResNet as used by TRADES/RSLAD/ARD and RobustBench's `WideResNet` (xternalz/WideResNet-pytorch).
 
-The TRADES copy also builds an unused ``sub_block1``; it is left out, so its
-checkpoints need that key prefix dropped (and ``fc`` renamed to ``linear``)."""
+TRADES' copy also builds an unused ``sub_block1``; it is left out here. `acdistill.teachers` maps those
+checkpoints (``block1.layer.0.*``, ``convShortcut``, ``fc``) onto this model's names."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import global_pool
-from .registry import register_model
+from .registry import register_family, register_model
 
 
 class WideBasic(nn.Module):
@@ -59,6 +59,7 @@ class WideResNet(nn.Module):
         return self.pool(F.relu(self.bn(out)))
 
 
+@register_family("wrn_<depth>_<widen_factor>")
 def wide_resnet(
     num_classes: int, depth: int, widen_factor: int, drop_rate: float = 0.0
 ) -> tuple[nn.Module, nn.Linear]:
@@ -74,5 +75,5 @@ def _register(depth: int, widen_factor: int) -> None:
         return wide_resnet(num_classes, depth, widen_factor, drop_rate)
 
 
-for _depth, _widen in [(16, 2), (34, 2), (34, 10), (40, 2), (70, 16)]:
+for _depth, _widen in [(16, 2), (28, 10), (34, 2), (34, 10), (34, 20), (40, 2), (70, 16)]:
     _register(_depth, _widen)
