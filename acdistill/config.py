@@ -173,8 +173,15 @@ class TeacherParams(Strict):
             raise ValueError("source 'file' needs 'path'")
         if self.source == "url" and not (self.url and self.sha256):
             raise ValueError("source 'url' needs 'url' and 'sha256'")
-        if self.source == "robustbench" and self.robustbench is None:
-            raise ValueError("source 'robustbench' needs 'robustbench: {name: ...}'")
+        if self.source == "robustbench":
+            if self.robustbench is None:
+                raise ValueError("source 'robustbench' needs 'robustbench: {name: ...}'")
+            for key in ("normalize", "checkpoint_key", "expected_clean_acc"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"'{key}' does not apply to source 'robustbench' (robustbench's code and "
+                                     "leaderboard say it)")
+            if self.format != "auto":
+                raise ValueError("'format' does not apply to source 'robustbench' (robustbench's code reads it)")
         if self.format not in format_names():
             raise ValueError(f"unknown format '{self.format}'; choose from: {', '.join(format_names())}")
         return self

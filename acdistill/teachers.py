@@ -16,7 +16,7 @@ import json
 import os
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -144,16 +144,17 @@ def open_teacher(t: TeacherParams, dataset: str, arch: str | None = None) -> tup
 
 
 def import_teacher(params: Params, *, out: Path, metrics: Path, data_dir: Path | None, device: torch.device,
-                   arch: str | None = None) -> dict[str, Any]:
+                   arch: str | None = None, progress: Callable[[str, int, int], None] | None = None
+                   ) -> dict[str, Any]:
     """The fetch-teacher stage for every source but `train`: open the teacher, check its clean accuracy on the
     first CHECK_IMAGES test images, then write `out` (+ sidecar) and `metrics`. A gap of more than ACCURACY_GAP
     points below the source's stated accuracy is a warning, or an error (nothing written) with
-    `teacher.strict_accuracy`. arch: as in `open_teacher`."""
+    `teacher.strict_accuracy`. arch: as in `open_teacher`; progress: as in `evaluate`."""
     t, d = params.teacher, params.data
     model, summary = open_teacher(t, d.dataset, arch)
     check = load_split(d.dataset, False, d.test_subset, d.root, data_dir).take(CHECK_IMAGES)
     model.to(device)
-    acc = evaluate(model, check, ["natural"], device=device)["natural"]["accuracy"]
+    acc = evaluate(model, check, ["natural"], device=device, progress=progress)["natural"]["accuracy"]
     summary.update(arch=model.arch, clean_acc=acc, clean_acc_n=len(check))
     expected = summary["expected_clean_acc"]
     if expected is not None and acc < expected - ACCURACY_GAP:

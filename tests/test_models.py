@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from acdistill.models import DATASET_STATS, ImageClassifier, create_model, list_models
+from acdistill.models.zoo import import_robustbench
 
-BIG = {"wrn_34_10", "wrn_70_16"}  # parameter counts only; their forward is too slow here
+import_robustbench()
+from robustbench.model_zoo.architectures.dm_wide_resnet import DMPreActResNet, DMWideResNet, Swish  # noqa: E402
+from robustbench.model_zoo.architectures.resnet import PreActBlock, PreActResNet, ResNet50  # noqa: E402
+from robustbench.model_zoo.architectures.wide_resnet import WideResNet  # noqa: E402
+
+# parameter counts only; their forward is too slow here
+BIG = {"wrn_28_10", "wrn_34_10", "wrn_34_20", "wrn_70_16", "dm_wrn_28_10", "dm_wrn_70_16", "resnet50"}
 SMALL = [name for name in list_models() if name not in BIG]
 
 
@@ -48,6 +55,21 @@ def test_wide_resnet_param_counts(name, expected, rel):
     with torch.device("meta"):  # counts shapes without allocating the weights
         model = create_model(name, num_classes=10)
     assert n_params(model) == pytest.approx(expected, rel=rel)
+
+
+@pytest.mark.parametrize("name, kwargs, reference", [
+    ("wrn_28_10", {}, lambda: WideResNet(depth=28, widen_factor=10)),
+    ("wrn_34_20", {}, lambda: WideResNet(depth=34, widen_factor=20)),
+    ("resnet50", {}, ResNet50),
+    ("preact_resnet18", {"shortcut": "raw", "final_bn": True},
+     lambda: PreActResNet(PreActBlock, [2, 2, 2, 2], bn_before_fc=True)),
+    ("dm_wrn_70_16", {}, lambda: DMWideResNet(depth=70, width=16, activation_fn=Swish)),
+    ("dm_wrn_28_10", {"activation": "relu"}, lambda: DMWideResNet(depth=28, width=10)),
+    ("dm_preact_resnet18", {}, lambda: DMPreActResNet(depth=18, activation_fn=Swish)),
+])
+def test_param_counts_equal_robustbench_definitions(name, kwargs, reference):
+    with torch.device("meta"):
+        assert n_params(create_model(name, num_classes=10, **kwargs)) == n_params(reference())
 
 
 def test_small_cnn_is_small():

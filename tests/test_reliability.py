@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from acdistill import load_model
-from acdistill.cli import fetch_teacher
+from acdistill import teachers
 from acdistill.config import TrainParams
 from acdistill.data import load_split
 from acdistill.errors import AcdistillError
@@ -133,7 +133,7 @@ class Truncating(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_truncated_download_is_an_error_and_nothing_is_kept(here, tmp_path, monkeypatch):
-    monkeypatch.setattr(fetch_teacher, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(teachers, "CACHE_DIR", tmp_path / "cache")
     server = http.server.HTTPServer(("127.0.0.1", 0), Truncating)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

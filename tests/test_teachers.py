@@ -473,3 +473,44 @@ def test_robustbench_imports_autoattack_as_pyautoattack():
     import pyautoattack
 
     assert sys.modules["autoattack"] is pyautoattack and hasattr(rb, "benchmark")
+
+
+@pytest.mark.slow
+def test_full_size_trades_wrn_34_10(workdir):
+    """TRADES' released model_cifar_wrn.pt: the WRN-34-10 teacher of RSLAD and ARD, saved as a plain state dict."""
+    original = with_random_batchnorm(WideResNet(depth=34, widen_factor=10, sub_block1=True))
+    save_plain(original, workdir / "w.pt")
+    run("fetch-teacher", "--source", "file", "--path", "w.pt", "--normalize", "none")
+    with torch.no_grad():
+        diff = (acdistill.load_model(workdir / "models/teacher.safetensors")(probe()) - original(probe())).abs().max()
+    assert diff <= 1e-4
+
+
+@pytest.mark.slow
+def test_full_size_deepmind_wrn_70_16_cifar100(tmp_path):
+    """RSLAD's CIFAR-100 teacher, DeepMind's WRN-70-16 (Gowal et al. 2020), which DeepMind's eval.py builds with
+    Swish and CIFAR-100's statistics. No CIFAR-100 data here, so through the Python API."""
+    from robustbench.model_zoo.architectures.dm_wide_resnet import CIFAR100_MEAN, CIFAR100_STD
+
+    original = with_random_batchnorm(DMWideResNet(num_classes=100, depth=70, width=16, activation_fn=Swish,
+                                                  mean=CIFAR100_MEAN, std=CIFAR100_STD))
+    save_plain(original, tmp_path / "cifar100_linf_wrn70-16_without.pt")
+    model = acdistill.load_model(tmp_path / "cifar100_linf_wrn70-16_without.pt", format="deepmind",
+                                 normalize="dataset", dataset="cifar100")
+    assert model.arch == "dm_wrn_70_16"
+    assert model.normalization() == (pytest.approx(list(CIFAR100_MEAN)), pytest.approx(list(CIFAR100_STD)))
+    with torch.no_grad():
+        assert (model(probe()) - original(probe())).abs().max() <= 1e-4
+
+
+@pytest.mark.slow
+def test_zhang2019theoretically_by_name_then_gacd(workdir, tmp_path):
+    """The issue's command: the TRADES WRN-34-10 entry by RobustBench name, offline with its file in place."""
+    net = with_random_batchnorm(rb.model_zoo.cifar10.linf["Zhang2019Theoretically"]["model"]())
+    (tmp_path / "cifar10" / "Linf").mkdir(parents=True)
+    save_robustbench(net, tmp_path / "cifar10" / "Linf" / "Zhang2019Theoretically.pt")
+    run("fetch-teacher", *zoo(tmp_path, "Zhang2019Theoretically"))
+    teacher = acdistill.load_model(workdir / "models/teacher.safetensors")
+    with torch.no_grad():
+        assert (teacher(probe()) - net(probe())).abs().max() <= 1e-4
+    run("distill", "--method", "gacd")

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from acdistill.cli.attack_eval import ProgressBars
 from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ForceOpt, ParamsOpt, ResumeOpt, SetOpt,
                                   check_outputs, device_of, echo, load, parse_normalize, train_and_save,
                                   user_errors, writes)
@@ -62,7 +63,9 @@ def fetch_teacher(
         train_and_save("teacher", t.train, params, student=model, teacher=None, data_dir=data_dir, device=dev,
                        out=out, metrics=metrics, resume=resume, force=force, context={})
         return
-    summary = import_teacher(params, out=out, metrics=metrics, data_dir=data_dir, device=dev, arch=arch)
+    with ProgressBars() as progress:
+        summary = import_teacher(params, out=out, metrics=metrics, data_dir=data_dir, device=dev, arch=arch,
+                                 progress=progress)
     expected = summary["expected_clean_acc"]
     stated = f", {expected:.2f} % stated by its source" if expected is not None else ""
     echo(f"fetch-teacher: {summary['file']} ({summary['format']}, {summary['arch']}) -> {out}: clean accuracy "
