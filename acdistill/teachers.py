@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import http.client
+import io
 import json
 import os
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -11,15 +11,15 @@ from tabulate import tabulate
 import torch
 
 from acdistill.checkpoint import load_model, read_sidecar, sidecar_path
-from acdistill.cli.common import (DataDirOpt, DeviceOpt, ForceOpt, ParamsOpt, SetOpt, check_json_out, device_of, echo,
-                                  load, parse_normalize, refuse_overwrite, user_errors, writes)
+from acdistill.cli.common import (DataDirOpt, DeviceOpt, ForceOpt, FormatOpt, NormalizeOpt, ParamsOpt, SetOpt,
+                                  check_json_out, device_of, echo, load, parse_normalize, refuse_overwrite,
+                                  user_errors, writes)
 from acdistill.data import load_split
 from acdistill.engine import evaluate
 from acdistill.engine.evaluate import eps_sweep, first_n
 from acdistill.engine.sanity import Check, sanity_checks
 from acdistill.engine.trainer import console
 from acdistill.errors import AcdistillError
-from acdistill.formats import format_names
 from acdistill.io import write_json, write_text
 from acdistill.plots import eps_sweep_png
 
@@ -92,12 +92,8 @@ def attack_eval(
                                              "dict (.safetensors / .pt, read with weights_only=True)")],
     arch: Annotated[Optional[str], typer.Option(
         help="architecture of a bare state dict in acdistill's layout; released layouts name their own")] = None,
-    fmt: Annotated[Optional[str], typer.Option(
-        "--format", help=f"checkpoint layout of a state dict: {', '.join(format_names())} (default auto)",
-        autocompletion=lambda: format_names())] = None,
-    normalize: Annotated[Optional[str], typer.Option(
-        help="input normalization of a state dict that records none: none ([0, 1] inputs), dataset, or MEAN/STD as "
-             "comma lists")] = None,
+    fmt: FormatOpt = None,
+    normalize: NormalizeOpt = None,
     attacks: Annotated[Optional[str], typer.Option(help="comma-separated, see `acdistill attacks`")] = None,
     n: Annotated[Optional[int], typer.Option(help="evaluate the first n test images")] = None,
     eps: Annotated[Optional[str], typer.Option(help="budget, e.g. 8/255 (L-inf) or 0.5 (L2)")] = None,

@@ -14,6 +14,7 @@ from acdistill.data import DATASETS, ImageSet, load_split
 from acdistill.engine import resolve_device
 from acdistill.distributed import Ranks, from_env, rank_of_env
 from acdistill.errors import AcdistillError
+from acdistill.formats import format_names
 from acdistill.methods import METHODS, Method
 from acdistill.models import DATASET_STATS, create_model
 
@@ -28,6 +29,12 @@ DeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N 
 EpochsOpt = Annotated[Optional[int], typer.Option(help="override the section's epochs")]
 ResumeOpt = Annotated[bool, typer.Option(help="continue from the last epoch checkpoint if its settings match")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite a finished result already at the output path")]
+FormatOpt = Annotated[Optional[str], typer.Option(
+    "--format", help=f"checkpoint layout of a state dict without a sidecar: {', '.join(format_names())} (default "
+                     "auto; see `acdistill formats`)", autocompletion=format_names)]
+NormalizeOpt = Annotated[Optional[str], typer.Option(
+    help="input normalization of weights that record none: none ([0, 1] inputs), dataset, or MEAN/STD as comma "
+         "lists (e.g. 0.5,0.5,0.5/0.25,0.25,0.25)")]
 
 
 def user_errors(command: Callable) -> Callable:

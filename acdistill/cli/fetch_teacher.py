@@ -7,12 +7,12 @@ from typing import Annotated, Optional
 import typer
 
 from acdistill.cli.attack_eval import ProgressBars
-from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ForceOpt, ParamsOpt, ResumeOpt, SetOpt,
-                                  check_outputs, device_of, echo, load, parse_normalize, train_and_save,
-                                  user_errors, writes)
+from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ForceOpt, FormatOpt, NormalizeOpt, ParamsOpt,
+                                  ResumeOpt, SetOpt, check_outputs, device_of, echo, load, parse_normalize,
+                                  train_and_save, user_errors, writes)
 from acdistill.data import DATASETS
 from acdistill.errors import AcdistillError
-from acdistill.formats import format_names, normalization_values
+from acdistill.formats import normalization_values
 from acdistill.models import create_model
 from acdistill.teachers import import_teacher
 
@@ -26,12 +26,8 @@ def fetch_teacher(
     sha256: Annotated[Optional[str], typer.Option(help="expected sha256 of the download")] = None,
     arch: Annotated[Optional[str], typer.Option(
         help="architecture to train, or of a bare state dict in acdistill's layout (see `acdistill models`)")] = None,
-    format: Annotated[Optional[str], typer.Option(
-        "--format", help=f"checkpoint layout of the file: {', '.join(format_names())}",
-        autocompletion=lambda: format_names())] = None,
-    normalize: Annotated[Optional[str], typer.Option(
-        help="input normalization of third-party weights: none, dataset, or MEAN/STD as comma lists "
-             "(e.g. 0.5,0.5,0.5/0.25,0.25,0.25)")] = None,
+    format: FormatOpt = None,
+    normalize: NormalizeOpt = None,
     strict_accuracy: Annotated[bool, typer.Option(
         "--strict-accuracy", help="fail when the clean accuracy is over 5 points below the source's")] = False,
     epochs: EpochsOpt = None,

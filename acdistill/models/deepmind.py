@@ -13,7 +13,7 @@ Module names follow the reference, so released state dicts map onto these models
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -110,7 +110,7 @@ class PreActBlock(nn.Module):
 
 
 class DMPreActResNet(nn.Module):
-    BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+    BLOCKS: ClassVar[dict[int, tuple[int, ...]]] = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
     def __init__(self, depth: int, activation: Activation) -> None:
         super().__init__()
