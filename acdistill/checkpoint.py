@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 from acdistill.errors import AcdistillError
-from acdistill.formats import AUTO, Normalize, open_released, read_state_dict
+from acdistill.formats import AUTO, OWN, Normalize, normalization_values, open_released, read_state_dict
 from acdistill.io import atomic_path, write_json
 from acdistill.models import ImageClassifier, create_model
 from acdistill.provenance import code_info, machine_info
@@ -58,6 +58,36 @@ def save_model(model: ImageClassifier, path: str | Path, *, dataset: str, info: 
     return path
 
 
+def _from_sidecar(path: Path) -> ImageClassifier:
+    meta = read_sidecar(path)
+    if sha256_file(path) != meta["sha256"]:
+        raise AcdistillError(f"{path}: sha256 does not match its sidecar (file changed or truncated)")
+    model = create_model(meta["arch"], **meta["arch_kwargs"])
+    state, _ = read_state_dict(path)
+    model.load_weights(state, path)
+    return model
+
+
+def _check_stated(model: ImageClassifier, path: Path, *, arch: str | None, format: str | None,
+                  normalize: Normalize, dataset: str | None, checkpoint_key: str | None) -> None:
+    """What a caller states of an acdistill checkpoint must agree with its sidecar: it is never overridden."""
+    meta = read_sidecar(path)
+    if format not in (None, AUTO, OWN):
+        raise AcdistillError(f"{path} is an acdistill checkpoint (it has a sidecar), not a {format} file")
+    if checkpoint_key is not None:
+        raise AcdistillError(f"{path} is an acdistill checkpoint, a bare state dict with no entry '{checkpoint_key}'")
+    if arch is not None and arch != model.arch:
+        raise AcdistillError(f"{path} holds a {model.arch} (its sidecar says), not a {arch}")
+    if dataset is not None and dataset != meta["dataset"]:
+        raise AcdistillError(f"{path} was trained on {meta['dataset']} (its sidecar says), not {dataset}")
+    stated = normalization_values(normalize, dataset or meta["dataset"])
+    if stated is not None and not torch.allclose(torch.tensor(stated), torch.tensor(model.normalization()),
+                                                 atol=1e-6):
+        mean, std = model.normalization()
+        raise AcdistillError(f"{path} normalizes with mean {[round(v, 4) for v in mean]}, std "
+                             f"{[round(v, 4) for v in std]} (its sidecar says); leave normalize unset")
+
+
 def read_sidecar(path: str | Path) -> dict[str, Any]:
     side = sidecar_path(path)
     if not side.is_file():
@@ -77,26 +107,25 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", *, arch: st
                checkpoint_key: str | None = None) -> ImageClassifier:
     """A model from a checkpoint, in eval mode on `device`.
 
-    With no keyword argument and a sidecar beside `path`, an acdistill checkpoint: rebuilt from the sidecar, after
-    checking the weights' sha256 against it. Otherwise any state dict, read as `acdistill.formats.open_released`
-    does (.safetensors, or .pt/.pth read with weights_only):
+    An acdistill checkpoint (a .safetensors with its .json sidecar) is rebuilt from its sidecar, after checking
+    the weights' sha256 against it; the keyword arguments, when given, must agree with it. Any other state dict
+    is read as `acdistill.formats.open_released` does (.safetensors, or .pt/.pth read with weights_only):
     - format: its key layout, "auto" (the default) to detect it; `acdistill formats` lists them;
     - arch: the architecture of a state dict in acdistill's own layout (released layouts name theirs);
-    - normalize: "none", "dataset" or (mean, std), required when the file records no normalization;
+    - normalize: "none", "dataset", (mean, std) or "MEAN/STD", required when the file records no normalization;
     - dataset: the dataset whose class count the head must have, and whose statistics "dataset" means;
     - checkpoint_key: the container entry holding the weights (default: state_dict, model, net or last).
 
     Raises AcdistillError (one line) for a missing, corrupted, ambiguous or mismatched file."""
     path = Path(path)
+    if path.is_dir():
+        raise AcdistillError(f"{path} is a directory, not a model file")
     if not path.is_file():
         raise AcdistillError(f"model file not found: {path}")
-    if (arch, format, normalize, checkpoint_key) == (None,) * 4 and sidecar_path(path).is_file():
-        meta = read_sidecar(path)
-        if sha256_file(path) != meta["sha256"]:
-            raise AcdistillError(f"{path}: sha256 does not match its sidecar (file changed or truncated)")
-        model = create_model(meta["arch"], **meta["arch_kwargs"])
-        state, _ = read_state_dict(path)
-        model.load_weights(state, path)
+    if path.suffix == ".safetensors" and sidecar_path(path).is_file():
+        model = _from_sidecar(path)
+        _check_stated(model, path, arch=arch, format=format, normalize=normalize, dataset=dataset,
+                      checkpoint_key=checkpoint_key)
     else:
         model = open_released(path, format=format or AUTO, arch=arch, normalize=normalize, dataset=dataset,
                               checkpoint_key=checkpoint_key).model

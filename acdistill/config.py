@@ -16,7 +16,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
                       model_validator)
 
 from acdistill.errors import AcdistillError
-from acdistill.formats import format_names
+from acdistill.formats import format_names, parse_normalize
 
 
 def _fraction(value: Any) -> Any:
@@ -137,10 +137,22 @@ class ZooParams(Strict):
 
 
 class Normalization(Strict):
-    """Per-channel input statistics: one value for all channels, or three."""
+    """Per-channel input statistics: three values each, std positive (see `acdistill.formats.parse_normalize`)."""
 
-    mean: list[float] = Field(min_length=1, max_length=3)
-    std: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, max_length=3)
+    mean: list[float]
+    std: list[float]
+
+
+def _normalization_input(value: Any) -> Any:
+    """Any spelling `parse_normalize` takes ("MEAN/STD" on the command line, a {mean, std} mapping) -> the
+    field's value, so that a bad one gets its own message rather than pydantic's account of the union."""
+    if isinstance(value, str) and value in ("none", "dataset"):
+        return value
+    try:
+        parsed = parse_normalize(value)
+    except AcdistillError as e:
+        raise ValueError(str(e)) from None
+    return parsed if parsed is None else {"mean": parsed[0], "std": parsed[1]}
 
 
 class TeacherParams(Strict):
@@ -157,7 +169,8 @@ class TeacherParams(Strict):
     checkpoint_key: str | None = Field(None, description=(
         "the entry of the file's container that holds the weights (e.g. best); null: state_dict, model, net or "
         "last"))
-    normalize: Literal["dataset", "none"] | Normalization | None = Field(None, description=(
+    normalize: Annotated[Literal["dataset", "none"] | Normalization | None,
+                         BeforeValidator(_normalization_input)] = Field(None, description=(
         "input normalization of third-party weights: none ([0, 1] inputs), dataset (data.dataset's statistics) or "
         "{mean, std}; null: the file's own (an error for a file that records none). Training uses dataset"))
     robustbench: ZooParams | None = Field(None, description="source robustbench: the zoo entry")

@@ -27,14 +27,15 @@ from safetensors.torch import load_file
 
 from acdistill.data import DATASETS
 from acdistill.errors import AcdistillError
-from acdistill.models import DATASET_STATS, ImageClassifier, create_model
+from acdistill.models import DATASET_STATS, ImageClassifier, create_model, function_kwargs
 from acdistill.models.base import channel_values
 from acdistill.registry import Registry
 from acdistill.serialization import read_torch_file
 
 State = dict[str, torch.Tensor]
-# What a caller may say of the normalization: the dataset's statistics, none (inputs in [0, 1]), or (mean, std).
-Normalize = Literal["dataset", "none"] | tuple[Sequence[float], Sequence[float]] | None
+# What a caller may say of the normalization: the dataset's statistics, none (inputs in [0, 1]), or (mean, std);
+# `parse_normalize` also takes the "MEAN/STD" string of the command line and a {mean, std} mapping.
+Normalize = Literal["dataset", "none"] | tuple[Sequence[float], Sequence[float]] | str | dict | None
 
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "last")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "net.")
@@ -220,10 +221,11 @@ _register(Format("kuangliu-mobilenetv2", "MobileNetV2 of kuangliu/pytorch-cifar 
                  _has("conv1.weight", "bn1.weight", "layers.0.conv1.weight", "conv2.weight", "linear.weight"),
                  _kuangliu_mobilenetv2))
 _register(Format("kuangliu-preact", "PreActResNet-18 whose projection shortcut reads the pre-activated input "
-                 "(kuangliu/pytorch-cifar; RobustBench's PreActBlockV2)", "as its training script normalized",
+                 "(kuangliu/pytorch-cifar; RobustBench's PreActBlockV2 and out_shortcut=True, e.g. CIFAR-100 "
+                 "Rice2020Overfitting)", "as its training script normalized",
                  _preact_layout, _preact("preact")))
 _register(Format("fast-adversarial-preact", "PreActResNet-18 whose projection shortcut reads the raw input "
-                 "(locuslab/fast_adversarial; RobustBench's PreActResNet, e.g. Wong2020Fast)",
+                 "(locuslab/fast_adversarial; RobustBench's PreActBlock, e.g. Wong2020Fast)",
                  "fast_adversarial normalizes outside the network with CIFAR-10's statistics: dataset",
                  _preact_layout, _preact("raw")))
 _register(Format("deepmind", "DeepMind's WideResNet / PreActResNet with Swish (SiLU) and TF padding (Gowal 2020, "
@@ -328,19 +330,43 @@ def detect(raw: RawCheckpoint, fmt: str = AUTO) -> Format:
     return fitting[0]
 
 
-def normalization_values(normalize: Normalize, dataset: str | None) -> tuple[list[float], list[float]] | None:
-    """(mean, std) lists of a stated normalization; None for None."""
-    if normalize is None:
-        return None
+def parse_normalize(value: Any) -> str | tuple[list[float], list[float]] | None:
+    """A stated normalization in any of its spellings: None, "none", "dataset", "MEAN/STD" with comma-separated
+    values (one or three each), a (mean, std) pair, or {"mean": ..., "std": ...}. Returns None, "none", "dataset"
+    or (mean, std) as lists of three finite floats, std positive; anything else is an AcdistillError naming it."""
+    if value is None or value in ("none", "dataset"):
+        return value
+    try:
+        if isinstance(value, str):
+            mean, sep, std = value.partition("/")
+            if not sep:
+                raise ValueError("give none, dataset or MEAN/STD, e.g. 0.4914,0.4822,0.4465/0.2471,0.2435,0.2616")
+            mean, std = [float(v) for v in mean.split(",")], [float(v) for v in std.split(",")]
+        elif isinstance(value, dict) and set(value) == {"mean", "std"}:
+            mean, std = value["mean"], value["std"]
+        elif isinstance(value, (tuple, list)) and len(value) == 2:
+            mean, std = value
+        else:
+            raise ValueError("give none, dataset, MEAN/STD, (mean, std) or {mean, std}")
+        mean, std = channel_values(mean, "mean"), channel_values(std, "std")
+    except (TypeError, ValueError) as e:
+        raise AcdistillError(f"normalize {value!r}: {e}") from None
+    if min(std) <= 0:
+        raise AcdistillError(f"normalize {value!r}: std must be positive")
+    return mean, std
+
+
+def normalization_values(normalize: Any, dataset: str | None) -> tuple[list[float], list[float]] | None:
+    """(mean, std) lists of a stated normalization (see `parse_normalize`); None for None."""
+    normalize = parse_normalize(normalize)
+    if normalize is None or isinstance(normalize, tuple):
+        return normalize
     if normalize == "none":
         return [0.0] * 3, [1.0] * 3
-    if normalize == "dataset":
-        if dataset is None:
-            raise AcdistillError("normalize 'dataset' needs the dataset")
-        mean, std = DATASET_STATS[dataset]
-        return list(mean), list(std)
-    mean, std = normalize
-    return channel_values(mean, "mean"), channel_values(std, "std")
+    if dataset is None:
+        raise AcdistillError("normalize 'dataset' needs the dataset")
+    mean, std = DATASET_STATS[dataset]
+    return list(mean), list(std)
 
 
 def _describe(values: tuple[list[float], list[float]]) -> str:
@@ -360,6 +386,10 @@ def build(raw: RawCheckpoint, fmt: Format, *, arch: str | None = None, normalize
         if arch is None:
             raise AcdistillError(f"{raw.path}: no sidecar names the architecture of this state dict in acdistill's "
                                  "layout; give it (arch)")
+        hidden = function_kwargs(arch)
+        if hidden:
+            raise AcdistillError(f"{raw.path}: a bare state dict cannot say the {' or '.join(hidden)} of a {arch}; "
+                                 "load it with its sidecar, or in its released format")
         inferred = arch
     elif arch is not None and arch != inferred:
         raise AcdistillError(f"{raw.path}: this {fmt.name} file holds a {inferred}, not a {arch}")
@@ -382,7 +412,7 @@ def build(raw: RawCheckpoint, fmt: Format, *, arch: str | None = None, normalize
         raise AcdistillError(f"{raw.path}: {fmt.name} weights do not record how their inputs were normalized; give "
                              f"normalize: none, dataset or mean/std values ({fmt.normalization_hint})")
     else:
-        values, origin = requested, f"given ({normalize if isinstance(normalize, str) else 'mean/std'})"
+        values, origin = requested, f"given ({normalize if normalize in ('none', 'dataset') else 'mean/std'})"
     model = create_model(inferred, num_classes=num_classes, mean=values[0], std=values[1], **kwargs)
     model.load_weights(state, raw.path)
     return Released(model.eval(), fmt.name, raw.container, f"{_describe(values)} from {origin}")

@@ -11,22 +11,32 @@ from typing import Iterable, Iterator
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success fsync it and rename it over `path`, else delete it."""
+    """Yield a temporary path beside `path`; on success fsync it and rename it over `path`, else delete it, and the
+    directories made for it."""
     target = Path(path)
+    made = [d for d in [target.parent, *target.parent.parents] if not d.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; the result should be as readable as any other
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        umask = os.umask(0)
+        os.umask(umask)
+        # mkstemp makes 0600 files, and a writer may replace the file it was given (safetensors does): the result
+        # gets the mode the umask gives any new file
+        os.chmod(tmp_path, 0o666 & ~umask)
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+        if not target.exists():
+            for directory in made:  # deepest first; one that now holds something else stays
+                try:
+                    directory.rmdir()
+                except OSError:
+                    break
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,21 +37,31 @@ def numpy_metadata_allowed() -> Iterator[None]:
         yield
 
 
+def _first_sentence(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or error.__class__.__name__
+    return text.split(". ")[0][:200]
+
+
 def read_torch_file(path: str | Path) -> Any:
     """The object stored in a PyTorch pickle file, loaded on the CPU with weights_only=True.
 
     Raises AcdistillError (one line) for a file that holds other objects than data, naming the first one (it is
-    not built), and for a truncated or foreign file."""
+    not built), and for a truncated, corrupted or foreign file."""
     try:
-        with numpy_metadata_allowed():
+        with numpy_metadata_allowed(), warnings.catch_warnings():
+            # torch warns about pickle protocols above 2 before refusing the instructions it cannot read
+            warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         blocked = re.search(r"GLOBAL (\S+)|but got <class '([^']+)'>", str(e))
-        name = blocked and (blocked.group(1) or blocked.group(2))
-        what = f"a pickled {name} object" if name else "pickled objects other than weights"
-        raise AcdistillError(f"{path}: refused: it holds {what}, which weights-only loading does not build (it "
-                             "could run code); save the state dict alone, e.g. torch.save(model.state_dict(), f)"
-                             ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [e.__class__.__name__])[0][:160]
-        raise AcdistillError(f"{path}: corrupted or not a PyTorch file ({first})") from None
+        if blocked:
+            raise AcdistillError(f"{path}: refused: it holds a pickled {blocked.group(1) or blocked.group(2)} "
+                                 "object, which weights-only loading does not build (it could run code); save the "
+                                 "state dict alone, e.g. torch.save(model.state_dict(), f)") from None
+        opcode = re.search(r"Unsupported operand (\d+)", str(e))
+        why = (f"pickle instruction {opcode.group(1)} is not one weights-only loading reads: a corrupted file, or "
+               "one saved with pickle_protocol above 2" if opcode else _first_sentence(e))
+        raise AcdistillError(f"{path}: not a readable PyTorch file ({why})") from None
+    except Exception as e:  # noqa: BLE001 - torch.load fails on foreign bytes with any exception type (KeyError...)
+        raise AcdistillError(f"{path}: corrupted or not a PyTorch file ({e.__class__.__name__}: "
+                             f"{_first_sentence(e)})") from None

@@ -38,6 +38,8 @@ CHECK_IMAGES = 500
 # noise (500 images: a standard error of about 2 points) or RobustBench's full test set against its first images.
 ACCURACY_GAP = 5.0
 CLEAN_ACC_TABLE = Path(__file__).with_name("robustbench_clean_acc.json")
+# Below this multiple of chance accuracy, a teacher whose source states no accuracy is named as suspicious.
+CHANCE_FACTOR = 1.5
 
 
 def download(url: str, sha256: str) -> Path:
@@ -124,15 +126,16 @@ def open_teacher(t: TeacherParams, dataset: str, arch: str | None = None) -> tup
         network = load_zoo_network(z.name, dataset, z.threat_model, z.model_dir)
         body, head = split_head(network, DATASETS.get(dataset).num_classes, z.name)
         model = assemble(PREFIX + z.name, body, head, dataset=dataset, threat_model=z.threat_model)
+        mean, std = model.normalization()
         return model.eval(), {"source": "robustbench", "robustbench": z.model_dump(), "file": str(path),
                               "file_sha256": digest, "format": "robustbench",
+                              "normalization": f"inside robustbench's code (buffers: mean {mean}, std {std})",
                               "expected_clean_acc": expected_clean_acc(z.name, dataset, z.threat_model)}
     path = Path(t.path) if t.source == "file" else download(t.url, t.sha256)
     digest = _check_sha256(path, t.sha256)
-    if sidecar_path(path).is_file() and path.suffix == ".safetensors" and t.format in ("auto", OWN):
-        model = load_model(path)
-        if arch is not None and arch != model.arch:
-            raise AcdistillError(f"{path} holds a {model.arch} (its sidecar says), not a {arch}")
+    if sidecar_path(path).is_file() and path.suffix == ".safetensors":
+        model = load_model(path, arch=arch, format=t.format, normalize=t.normalization(), dataset=dataset,
+                           checkpoint_key=t.checkpoint_key)
         return model, {"source": t.source, "file": str(path), "file_sha256": digest, "format": "acdistill checkpoint",
                        "expected_clean_acc": t.expected_clean_acc}
     raw = read_released(path, t.checkpoint_key)
@@ -158,6 +161,11 @@ def import_teacher(params: Params, *, out: Path, metrics: Path, data_dir: Path |
     acc = evaluate(model, check, ["natural"], device=device, progress=progress)["natural"]["accuracy"]
     summary.update(arch=model.arch, clean_acc=acc, clean_acc_n=len(check))
     expected = summary["expected_clean_acc"]
+    chance = 100 / DATASETS.get(d.dataset).num_classes
+    if expected is None and acc < CHANCE_FACTOR * chance:
+        warn(f"the teacher's clean accuracy, {acc:.2f} % on the first {len(check)} test images, is near chance "
+             f"({chance:.0f} %) on {d.dataset}: a wrong dataset, format or normalization is the usual cause (give "
+             "teacher.expected_clean_acc to have it checked)")
     if expected is not None and acc < expected - ACCURACY_GAP:
         message = (f"the teacher's clean accuracy, {acc:.2f} % on the first {len(check)} test images, is "
                    f"{expected - acc:.1f} points below the {expected:.2f} % its source states: a wrong format, "

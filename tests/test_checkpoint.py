@@ -1,5 +1,7 @@
 import builtins
+import os
 import shutil
+import stat
 
 import pytest
 import torch
@@ -85,3 +87,14 @@ def test_wrapper_prefix_and_container_are_unwrapped(tmp_path):
     torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}, tmp_path / "w.pt")
     loaded, _ = read_state_dict(tmp_path / "w.pt")
     assert set(loaded) == set(state)
+
+
+def test_written_checkpoints_follow_the_umask(tmp_path):
+    """mkstemp makes 0600 files and safetensors replaces the file it is given: both files still get 0666 & ~umask."""
+    old = os.umask(0o022)
+    try:
+        path = save_model(create_model("small_cnn"), tmp_path / "m.safetensors", dataset="cifar10")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE(path.with_suffix(".json").stat().st_mode) == 0o644

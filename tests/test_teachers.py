@@ -5,6 +5,7 @@ layout, goes through `fetch-teacher` and `acdistill.load_model` and must give th
 The network is blocked for the whole module: a test that reached it would fail."""
 
 import json
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -445,7 +446,7 @@ def test_a_download_appears_whole_and_matches_its_sha256(workdir, zoo_dir, tmp_p
     target = tmp_path / "dl"
     monkeypatch.setattr(rb.utils, "download_gdrive_new", cut_off)
     assert "could not be downloaded (ConnectionError)" in refused(workdir, *zoo(target))
-    assert not files_under(target)
+    assert not target.exists()  # nor the directories made for the download
     monkeypatch.setattr(rb.utils, "download_gdrive_new", complete)
     assert "nothing was kept" in refused(workdir, *zoo(target), "--sha256", "0" * 64)
     assert not files_under(target)
@@ -517,3 +518,85 @@ def test_zhang2019theoretically_by_name_then_gacd(workdir, tmp_path):
     with torch.no_grad():
         assert (teacher(probe()) - net(probe())).abs().max() <= 1e-4
     run("distill", "--method", "gacd")
+
+
+def test_what_a_caller_states_of_an_acdistill_checkpoint_must_agree_with_its_sidecar(workdir):
+    """The sidecar records what weights cannot (a DeepMind network's activation): stating another architecture,
+    normalization, format or dataset is an error, never a silent rebuild with defaults."""
+    original = with_random_batchnorm(DMWideResNet(depth=10, width=1, mean=(0.0,) * 3, std=(1.0,) * 3))
+    save_plain(original, workdir / "w.pt")
+    run("fetch-teacher", "--source", "file", "--path", "w.pt", "--format", "deepmind-relu", "--normalize", "none")
+    path = workdir / "models/teacher.safetensors"
+    with torch.no_grad():
+        assert (acdistill.load_model(path)(probe()) - original(probe())).abs().max() <= 1e-4
+    for stated, message in [({"arch": "dm_wrn_10_2"}, "holds a dm_wrn_10_1 (its sidecar says), not a dm_wrn_10_2"),
+                            ({"normalize": "dataset"}, "normalizes with mean [0.0, 0.0, 0.0]"),
+                            ({"format": "deepmind"}, "is an acdistill checkpoint (it has a sidecar), not a deepmind"),
+                            ({"dataset": "svhn"}, "was trained on cifar10 (its sidecar says), not svhn")]:
+        with pytest.raises(acdistill.errors.AcdistillError, match=re.escape(message)):
+            acdistill.load_model(path, **stated)
+    assert acdistill.load_model(path, arch="dm_wrn_10_1", normalize="none", dataset="cifar10") is not None
+    assert "not a dm_wrn_10_2" in run("attack-eval", "--model", path, "--arch", "dm_wrn_10_2", ok=False).output
+
+
+def test_a_bare_state_dict_cannot_name_an_architecture_whose_function_it_does_not_record(workdir):
+    model = acdistill.create_model("dm_wrn_10_1", activation="relu")
+    torch.save(model.state_dict(), workdir / "bare.pt")
+    with pytest.raises(acdistill.errors.AcdistillError, match="cannot say the activation of a dm_wrn_10_1"):
+        acdistill.load_model(workdir / "bare.pt", arch="dm_wrn_10_1")
+    torch.save(acdistill.create_model("resnet20").state_dict(), workdir / "plain.pt")
+    assert acdistill.load_model(workdir / "plain.pt", arch="resnet20").arch == "resnet20"
+
+
+@pytest.mark.parametrize("normalize, message", [
+    ("nan/1", "mean must be finite numbers"), ("0.5/inf", "std must be finite numbers"),
+    ("0.5,0.5/0.5", "mean needs 1 or 3 values, got 2"), ("0.5/0", "std must be positive"),
+    ("0.5", "give none, dataset or MEAN/STD"),
+])
+def test_a_bad_normalization_is_one_line_wherever_it_is_given(workdir, normalize, message):
+    save_plain(WideResNet(depth=10, widen_factor=1), workdir / "w.pt")
+    assert message in refused(workdir, "--source", "file", "--path", "w.pt", "--normalize", normalize)
+    assert message in run("attack-eval", "--model", "w.pt", "--normalize", normalize, ok=False).output
+    with pytest.raises(acdistill.errors.AcdistillError, match=re.escape(message)):
+        acdistill.load_model(workdir / "w.pt", normalize=normalize, dataset="cifar10")
+
+
+def test_the_python_api_takes_every_spelling_of_a_normalization(workdir):
+    net = with_random_batchnorm(WideResNet(depth=10, widen_factor=1))
+    save_plain(net, workdir / "w.pt")
+    for spelling in ("0.5/0.25", (0.5, 0.25), ([0.5] * 3, [0.25] * 3), {"mean": 0.5, "std": [0.25] * 3}):
+        model = acdistill.load_model(workdir / "w.pt", normalize=spelling)
+        assert model.normalization() == ([0.5] * 3, [0.25] * 3)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"hello, not a checkpoint", "corrupted or not a PyTorch file"),
+    (None, "not a readable PyTorch file (pickle instruction"),
+])
+def test_files_that_are_not_checkpoints_are_one_line(workdir, content, message):
+    if content is None:  # a real state dict that torch's weights-only reader cannot read
+        torch.save(WideResNet(depth=10, widen_factor=1).state_dict(), workdir / "w.pt", pickle_protocol=4)
+    else:
+        (workdir / "w.pt").write_bytes(content)
+    output = refused(workdir, "--source", "file", "--path", "w.pt", "--normalize", "none")
+    assert message in output and "could run code" not in output
+    (workdir / "folder.pt").mkdir()
+    assert "is a directory" in run("attack-eval", "--model", "folder.pt", "--normalize", "none", ok=False).output
+
+
+def test_an_imported_teacher_at_chance_level_is_named(workdir):
+    save_plain(WideResNet(depth=10, widen_factor=1), workdir / "w.pt")  # untrained: chance
+    assert "is near chance (10 %) on cifar10" in run("fetch-teacher", "--source", "file", "--path", "w.pt",
+                                                     "--normalize", "none").output
+
+
+def test_a_zoo_file_of_another_architecture_is_one_line(workdir, tmp_path):
+    (tmp_path / "cifar10" / "Linf").mkdir(parents=True)
+    save_robustbench(ResNet(BasicBlock, [2, 2, 2, 2]), tmp_path / "cifar10" / "Linf" / "Carmon2019Unlabeled.pt")
+    assert "do not fit RobustBench's Carmon2019Unlabeled" in refused(workdir, *zoo(tmp_path, "Carmon2019Unlabeled"))
+
+
+def test_options_that_do_not_apply_to_a_zoo_teacher_are_refused(workdir, zoo_dir):
+    assert "--arch does not apply to source robustbench" in refused(workdir, *zoo(zoo_dir), "--arch", "resnet18")
+    assert "'normalize' does not apply to source 'robustbench'" in refused(workdir, *zoo(zoo_dir), "--normalize",
+                                                                          "none")

@@ -31,13 +31,11 @@ CLEAN_DROP_WARNING = 15.0
 
 def open_model(path: Path, arch: str | None, fmt: str | None, normalize: str | None, params,
                device) -> tuple[torch.nn.Module, float | None]:
-    """Our checkpoint with the clean accuracy recorded in its sidecar, or any other state dict (see load_model)."""
-    if (arch, fmt, normalize) == (None, None, None) and sidecar_path(path).is_file():
-        return load_model(path, device), read_sidecar(path).get("info", {}).get("clean_acc")
-    given = parse_normalize(normalize)
-    stated = (given["mean"], given["std"]) if isinstance(given, dict) else given
-    return load_model(path, device, arch=arch, format=fmt or "auto", normalize=stated,
-                      dataset=params.data.dataset), None
+    """The model (see load_model), and the clean accuracy its sidecar records, if any."""
+    net = load_model(path, device, arch=arch, format=fmt, normalize=parse_normalize(normalize),
+                     dataset=params.data.dataset if (arch, fmt, normalize) != (None,) * 3 else None)
+    recorded = read_sidecar(path).get("info", {}).get("clean_acc") if sidecar_path(path).is_file() else None
+    return net, recorded
 
 
 def results_table(results: dict[str, dict], fmt: str) -> str:

@@ -14,6 +14,7 @@ from acdistill.data import DATASETS, ImageSet, load_split
 from acdistill.engine import resolve_device
 from acdistill.distributed import Ranks, from_env, rank_of_env
 from acdistill.errors import AcdistillError
+from acdistill import formats
 from acdistill.formats import format_names
 from acdistill.methods import METHODS, Method
 from acdistill.models import DATASET_STATS, create_model
@@ -33,8 +34,8 @@ FormatOpt = Annotated[Optional[str], typer.Option(
     "--format", help=f"checkpoint layout of a state dict without a sidecar: {', '.join(format_names())} (default "
                      "auto; see `acdistill formats`)", autocompletion=format_names)]
 NormalizeOpt = Annotated[Optional[str], typer.Option(
-    help="input normalization of weights that record none: none ([0, 1] inputs), dataset, or MEAN/STD as comma "
-         "lists (e.g. 0.5,0.5,0.5/0.25,0.25,0.25)")]
+    help="input normalization of weights that record none: none ([0, 1] inputs), dataset, or MEAN/STD with one "
+         "or three values each (e.g. 0.5/0.25)")]
 
 
 def user_errors(command: Callable) -> Callable:
@@ -81,18 +82,12 @@ def load(params_path: Path, sets: list[str] | None, **direct: Any) -> Params:
 
 
 def parse_normalize(text: str | None) -> str | dict[str, list[float]] | None:
-    """--normalize: none, dataset, or MEAN/STD as comma-separated lists (one value or three each) -> the params
-    value."""
-    if text is None or text in ("none", "dataset"):
-        return text
-    mean, sep, std = text.partition("/")
+    """--normalize: none, dataset, or MEAN/STD as comma-separated lists -> the params value."""
     try:
-        if not sep:
-            raise ValueError
-        return {"mean": [float(v) for v in mean.split(",")], "std": [float(v) for v in std.split(",")]}
-    except ValueError:
-        raise AcdistillError(f"--normalize '{text}': give none, dataset or MEAN/STD, e.g. "
-                             "0.4914,0.4822,0.4465/0.2471,0.2435,0.2616") from None
+        parsed = formats.parse_normalize(text)
+    except AcdistillError as e:
+        raise AcdistillError(f"--{e}") from None
+    return {"mean": parsed[0], "std": parsed[1]} if isinstance(parsed, tuple) else parsed
 
 
 def device_of(params: Params, option: str | None) -> torch.device:

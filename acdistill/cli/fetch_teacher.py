@@ -46,6 +46,8 @@ def fetch_teacher(
                                         "teacher.strict_accuracy": strict_accuracy or None,
                                         "teacher.train.epochs": epochs})
     t = params.teacher
+    if arch is not None and t.source == "robustbench":
+        raise AcdistillError("--arch does not apply to source robustbench: the entry names its architecture")
     check_outputs(out, metrics, force)
     dev = device_of(params, device)
     if t.source == "train":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -31,6 +32,8 @@ def channel_values(values: float | Sequence[float], name: str) -> list[float]:
         values = values * IN_CHANNELS
     if len(values) != IN_CHANNELS:
         raise ValueError(f"{name} needs 1 or {IN_CHANNELS} values, got {len(values)}")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{name} must be finite numbers, got {values}")
     return values
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import global_pool
-from .registry import register_family, register_model
+from .registry import register_family, register_model, varies_by
 
 Activation = Literal["silu", "relu"]
 ACTIVATIONS: dict[str, type[nn.Module]] = {"silu": nn.SiLU, "relu": nn.ReLU}
@@ -137,6 +137,7 @@ class DMPreActResNet(nn.Module):
 
 
 @register_family("dm_wrn_<depth>_<width>")
+@varies_by("activation")
 def dm_wide_resnet(num_classes: int, depth: int, width: int,
                    activation: Activation = "silu") -> tuple[nn.Module, nn.Linear]:
     body = DMWideResNet(depth, width, activation)
@@ -144,6 +145,7 @@ def dm_wide_resnet(num_classes: int, depth: int, width: int,
 
 
 @register_family("dm_preact_resnet<depth>")
+@varies_by("activation")
 def dm_preact_resnet(num_classes: int, depth: int,
                      activation: Activation = "silu") -> tuple[nn.Module, nn.Linear]:
     body = DMPreActResNet(depth, activation)
@@ -152,6 +154,7 @@ def dm_preact_resnet(num_classes: int, depth: int,
 
 def _register(depth: int, width: int) -> None:
     @register_model(f"dm_wrn_{depth}_{width}")
+    @varies_by("activation")
     def build(num_classes: int, activation: Activation = "silu") -> tuple[nn.Module, nn.Linear]:
         return dm_wide_resnet(num_classes, depth, width, activation)
 
@@ -161,5 +164,6 @@ for _depth, _width in [(28, 10), (70, 16)]:
 
 
 @register_model("dm_preact_resnet18")
+@varies_by("activation")
 def dm_preact_resnet18(num_classes: int, activation: Activation = "silu") -> tuple[nn.Module, nn.Linear]:
     return dm_preact_resnet(num_classes, 18, activation)

@@ -50,6 +50,23 @@ def register_family(pattern: str) -> Callable[[Builder], Builder]:
     return add
 
 
+def varies_by(*kwargs: str) -> Callable[[Builder], Builder]:
+    """Mark a builder whose keyword arguments `kwargs` change the function the model computes but none of its
+    weights' names or shapes: weights alone cannot tell them, so only a sidecar (which records them) or a released
+    format (which fixes them) can."""
+    def mark(builder: Builder) -> Builder:
+        builder.function_kwargs = kwargs
+        return builder
+
+    return mark
+
+
+def function_kwargs(name: str) -> tuple[str, ...]:
+    """The keyword arguments of `name`'s builder that its weights do not record (see `varies_by`)."""
+    builder = resolve(name)
+    return getattr(getattr(builder, "func", builder), "function_kwargs", ())
+
+
 def list_models() -> list[str]:
     """The registered names (members of families such as ``wrn_<depth>_<width>`` only where registered by name)."""
     return MODELS.names()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import global_pool
-from .registry import register_model
+from .registry import register_model, varies_by
 
 
 def conv3x3(in_planes: int, planes: int, stride: int = 1) -> nn.Conv2d:
@@ -161,6 +161,7 @@ def resnet50(num_classes: int) -> tuple[nn.Module, nn.Linear]:
 
 
 @register_model("preact_resnet18")
+@varies_by("shortcut")
 def preact_resnet18(num_classes: int, shortcut: PreActShortcut = "preact",
                     final_bn: bool = False) -> tuple[nn.Module, nn.Linear]:
     """`shortcut="raw", final_bn=True` is locuslab/fast_adversarial's PreActResNet-18; the defaults are

@@ -106,9 +106,14 @@ def load_zoo_network(name: str, dataset: str, threat_model: str, model_dir: str 
     allowed, as for every file acdistill reads."""
     zoo_entry(name, dataset, threat_model)
     rb = import_robustbench()
-    with numpy_metadata_allowed(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return rb.utils.load_model(name, model_dir=str(model_dir), dataset=dataset, threat_model=threat_model)
+    try:
+        with numpy_metadata_allowed(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return rb.utils.load_model(name, model_dir=str(model_dir), dataset=dataset, threat_model=threat_model)
+    except (RuntimeError, KeyError) as e:  # load_state_dict's mismatch report runs to dozens of lines
+        first = " ".join(str(e).split())[:200]
+        raise AcdistillError(f"the weights in {Path(model_dir) / dataset / threat_model / (name + '.pt')} do not fit "
+                             f"RobustBench's {name} ({first})") from None
 
 
 def split_head(net: nn.Module, num_classes: int, name: str) -> tuple[nn.Module, nn.Linear]:
