@@ -1,4 +1,5 @@
-"""Evaluation attacks by name, as ../shared/SPEC.md defines them (model in eval mode, L-inf by default)."""
+"""Evaluation attacks by name, L-inf by default; each one's protocol is in its description below. Each one runs the
+model in eval mode and gives it back as it found it (acdistill/untouched.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from torch import nn
 from acdistill.attacks.pgd import NORMS, Norm, ce_objective, cw_l2, cw_objective, fgsm, pgd
 from acdistill.errors import AcdistillError
 from acdistill.registry import Registry
+from acdistill.untouched import leaves_model_untouched
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ EVAL_ATTACKS: Registry[EvalAttack] = Registry("attack")
 
 def _add(name: str, description: str, run: AttackFn, steps: int | None = None,
          norms: tuple[Norm, ...] = NORMS) -> None:
-    EVAL_ATTACKS.register(name)(EvalAttack(name, run, description, steps, norms))
+    EVAL_ATTACKS.register(name)(EvalAttack(name, leaves_model_untouched(run), description, steps, norms))
 
 
 def crossing_step(eps: float, steps: int) -> float:
