@@ -330,7 +330,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise AcdistillError(f"override '{text}': value is not valid YAML") from None
 
 
-def _apply(raw: dict, dotted: str, value: Any, source: str) -> None:
+def _apply(raw: dict, dotted: str, value: Any, where: str) -> None:
     node = raw
     *parents, leaf = dotted.split(".")
     for part in parents:
@@ -338,7 +338,7 @@ def _apply(raw: dict, dotted: str, value: Any, source: str) -> None:
             node[part] = {}
         child = node[part]
         if not isinstance(child, dict):
-            raise AcdistillError(f"{source}: cannot set '{dotted}': '{part}' is not a section")
+            raise AcdistillError(f"{where}cannot set '{dotted}': '{part}' is not a section")
         node = child
     node[leaf] = value
 
@@ -353,12 +353,14 @@ def _describe(err: ValidationError) -> str:
 
 
 def load_params(path: str | Path | None = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
-    """Read params.yaml (a missing default file means all defaults), apply dotted overrides, validate."""
+    """Read params.yaml (a missing default file means all defaults), apply dotted overrides, validate. An error
+    names the params file when there is one."""
     raw: dict = {}
-    source = str(path) if path else "defaults"
+    where = ""
     if path is not None:
         p = Path(path)
         if p.is_file():
+            where = f"{p}: "
             try:
                 raw = yaml.safe_load(p.read_text()) or {}
             except yaml.YAMLError as e:
@@ -370,8 +372,8 @@ def load_params(path: str | Path | None = "params.yaml", overrides: dict[str, An
         elif str(path) != "params.yaml":
             raise AcdistillError(f"params file not found: {p}")
     for key, value in (overrides or {}).items():
-        _apply(raw, key, value, source)  # a None value sets null (e.g. `-S eval.sweep=null` turns the sweep off)
+        _apply(raw, key, value, where)  # a None value sets null (e.g. `-S eval.sweep=null` turns the sweep off)
     try:
         return Params.model_validate(raw)
     except ValidationError as e:
-        raise AcdistillError(f"{source}: {_describe(e)}") from None
+        raise AcdistillError(f"{where}{_describe(e)}") from None
