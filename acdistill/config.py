@@ -150,9 +150,24 @@ class DistillParams(TrainParams):
 
 
 class AftParams(TrainParams):
+    """Adversarial fine-tuning (AFT) of a distilled student: a short PGD-AT with a small lr, as the GACD paper
+    fine-tunes its students."""
+
     method: str = "sat"
     lr: float = Field(0.01, gt=0)
-    epochs: int = Field(1, ge=1)
+    epochs: int | None = Field(None, ge=1, description=(
+        "null: a tenth of the epochs the fine-tuned student was distilled for (read from its checkpoint), rounded "
+        "down, at least 1"))
+
+    def for_student(self, distill_epochs: int | None, student: str) -> "AftParams":
+        """This section with `epochs` set: as given, else from the student's distillation epochs (None when its
+        checkpoint records none, e.g. a fetched teacher)."""
+        if self.epochs is not None:
+            return self
+        if distill_epochs is None:
+            raise AcdistillError(f"aft.epochs is not set, and {student} records no distillation epochs to take "
+                                 f"a tenth of; set aft.epochs (or --epochs)")
+        return self.model_copy(update={"epochs": max(1, distill_epochs // 10)})
 
 
 class SweepParams(Strict):
