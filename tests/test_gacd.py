@@ -65,6 +65,23 @@ def test_negatives_never_share_the_anchor_class():
     assert set(bank.sample_negatives(torch.full((400,), 3), 6).flatten().tolist()) == set(range(6))
 
 
+def test_an_anchors_negatives_are_distinct_and_uniform_as_crd_draws_them():
+    """CRD (RepDistiller) draws each anchor's k negatives without replacement; with replacement, k = 16384 of ~45 000
+    other-class images repeat about 16 % of them."""
+    torch.manual_seed(0)
+    data = toy_set([0] * 10 + [1] * 20 + [2] * 30)  # pools of 50, 40 and 30 rows
+    bank = MemoryBank(data, 8, torch.float32, torch.device("cpu"))
+    y = torch.tensor([0, 1, 2]).repeat(2000)
+    rows = bank.sample_negatives(y, 30)
+    assert all(len(set(row)) == 30 for row in rows.tolist())
+    assert (data.labels[rows] != y[:, None]).all()
+    assert all(sorted(row) == list(range(30)) for row in rows[y == 2].tolist())  # k = the pool: all of it
+    counts = torch.bincount(rows[y == 0].flatten(), minlength=60)[10:]  # class 0's pool: rows 10-59
+    assert counts.sum() == 2000 * 30 and (counts - 2000 * 30 / 50).abs().max() < 100  # 1200 each, sd 22
+    with pytest.raises(ValueError, match="31 negatives asked of a pool of 30"):
+        bank.sample_negatives(y, 31)
+
+
 def test_bank_update_moves_batch_rows_toward_the_embeddings_and_renormalizes():
     torch.manual_seed(0)
     data = toy_set([0, 1, 2, 3, 0, 1])
@@ -320,6 +337,7 @@ def test_nce_is_computed_in_float32_under_bf16_autocast(mirror):
 
 
 def test_class_cosines_equal_the_mean_over_pairs_of_rows():
+    torch.manual_seed(0)  # rows whose mean cosine across classes is not within float32 rounding of 0
     data = ImageSet("toy", torch.zeros(40, 3, 32, 32, dtype=torch.uint8), torch.arange(40) % 3, torch.arange(40),
                     3, "test")
     bank = MemoryBank(data, 8, torch.float32, torch.device("cpu"))

@@ -93,9 +93,17 @@ class MemoryBank:
         return int(self.pool_size[present].min())
 
     def sample_negatives(self, y: torch.Tensor, k: int) -> torch.Tensor:
-        """[B, k] bank rows of other classes, uniformly with replacement (as CRD draws its negatives)."""
-        u = torch.rand(len(y), k, device=y.device)
-        return torch.gather(self.pools[y], 1, (u * self.pool_size[y][:, None]).long())
+        """[B, k] bank rows of other classes: for each anchor, k distinct rows drawn uniformly from its pool. CRD
+        (HobbitLong/RepDistiller) draws without replacement too; it draws with replacement only where k exceeds the
+        pool, which GACD's cap at `available()` rules out, so that case is refused."""
+        pool_size = self.pool_size[y]
+        if k > int(pool_size.min()):
+            raise ValueError(f"{k} negatives asked of a pool of {int(pool_size.min())} other-class rows")
+        # Random keys per row, positions past the row's pool last: the k smallest are a uniform draw without
+        # replacement from the pool.
+        keys = torch.rand(len(y), self.pools.shape[1], device=y.device)
+        keys = keys.masked_fill(torch.arange(self.pools.shape[1], device=y.device) >= pool_size[:, None], 2.0)
+        return torch.gather(self.pools[y], 1, keys.topk(k, dim=1, largest=False).indices)
 
     def lookup(self, index: torch.Tensor) -> torch.Tensor:
         rows = self.row_of[index]
