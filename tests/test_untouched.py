@@ -98,6 +98,19 @@ def x_y(data):
     return data.images.float() / 255, data.labels
 
 
+def probe(net, data):
+    return linear_probe(
+        net,
+        data,
+        epochs=1,
+        lr=0.01,
+        weight_decay=0.0,
+        batch_size=8,
+        seed=0,
+        device="cpu",
+    )
+
+
 ENTRY_POINTS = {
     "evaluate": lambda net, data: evaluate(
         net, data, ["natural", "fgsm", "pgd20", "cw2"], budget=Budget(EPS, steps=2)
@@ -122,16 +135,7 @@ ENTRY_POINTS = {
     "extract_features": lambda net, data: extract_features(
         net, data, batch_size=8, device="cpu"
     ),
-    "linear_probe": lambda net, data: linear_probe(
-        net,
-        data,
-        epochs=1,
-        lr=0.01,
-        weight_decay=0.0,
-        batch_size=8,
-        seed=0,
-        device="cpu",
-    ),
+    "linear_probe": lambda net, data: probe(net, data),
     "logits_of": lambda net, data: logits_of(net, x_y(data)[0]),
     "correlation_difference": lambda net, data: correlation_difference(
         net, net, x_y(data)[0]
@@ -197,16 +201,7 @@ def test_a_model_in_train_mode_is_evaluated_as_its_eval_mode_copy(data):
 
 def test_the_probe_holds_a_copy_whose_mode_does_not_reach_the_callers_model(data):
     net = caller_model(data.images)
-    probed = linear_probe(
-        net,
-        data,
-        epochs=1,
-        lr=0.01,
-        weight_decay=0.0,
-        batch_size=8,
-        seed=0,
-        device="cpu",
-    )
+    probed = probe(net, data)
     probed.train()
     assert net.training and not net.bn2d.training
     assert not any(p.requires_grad for p in probed.parameters())
