@@ -6,6 +6,9 @@
 - Feature geometry (paper Fig. 5): t-SNE of penultimate features of two classes plus adversarial examples of
   the second class pushed toward the first (the paper's birds, trucks and "adv trucks").
 - Training curves: the per-epoch series dvclive wrote for each training stage.
+
+Every function here runs the models it is given in eval mode and gives them back as it found them
+(acdistill/untouched.py).
 """
 from __future__ import annotations
 
@@ -22,13 +25,15 @@ from acdistill.attacks import EVAL_ATTACKS, Budget
 from acdistill.attacks.pgd import pgd
 from acdistill.data import ImageSet, iterate
 from acdistill.errors import AcdistillError
+from acdistill.untouched import leaves_model_untouched
 
 PGD_STEP = 2 / 255
 PGD_STEPS = 20
 
 
+@leaves_model_untouched
 def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    model.eval()
+    """[N, C] float logits of `model` in eval mode."""
     with torch.inference_mode():
         return torch.cat([model(images[i:i + batch_size]).float() for i in range(0, len(images), batch_size)])
 
@@ -40,11 +45,11 @@ def logit_correlation(logits: torch.Tensor) -> torch.Tensor:
     return torch.corrcoef(logits.T.double())
 
 
+@leaves_model_untouched
 def adversarial_images(model: nn.Module, data: ImageSet, budget: Budget, *, batch_size: int, seed: int,
                        device: torch.device | str) -> torch.Tensor:
     """PGD-20 (the evaluation attack) examples against `model`, for every image in `data`."""
     torch.manual_seed(seed)
-    model.eval()
     run = EVAL_ATTACKS.get("pgd20").run
     return torch.cat([run(model, b.x, b.y, budget) for b in iterate(data, batch_size, device=device)])
 
@@ -74,11 +79,13 @@ def two_class_subset(data: ImageSet, classes: tuple[int, int], per_class: int) -
     return picked[0], picked[1]
 
 
+@leaves_model_untouched
 def targeted_pgd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, budget: Budget) -> torch.Tensor:
     return pgd(lambda z: -F.cross_entropy(model(z), target, reduction="sum"), x, eps=budget.eps, step_size=PGD_STEP,
                steps=PGD_STEPS)
 
 
+@leaves_model_untouched
 def feature_cloud(model: nn.Module, data: ImageSet, classes: tuple[int, int], *, per_class: int, budget: Budget,
                   seed: int, device: torch.device | str, perplexity: float = 30.0) -> FeatureCloud:
     from sklearn.manifold import TSNE
@@ -86,7 +93,6 @@ def feature_cloud(model: nn.Module, data: ImageSet, classes: tuple[int, int], *,
     nat_a, nat_b = two_class_subset(data, classes, per_class)
     x_a, x_b = (s.images.to(device).float().div(255) for s in (nat_a, nat_b))
     torch.manual_seed(seed)
-    model.eval()
     adv_b = targeted_pgd(model, x_b, torch.full((len(x_b),), classes[0], device=device), budget)
     with torch.inference_mode():
         fooled = 100.0 * (model(adv_b).argmax(1) == classes[0]).float().mean().item()

@@ -212,9 +212,24 @@ class DistillParams(TrainParams):
 
 
 class AftParams(TrainParams):
+    """Adversarial fine-tuning (AFT) of a distilled student: a short PGD-AT with a small lr, as the GACD paper
+    fine-tunes its students."""
+
     method: str = "sat"
     lr: float = Field(0.01, gt=0)
-    epochs: int = Field(1, ge=1)
+    epochs: int | None = Field(None, ge=1, description=(
+        "null: a tenth of the epochs the fine-tuned student was distilled for (read from its checkpoint), rounded "
+        "down, at least 1"))
+
+    def for_student(self, distill_epochs: int | None, student: str) -> "AftParams":
+        """This section with `epochs` set: as given, else from the student's distillation epochs (None when its
+        checkpoint records none, e.g. a fetched teacher)."""
+        if self.epochs is not None:
+            return self
+        if distill_epochs is None:
+            raise AcdistillError(f"aft.epochs is not set, and {student} records no distillation epochs to take "
+                                 f"a tenth of; set aft.epochs (or --epochs)")
+        return self.model_copy(update={"epochs": max(1, distill_epochs // 10)})
 
 
 class SweepParams(Strict):
@@ -392,7 +407,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise AcdistillError(f"override '{text}': value is not valid YAML") from None
 
 
-def _apply(raw: dict, dotted: str, value: Any, source: str) -> None:
+def _apply(raw: dict, dotted: str, value: Any, where: str) -> None:
     node = raw
     *parents, leaf = dotted.split(".")
     for part in parents:
@@ -400,7 +415,7 @@ def _apply(raw: dict, dotted: str, value: Any, source: str) -> None:
             node[part] = {}
         child = node[part]
         if not isinstance(child, dict):
-            raise AcdistillError(f"{source}: cannot set '{dotted}': '{part}' is not a section")
+            raise AcdistillError(f"{where}cannot set '{dotted}': '{part}' is not a section")
         node = child
     node[leaf] = value
 
@@ -415,12 +430,14 @@ def _describe(err: ValidationError) -> str:
 
 
 def load_params(path: str | Path | None = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
-    """Read params.yaml (a missing default file means all defaults), apply dotted overrides, validate."""
+    """Read params.yaml (a missing default file means all defaults), apply dotted overrides, validate. An error
+    names the params file when there is one."""
     raw: dict = {}
-    source = str(path) if path else "defaults"
+    where = ""
     if path is not None:
         p = Path(path)
         if p.is_file():
+            where = f"{p}: "
             try:
                 raw = yaml.safe_load(p.read_text()) or {}
             except yaml.YAMLError as e:
@@ -432,8 +449,8 @@ def load_params(path: str | Path | None = "params.yaml", overrides: dict[str, An
         elif str(path) != "params.yaml":
             raise AcdistillError(f"params file not found: {p}")
     for key, value in (overrides or {}).items():
-        _apply(raw, key, value, source)  # a None value sets null (e.g. `-S eval.sweep=null` turns the sweep off)
+        _apply(raw, key, value, where)  # a None value sets null (e.g. `-S eval.sweep=null` turns the sweep off)
     try:
         return Params.model_validate(raw)
     except ValidationError as e:
-        raise AcdistillError(f"{source}: {_describe(e)}") from None
+        raise AcdistillError(f"{where}{_describe(e)}") from None

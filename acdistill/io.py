@@ -1,18 +1,24 @@
-"""Crash-safe file writing: a reader never sees a half-written checkpoint or metrics file."""
+"""Crash-safe file writing: a reader never sees a half-written checkpoint or metrics file. Output locks: two runs
+never write to the same directory at once, and a refused run creates nothing."""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, claim: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success fsync it and rename it over `path`, else delete it, and the
-    directories made for it."""
+    directories made for it. The running command claims its declared outputs first (`claim_outputs`), unless
+    `claim` is false: a download into a cache is not one of its outputs."""
+    if claim:
+        claim_outputs()
     target = Path(path)
     made = [d for d in [target.parent, *target.parent.parents] if not d.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -97,3 +103,39 @@ def output_lock(*files: str | os.PathLike, dirs: Iterable[str | os.PathLike] = (
                 del _held_locks[directory]
                 fcntl.flock(entry[0], fcntl.LOCK_UN)
                 entry[0].close()
+
+
+@dataclass
+class _Declared:
+    files: tuple[str | os.PathLike, ...]
+    dirs: tuple[str | os.PathLike, ...]
+    locks: ExitStack = field(default_factory=ExitStack)
+    claimed: bool = False
+
+
+_declared: ContextVar[_Declared | None] = ContextVar("declared_outputs", default=None)
+
+
+@contextmanager
+def declared_outputs(*files: str | os.PathLike, dirs: Iterable[str | os.PathLike] = ()) -> Iterator[None]:
+    """Declare what a command writes; `claim_outputs` locks it (`output_lock`), and the lock is released on exit.
+
+    The lock is not taken here: a command first validates its params and output paths, so that a command refused
+    for them leaves nothing behind (no directory, no lock file). It claims its outputs once they are valid, before
+    the long work, or at the latest the first atomic write (`atomic_path`) claims them.
+    """
+    declared = _Declared(files, tuple(dirs))
+    token = _declared.set(declared)
+    try:
+        with declared.locks:
+            yield
+    finally:
+        _declared.reset(token)
+
+
+def claim_outputs() -> None:
+    """Lock the outputs the running command declared (once; nothing to do outside `declared_outputs`)."""
+    declared = _declared.get()
+    if declared is not None and not declared.claimed:
+        declared.locks.enter_context(output_lock(*declared.files, dirs=declared.dirs))
+        declared.claimed = True

@@ -50,7 +50,7 @@ def download(url: str, sha256: str) -> Path:
         return target
     digest = hashlib.sha256()
     received = 0
-    with atomic_path(target) as tmp:
+    with atomic_path(target, claim=False) as tmp:
         try:
             with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
                 expected = response.headers.get("Content-Length")
@@ -85,7 +85,7 @@ def zoo_file(t: TeacherParams, dataset: str) -> Path:
         return path
     import robustbench.utils
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, claim=False) as tmp:
         try:  # robustbench prints the temporary file's name on stdout; gdown's progress bar stays on stderr
             with contextlib.redirect_stdout(io.StringIO()):
                 robustbench.utils.download_gdrive_new(entry["gdrive_id"], str(tmp))

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -141,3 +143,60 @@ def test_budget_and_norm_errors():
     assert Budget(2.0, "L2").eps == 2.0
     with pytest.raises(AcdistillError, match="'cw-inf' is defined for Linf only, not L2"):
         EVAL_ATTACKS.get("cw-inf").check(Budget(0.5, "L2"))
+
+
+def apgd_checkpoints(n_iter: int) -> list[int]:
+    """The iterations after which APGD checks its progress and may halve its step, as pyautoattack's
+    autopgd_base.py computes them: the first after max(floor(0.22 N), 1) iterations, each later interval shorter by
+    max(floor(0.03 N), 1) but at least max(floor(0.06 N), 1)."""
+    gap, shrink, least = max(int(0.22 * n_iter), 1), max(int(0.03 * n_iter), 1), max(int(0.06 * n_iter), 1)
+    out = []
+    while (out[-1] if out else 0) + gap <= n_iter:
+        out.append((out[-1] if out else 0) + gap)
+        gap = max(gap - shrink, least)
+    return out
+
+
+def paper_checkpoints(n_iter: int) -> list[int]:
+    """Croce & Hein 2020, sec. 3.2: w_j = ceil(p_j N) with p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} -
+    0.03, 0.06), while p_j <= 1 (exact fractions, so that 0.41 N is not read as 41.000000000000007)."""
+    from fractions import Fraction
+
+    p = [Fraction(0), Fraction(22, 100)]
+    while p[-1] + max(p[-1] - p[-2] - Fraction(3, 100), Fraction(6, 100)) <= 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - Fraction(3, 100), Fraction(6, 100)))
+    return [math.ceil(q * n_iter) for q in p[1:]]
+
+
+def test_apgd_checkpoints_as_transcribed_are_the_papers_at_100_iterations():
+    assert apgd_checkpoints(100) == paper_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert apgd_checkpoints(10) == [2, 3, 4, 5, 6, 7, 8, 9, 10]  # the integer rule; the paper's ceil gives 3, 5, ...
+
+
+@pytest.mark.parametrize("steps", [10, 100])
+def test_aa_fast_runs_apgd_with_the_schedule_of_its_iterations_and_5_restarts(mnist_model, mnist_test, steps,
+                                                                            monkeypatch):
+    """With --steps, APGD's step-size checkpoints are those of the requested iterations, for APGD-CE and APGD-T
+    alike; APGD-CE runs the 5 restarts `acdistill attacks` states. A budget far too small to fool anything keeps
+    every image in play for every restart."""
+    from pyautoattack.autopgd_base import APGDAttack
+
+    checks: dict[str, set[int]] = {"ce": set(), "dlr-targeted": set()}
+    restarts = []
+    original_check, original_run = APGDAttack.check_oscillation, APGDAttack.attack_single_run
+
+    def check_oscillation(self, x, j, k, *args, **kwargs):
+        checks[self.loss].add(j + 1)  # j is the 0-based iteration that just ended
+        return original_check(self, x, j, k, *args, **kwargs)
+
+    def attack_single_run(self, *args, **kwargs):
+        restarts.append(self.loss)
+        return original_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(APGDAttack, "check_oscillation", check_oscillation)
+    monkeypatch.setattr(APGDAttack, "attack_single_run", attack_single_run)
+    x, y = mnist_test.images[:4].float() / 255, mnist_test.labels[:4]
+    assert (mnist_model(x).argmax(1) == y).all()
+    EVAL_ATTACKS.get("aa-fast").run(mnist_model, x, y, Budget(1e-4, steps=steps))
+    assert sorted(checks["ce"]) == sorted(checks["dlr-targeted"]) == apgd_checkpoints(steps)
+    assert restarts.count("ce") == 5 and "5 restarts" in EVAL_ATTACKS.get("aa-fast").description

@@ -62,6 +62,31 @@ def test_distill_options_override_params(here):
     assert info["method"] == "kd" and info["params"]["kd"]["tau"] == 2  # the validated section, defaults filled
 
 
+def test_aft_lasts_a_tenth_of_the_students_distillation_unless_set(here):
+    side = json.loads((here / "models/student.json").read_text())
+    side["info"]["epochs"] = 25  # a student distilled for 25 epochs: 2 of AFT
+    shutil.copy(here / "models/student.safetensors", here / "models/long.safetensors")
+    (here / "models/long.json").write_text(json.dumps(side))
+    unset = ["-S", "aft.epochs=null", "--no-resume", "--force"]  # the tiny profile sets aft.epochs: 1
+    run("adv-finetune", "--model", "models/long.safetensors", "--out", "models/long_aft.safetensors",
+        "--metrics", "metrics/long_aft.json", *unset)
+    assert json.loads((here / "metrics/long_aft.json").read_text())["epochs"] == 2
+    run("adv-finetune", "--model", "models/long.safetensors", "--out", "models/long_aft.safetensors",
+        "--metrics", "metrics/long_aft.json", *unset, "--epochs", "1")
+    assert json.loads((here / "metrics/long_aft.json").read_text())["epochs"] == 1
+    result = run("adv-finetune", "--model", "models/teacher.safetensors", "--out", "models/t_aft.safetensors",
+                 "--metrics", "metrics/t_aft.json", *unset, ok=False)
+    assert "aft.epochs is not set, and models/teacher.safetensors records no distillation epochs" in result.output
+
+
+@pytest.mark.parametrize("distill_epochs, aft_epochs", [(1, 1), (8, 1), (19, 1), (25, 2), (240, 24)])
+def test_aft_epochs_rule(distill_epochs, aft_epochs):
+    from acdistill.config import AftParams
+
+    assert AftParams().for_student(distill_epochs, "s").epochs == aft_epochs
+    assert AftParams(epochs=3).for_student(distill_epochs, "s").epochs == 3
+
+
 def test_fetch_teacher_from_a_third_party_pt(here):
     source = create_model("small_cnn")
     torch.save({"model": {f"module.{k}": v for k, v in source.state_dict().items()}}, here / "third_party.pt")

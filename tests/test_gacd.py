@@ -15,10 +15,12 @@ from acdistill.models import create_model
 
 
 def eq10_by_loops(pos, neg, weight, tau, z, n_data):
-    """-1/B sum_i [w_i log h(t_i, s_i+) + sum_j w_i log(1 - h(t_i, s_ij-))], h = P / (P + k/N), P = e^{t.s/tau} / Z."""
-    batch, k = len(neg), len(neg[0])
+    """-1/B sum_i [w_i log h(t_i, s_i+) + sum_j w_i log(1 - h(t_i, s_ij-))], h = P / (P + k/N), P = e^{t.s/tau} / Z,
+    with k = len(neg[i]), anchor i's count of negatives."""
+    batch = len(neg)
     total = 0.0
     for i in range(batch):
+        k = len(neg[i])
         p = math.exp(pos[i] / tau) / z
         total += weight[i] * math.log(p / (p + k / n_data))
         for j in range(k):
@@ -63,6 +65,23 @@ def test_negatives_never_share_the_anchor_class():
     assert (data.labels[rows] != y[:, None]).all()
     # Every other-class image can be drawn: for class 3, rows 0-5.
     assert set(bank.sample_negatives(torch.full((400,), 3), 6).flatten().tolist()) == set(range(6))
+
+
+def test_an_anchors_negatives_are_distinct_and_uniform_as_crd_draws_them():
+    """CRD (RepDistiller) draws each anchor's k negatives without replacement; with replacement, k = 16384 of ~45 000
+    other-class images repeat about 16 % of them."""
+    torch.manual_seed(0)
+    data = toy_set([0] * 10 + [1] * 20 + [2] * 30)  # pools of 50, 40 and 30 rows
+    bank = MemoryBank(data, 8, torch.float32, torch.device("cpu"))
+    y = torch.tensor([0, 1, 2]).repeat(2000)
+    rows = bank.sample_negatives(y, 30)
+    assert all(len(set(row)) == 30 for row in rows.tolist())
+    assert (data.labels[rows] != y[:, None]).all()
+    assert all(sorted(row) == list(range(30)) for row in rows[y == 2].tolist())  # k = the pool: all of it
+    counts = torch.bincount(rows[y == 0].flatten(), minlength=60)[10:]  # class 0's pool: rows 10-59
+    assert counts.sum() == 2000 * 30 and (counts - 2000 * 30 / 50).abs().max() < 100  # 1200 each, sd 22
+    with pytest.raises(ValueError, match="31 negatives asked of a pool of 30"):
+        bank.sample_negatives(y, 31)
 
 
 def test_bank_update_moves_batch_rows_toward_the_embeddings_and_renormalizes():
@@ -216,6 +235,80 @@ def test_the_student_anchored_half_is_eq_10_against_the_teacher_bank_and_both_ba
     assert torch.allclose(method.bank.rows[rows], F.normalize(before["bank"][rows] + s, dim=1), atol=1e-6)
 
 
+PAPER_LITERAL = {"negatives": "batch", "symmetric": False, "embed_bn": False}
+
+
+def test_paper_literal_nce_is_eq10_against_the_students_fresh_embeddings_of_other_classes(mirror):
+    """Algorithm 1: s- = f^s(x-), here for every clean image of another class in the batch, with each anchor's k
+    the count of its negatives."""
+    method, student, teacher = make_gacd(**PAPER_LITERAL, reweight=False)
+    data, batch = cifar_batch()
+    method.setup(data)
+    x_adv = method.perturb(batch)
+    terms = method.loss(batch, x_adv)
+    assert set(terms) == {"nce", "ce"} and method.banks() == {}
+    with torch.no_grad():
+        t = F.normalize(method.embed_t(teacher.features(x_adv)), dim=1).double()
+        s = F.normalize(method.embed_s(student.features(x_adv)), dim=1).double()
+        clean = F.normalize(method.embed_s(student.features(batch.x)), dim=1).double()
+    y = batch.y.tolist()
+    pos = (t * s).sum(1).tolist()
+    neg = [[(t[i] @ clean[j]).item() for j in range(len(y)) if y[j] != y[i]] for i in range(len(y))]
+    scores = [p / 0.1 for p in pos] + [n / 0.1 for row in neg for n in row]
+    z = len(data) * sum(math.exp(v) for v in scores) / len(scores)  # CRD's Z from this first batch
+    assert terms["nce"].item() == pytest.approx(eq10_by_loops(pos, neg, [1.0] * len(y), 0.1, z, len(data)),
+                                                rel=1e-5)
+
+
+def nce_gradient(method, student, batch, x_adv):
+    student.zero_grad()
+    method.log_z = torch.tensor(9.0)  # Z fixed, so that only the scores can differ
+    method.loss(batch, x_adv)["nce"].backward()
+    return torch.cat([p.grad.flatten() for p in student.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("negatives", ["bank", "batch"])
+def test_paper_literal_negatives_push_the_student_and_bank_rows_do_not(mirror, negatives):
+    """The same positives with other clean images as negatives: Eq. 10's student gradient changes only where the
+    student embeds its negatives afresh."""
+    method, student, _ = make_gacd(**{**PAPER_LITERAL, "negatives": negatives}, k=8)
+    data, batch = cifar_batch()
+    method.setup(data)
+    x_adv = method.perturb(batch)
+    torch.manual_seed(3)  # the same bank negatives
+    one = nce_gradient(method, student, batch, x_adv)
+    others = Batch(batch.x.flip(0), batch.y, batch.index)  # the same labels, other images
+    torch.manual_seed(3)
+    other = nce_gradient(method, student, others, x_adv)
+    assert one.abs().sum() > 0
+    assert torch.allclose(one, other) is (negatives == "bank")
+
+
+def test_paper_literal_state_holds_heads_and_z_and_no_bank(mirror):
+    data, batch = cifar_batch()
+    method, _, _ = make_gacd(**PAPER_LITERAL)
+    method.setup(data)
+    method.loss(batch, batch.x)
+    state = method.state_dict()
+    assert set(state) == {"embed_t", "embed_s", "log_z"}
+    other, _, _ = make_gacd(**PAPER_LITERAL)
+    other.setup(data)
+    other.load_state_dict(state)
+    assert torch.equal(other.log_z, method.log_z) and torch.equal(other.embed_s.weight, method.embed_s.weight)
+
+
+def test_symmetric_needs_bank_negatives():
+    with pytest.raises(AcdistillError, match="set symmetric: false"):
+        load_params(None, {"distill.method": "gacd", "distill.gacd": {"negatives": "batch"}})
+
+
+def test_the_gpu_preset_runs_the_paper_literal_variant():
+    from conftest import REPO
+
+    params = load_params(REPO / "configs" / "gacd-resnet18-cifar10.yaml").distill.method_params()
+    assert {key: getattr(params, key) for key in PAPER_LITERAL} == PAPER_LITERAL
+
+
 def test_reweight_false_gives_unit_weights_and_k_is_capped_with_a_warning(mirror, capsys):
     data, batch = cifar_batch()
     for reweight in (True, False):
@@ -320,6 +413,7 @@ def test_nce_is_computed_in_float32_under_bf16_autocast(mirror):
 
 
 def test_class_cosines_equal_the_mean_over_pairs_of_rows():
+    torch.manual_seed(0)  # rows whose mean cosine across classes is not within float32 rounding of 0
     data = ImageSet("toy", torch.zeros(40, 3, 32, 32, dtype=torch.uint8), torch.arange(40) % 3, torch.arange(40),
                     3, "test")
     bank = MemoryBank(data, 8, torch.float32, torch.device("cpu"))

@@ -1,5 +1,6 @@
 """Entropic optimal transport between two batches of features: the distance the feature-scattering attack
-(Zhang & Wang 2019) maximizes to build GACD's positives.
+(Zhang & Wang 2019) maximizes to build GACD's positives. GACD applies it to penultimate features, as the GACD paper
+describes its positives; the feature-scattering reference code computes its transport cost on the logits.
 
 The solver is POT's (`ot.sinkhorn2`, log-domain), a maintained library. It is differentiable through its
 iterations, it matches exact OT on small problems (tests/test_gacd.py), and it was faster than a hand-written

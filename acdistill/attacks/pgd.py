@@ -1,7 +1,9 @@
 """Projected gradient ascent (L-inf or L2), shared by training (inner maximization) and evaluation.
 
 Every attack works in pixel space on inputs in [0, 1] (normalization lives inside the models) and projects onto
-the eps-ball and [0, 1] after every step.
+the eps-ball and [0, 1] after every step. The attacks that take a model (`fgsm`, `cw_l2`) run it in eval mode and
+give it back as they found it (acdistill/untouched.py); `pgd` takes an objective, so that a training method can
+attack its student in the mode its reference code uses.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from acdistill.losses import kl_rows
+from acdistill.untouched import leaves_model_untouched
 
 Objective = Callable[[torch.Tensor], torch.Tensor]  # x_adv -> scalar to maximize
 Start = Literal["uniform", "normal", "none"]
@@ -89,11 +92,13 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return logits[onehot] - logits.masked_fill(onehot, float("-inf")).amax(dim=1)
 
 
+@leaves_model_untouched
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: Norm = "Linf") -> torch.Tensor:
     """One full step of length eps (L2: the fast gradient method along the normalized gradient)."""
     return pgd(ce_objective(model, y), x, eps=eps, step_size=eps, steps=1, start="none", norm=norm)
 
 
+@leaves_model_untouched
 def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, c: float = 1.0, kappa: float = 0.0,
           steps: int = 100, lr: float = 0.01, max_norm: float = 0.5) -> torch.Tensor:
     """Carlini & Wagner L2 (as torchattacks.CW, without its early stop): Adam on w with x' = (tanh(w) + 1) / 2,

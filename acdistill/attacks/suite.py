@@ -1,4 +1,5 @@
-"""Evaluation attacks by name, as ../shared/SPEC.md defines them (model in eval mode, L-inf by default)."""
+"""Evaluation attacks by name, L-inf by default; each one's protocol is in its description below. Each one runs the
+model in eval mode and gives it back as it found it (acdistill/untouched.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from torch import nn
 from acdistill.attacks.pgd import NORMS, Norm, ce_objective, cw_l2, cw_objective, fgsm, pgd
 from acdistill.errors import AcdistillError
 from acdistill.registry import Registry
+from acdistill.untouched import leaves_model_untouched
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ EVAL_ATTACKS: Registry[EvalAttack] = Registry("attack")
 
 def _add(name: str, description: str, run: AttackFn, steps: int | None = None,
          norms: tuple[Norm, ...] = NORMS) -> None:
-    EVAL_ATTACKS.register(name)(EvalAttack(name, run, description, steps, norms))
+    EVAL_ATTACKS.register(name)(EvalAttack(name, leaves_model_untouched(run), description, steps, norms))
 
 
 def crossing_step(eps: float, steps: int) -> float:
@@ -73,6 +75,24 @@ def _pgd_ce(default_steps: int, linf_step: float, start: str) -> AttackFn:
     return run
 
 
+def with_iterations(apgd, n_iter: int):
+    """A copy of pyautoattack's APGD attack `apgd` (untargeted or targeted) built for `n_iter` iterations.
+
+    APGD fixes its step-size schedule when it is built (Croce & Hein 2020, sec. 3.2; `autopgd_base.py` of
+    pyautoattack): the step halves, where progress stalled, at checkpoints whose spacing starts at 22 % of the
+    iterations and shrinks by 3 % of them at each checkpoint, down to 6 %. Setting `n_iter` on a built attack would
+    keep the checkpoints of its old count: at 10 iterations those of 100, whose first one (iteration 22) never
+    comes, so the step would never halve.
+    """
+    from pyautoattack.autopgd_base import APGDAttack_targeted
+
+    common = dict(n_iter=n_iter, norm=apgd.norm, n_restarts=apgd.n_restarts, eps=apgd.eps, seed=apgd.seed,
+                  eot_iter=apgd.eot_iter, rho=apgd.thr_decr, device=apgd.device, logger=apgd.logger)
+    if isinstance(apgd, APGDAttack_targeted):
+        return APGDAttack_targeted(apgd.model, n_target_classes=apgd.n_target_classes, **common)
+    return type(apgd)(apgd.model, loss=apgd.loss, **common)
+
+
 def _autoattack(version: str, attacks: list[str] | None = None) -> AttackFn:
     def run(model, x, y, budget: Budget):
         from pyautoattack import AutoAttack
@@ -80,7 +100,8 @@ def _autoattack(version: str, attacks: list[str] | None = None) -> AttackFn:
         adversary = AutoAttack(model, attacks=attacks, eps=budget.eps, norm=budget.norm, version=version,
                                device=x.device, seed=0)
         if version == "custom" and budget.steps is not None:
-            adversary.apgd.n_iter = adversary.apgd_targeted.n_iter = budget.steps
+            adversary.apgd = with_iterations(adversary.apgd, budget.steps)
+            adversary.apgd_targeted = with_iterations(adversary.apgd_targeted, budget.steps)
         x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))  # (x_adv, predictions on x_adv)
         return x_adv
 
@@ -101,5 +122,6 @@ _add("cw2", "C&W L2 (c 1, kappa 0, 100 Adam steps, lr 0.01); robust if it fails 
      lambda model, x, y, budget: cw_l2(model, x, y, steps=budget.steps or 100), steps=100)
 _add("aa", "AutoAttack standard (apgd-ce, apgd-t, fab-t, square) through pyautoattack; a fixed protocol",
      _autoattack("standard"))
-_add("aa-fast", "AutoAttack version custom: apgd-ce + apgd-t (100 iterations), through pyautoattack",
+_add("aa-fast", "AutoAttack version custom through pyautoattack: apgd-ce with 5 restarts + apgd-t on 9 target classes, "
+     "100 iterations each",
      _autoattack("custom", ["apgd-ce", "apgd-t"]), steps=100)

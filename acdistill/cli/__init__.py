@@ -8,7 +8,7 @@ app = typer.Typer(
     name="acdistill",
     help="Transfer adversarial robustness from a robust teacher to a small student, and measure it.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion: the registries' names complete the options that take them
     pretty_exceptions_enable=False,
 )
 

@@ -35,7 +35,7 @@ from acdistill.data import load_split
 from acdistill.engine import evaluate
 from acdistill.errors import AcdistillError, warn
 from acdistill.methods import METHODS
-from acdistill.io import write_json, write_text
+from acdistill.io import claim_outputs, write_json, write_text
 from acdistill.provenance import code_info, machine_info, source_digest
 
 RESULT = "result.json"
@@ -236,6 +236,7 @@ def ablate(
     dev = device_of(params, device)
     needs_teacher = any(METHODS.get(p.distill.method).needs_teacher for p in per_run)
     teacher_sha = read_sidecar(teacher)["sha256"] if needs_teacher else None
+    claim_outputs()
 
     stale: list[str] = []  # labels of the finished runs reused from other acdistill code
 

@@ -37,10 +37,13 @@ def adv_finetune(
 
 def run_aft(params: Params, *, model: Path, teacher: Path, out: Path, metrics: Path, data_dir: Path | None,
             device: torch.device, resume: bool, force: bool, run_dir: Path | None = None) -> dict[str, Any]:
-    """Fine-tune the student at `model` with the `aft` section; `run_dir` as in `train_and_save`."""
-    cfg = params.aft
+    """Fine-tune the student at `model` with the `aft` section; `run_dir` as in `train_and_save`. Unless `aft.epochs`
+    is set, the fine-tuning lasts a tenth of the student's distillation epochs (at least 1)."""
     student = load_model(model, device).train()
-    context = {"student_sha256": read_sidecar(model)["sha256"]}
+    sidecar = read_sidecar(model)
+    info = sidecar.get("info", {})
+    cfg = params.aft.for_student(info.get("epochs") if info.get("stage") == "distill" else None, str(model))
+    context = {"student_sha256": sidecar["sha256"]}
     teacher_model = None
     if METHODS.get(cfg.method).needs_teacher:
         teacher_model = freeze(load_model(teacher, device))

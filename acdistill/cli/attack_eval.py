@@ -10,17 +10,19 @@ from tabulate import tabulate
 
 import torch
 
+from acdistill.attacks import EVAL_ATTACKS
 from acdistill.checkpoint import load_model, read_sidecar, sidecar_path
 from acdistill.cli.common import (DataDirOpt, DeviceOpt, ForceOpt, FormatOpt, NormalizeOpt, ParamsOpt, SetOpt,
-                                  check_json_out, device_of, echo, load, parse_normalize, refuse_overwrite,
-                                  user_errors, writes)
+                                  check_json_out, completion, device_of, echo, load, parse_normalize,
+                                  refuse_overwrite, user_errors, writes)
 from acdistill.data import load_split
 from acdistill.engine import evaluate
-from acdistill.engine.evaluate import eps_sweep, first_n
+from acdistill.engine.evaluate import check_model_outputs, eps_sweep, first_n
 from acdistill.engine.sanity import Check, sanity_checks
 from acdistill.engine.trainer import console
 from acdistill.errors import AcdistillError
-from acdistill.io import write_json, write_text
+from acdistill.io import claim_outputs, write_json, write_text
+from acdistill.models import list_models
 from acdistill.plots import eps_sweep_png
 
 
@@ -89,10 +91,13 @@ def attack_eval(
     model: Annotated[Path, typer.Option(help="checkpoint: ours (.safetensors + .json sidecar), or a released state "
                                              "dict (.safetensors / .pt, read with weights_only=True)")],
     arch: Annotated[Optional[str], typer.Option(
-        help="architecture of a bare state dict in acdistill's layout; released layouts name their own")] = None,
+        help="architecture of a bare state dict in acdistill's layout (released layouts name their own; see "
+             "`acdistill models`)", autocompletion=completion(list_models))] = None,
     fmt: FormatOpt = None,
     normalize: NormalizeOpt = None,
-    attacks: Annotated[Optional[str], typer.Option(help="comma-separated, see `acdistill attacks`")] = None,
+    attacks: Annotated[Optional[str], typer.Option(
+        help=f"comma-separated, from: {', '.join(EVAL_ATTACKS.names())} (see `acdistill attacks`)",
+        autocompletion=completion(EVAL_ATTACKS.names, comma_separated=True))] = None,
     n: Annotated[Optional[int], typer.Option(help="evaluate the first n test images")] = None,
     eps: Annotated[Optional[str], typer.Option(help="budget, e.g. 8/255 (L-inf) or 0.5 (L2)")] = None,
     norm: Annotated[Optional[str], typer.Option(help="threat model: Linf or L2")] = None,
@@ -127,14 +132,18 @@ def attack_eval(
     dev = device_of(params, device)
     net, recorded_clean = open_model(model, arch, fmt, normalize, params, dev)
     test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
+    check_model_outputs(net, test, dev)
     common = dict(batch_size=cfg.batch_size, seed=params.seed, device=dev)
     sweep_n = (cfg.sweep.n or cfg.n) if cfg.sweep else None
     s = cfg.sanity
+    # Each subset is taken now, so that one larger than the test set is refused before anything is written.
+    evaluated, sweep_set = first_n(test, cfg.n), first_n(test, sweep_n) if cfg.sweep else None
     sanity_set = first_n(test, s.n) if sanity else None
+    claim_outputs()
     with ProgressBars() as progress:
-        results = evaluate(net, test, cfg.attacks, budget=budget, n=cfg.n, limits=cfg.n_per_attack,
-                           progress=progress, **common)
-        curve = (eps_sweep(net, test, cfg.sweep.attack, cfg.sweep.eps, budget=budget, n=sweep_n, progress=progress,
+        results = evaluate(net, evaluated, cfg.attacks, budget=budget, limits=cfg.n_per_attack, progress=progress,
+                           **common)
+        curve = (eps_sweep(net, sweep_set, cfg.sweep.attack, cfg.sweep.eps, budget=budget, progress=progress,
                            **common) if cfg.sweep else None)
         checks = (sanity_checks(net, sanity_set, budget, steps=s.steps, more_steps_factor=s.more_steps_factor,
                                 square_queries=s.square_queries, tolerance=s.tolerance,

@@ -30,9 +30,23 @@ DeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N 
 EpochsOpt = Annotated[Optional[int], typer.Option(help="override the section's epochs")]
 ResumeOpt = Annotated[bool, typer.Option(help="continue from the last epoch checkpoint if its settings match")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite a finished result already at the output path")]
+
+
+def completion(names: Callable[[], list[str]], comma_separated: bool = False) -> Callable[[str], list[str]]:
+    """Shell completion of an option from a registry's `names` (e.g. METHODS.names); with `comma_separated`, of the
+    last item of a comma-separated list. Bad values are still refused by the command itself, with its one-line
+    error, rather than by a click.Choice, whose message spans the usage text."""
+
+    def complete(incomplete: str) -> list[str]:
+        head, _, last = incomplete.rpartition(",") if comma_separated else ("", "", incomplete)
+        return [f"{head},{name}" if head else name for name in names() if name.startswith(last)]
+
+    return complete
+
+
 FormatOpt = Annotated[Optional[str], typer.Option(
     "--format", help=f"checkpoint layout of a state dict without a sidecar: {', '.join(format_names())} (default "
-                     "auto; see `acdistill formats`)", autocompletion=format_names)]
+                     "auto; see `acdistill formats`)", autocompletion=completion(format_names))]
 NormalizeOpt = Annotated[Optional[str], typer.Option(
     help="input normalization of weights that record none: none ([0, 1] inputs), dataset, or MEAN/STD with one "
          "or three values each (e.g. 0.5/0.25)")]
@@ -53,17 +67,19 @@ def user_errors(command: Callable) -> Callable:
 
 
 def writes(*files: str, dirs: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
-    """Declare which path options of a command it writes (files, and whole directories): their directories stay
-    locked against other acdistill runs for as long as the command runs."""
-    from acdistill.io import output_lock
+    """Declare which path options of a command it writes (files, and whole directories): once the command has
+    validated its inputs and claimed them (`claim_outputs`, or its first write), their directories stay locked
+    against other acdistill runs until it ends. Until then nothing is created, so a refused command leaves no
+    directory and no lock file behind."""
+    from acdistill.io import declared_outputs
 
     def wrap(command: Callable) -> Callable:
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
             if rank_of_env() != 0:  # under torchrun rank 0 alone writes, and holds the locks
                 return command(*args, **kwargs)
-            with output_lock(*(kwargs[name] for name in files if kwargs.get(name) is not None),
-                             dirs=[kwargs[name] for name in dirs if kwargs.get(name) is not None]):
+            with declared_outputs(*(kwargs[name] for name in files if kwargs.get(name) is not None),
+                                  dirs=[kwargs[name] for name in dirs if kwargs.get(name) is not None]):
                 return command(*args, **kwargs)
 
         return wrapper
@@ -162,13 +178,14 @@ def train_and_save(stage: str, section: TrainParams, params: Params, *, student:
     locked against other runs throughout."""
     from contextlib import nullcontext
 
-    from acdistill.io import output_lock
+    from acdistill.io import claim_outputs, output_lock
 
     state_path = run_dir / "state.pt" if run_dir else Path("models/state") / f"{stage}.pt"
     live_dir = run_dir / "dvclive" if run_dir else Path("dvclive") / stage
     ranks, device = from_env(device)
+    check_outputs(out, metrics, force)
+    claim_outputs()
     with output_lock(out, metrics, state_path) if ranks.main else nullcontext():
-        check_outputs(out, metrics, force)
         return _train_and_save(stage, section, params, student=student, teacher=teacher, data_dir=data_dir,
                                device=device, out=out, metrics=metrics, resume=resume, context=context,
                                state_path=state_path, live_dir=live_dir, ranks=ranks)

@@ -9,17 +9,21 @@ import typer
 
 from acdistill.checkpoint import load_model, read_sidecar
 from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ForceOpt, ParamsOpt, ResumeOpt, SetOpt,
-                                  check_classes, device_of, freeze, load, new_model, train_and_save, user_errors,
-                                  writes)
+                                  check_classes, completion, device_of, freeze, load, new_model, train_and_save,
+                                  user_errors, writes)
 from acdistill.config import Params
 from acdistill.data import DATASETS
 from acdistill.methods import METHODS
+from acdistill.models import list_models
 
 
 def distill(
     params_file: ParamsOpt = Path("params.yaml"),
-    method: Annotated[Optional[str], typer.Option(help="distillation method (see `acdistill methods`)")] = None,
-    student: Annotated[Optional[str], typer.Option(help="student architecture")] = None,
+    method: Annotated[Optional[str], typer.Option(
+        help=f"distillation method: {', '.join(METHODS.names())} (see `acdistill methods`)",
+        autocompletion=completion(METHODS.names))] = None,
+    student: Annotated[Optional[str], typer.Option(
+        help=f"student architecture: {', '.join(list_models())}", autocompletion=completion(list_models))] = None,
     epochs: EpochsOpt = None,
     teacher: Annotated[Path, typer.Option(help="teacher checkpoint")] = Path("models/teacher.safetensors"),
     out: Annotated[Path, typer.Option(help="student checkpoint to write")] = Path("models/student.safetensors"),

@@ -16,7 +16,7 @@ from acdistill.config import Params
 from acdistill.data import load_split
 from acdistill.engine.evaluate import first_n
 from acdistill.errors import AcdistillError
-from acdistill.io import write_json
+from acdistill.io import claim_outputs, write_json
 from acdistill.models import feature_dim
 from acdistill.plots import CLASS_NAMES, correlation_png, curves_png, eps_sweep_png, tsne_png
 
@@ -52,6 +52,7 @@ def figures(
     budget = params.eval.budget()
     common = dict(seed=params.seed, device=dev)
     data = first_n(test, cfg.n)
+    claim_outputs()
     x = data.images.to(dev).float().div(255)
     summary: dict = {"logit_corr_mean_abs_diff": {}, "tsne_fooled_percent": {}}
     written = []

@@ -17,7 +17,7 @@ from acdistill.data import load_split
 from acdistill.engine import evaluate
 from acdistill.engine.probe import PROBE_NEEDS, linear_probe
 from acdistill.errors import AcdistillError
-from acdistill.io import atomic_path, write_json, write_text
+from acdistill.io import atomic_path, claim_outputs, write_json, write_text
 from acdistill.models import feature_dim
 
 
@@ -50,6 +50,7 @@ def transfer_probe(
     feature_dim(backbone, f"model {model}", PROBE_NEEDS)
     train = load_split(cfg.dataset, True, cfg.train_subset, cfg.root, data_dir)
     test = load_split(cfg.dataset, False, cfg.test_subset, cfg.root, data_dir)
+    claim_outputs()
     start = time.perf_counter()
     probed = linear_probe(backbone, train, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                           batch_size=cfg.batch_size, seed=params.seed, device=dev)

@@ -12,11 +12,13 @@ from acdistill.attacks import EVAL_ATTACKS
 from acdistill.attacks.suite import AttackFn, Budget
 from acdistill.data import ImageSet, iterate
 from acdistill.errors import AcdistillError
+from acdistill.untouched import leaves_model_untouched
 
 
+@leaves_model_untouched
 def correct_mask(model: nn.Module, data: ImageSet, attack: AttackFn, *, budget: Budget, batch_size: int,
                  device: torch.device | str, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
-    """Boolean [N]: whether the model classifies each attacked example correctly. The model must be in eval mode."""
+    """Boolean [N]: whether the model, in eval mode, classifies each attacked example correctly."""
     out = []
     for batch in iterate(data, batch_size, device=device):
         x_adv = attack(model, batch.x, batch.y, budget)
@@ -50,6 +52,7 @@ def first_n(data: ImageSet, n: int | None) -> ImageSet:
     return data.take(n)
 
 
+@leaves_model_untouched
 def check_model_outputs(model: nn.Module, data: ImageSet, device: torch.device | str) -> None:
     with torch.no_grad():
         out_classes = model(data.images[:1].to(device).float().div(255)).shape[1]
@@ -57,6 +60,7 @@ def check_model_outputs(model: nn.Module, data: ImageSet, device: torch.device |
         raise AcdistillError(f"model has {out_classes} outputs but {data.name} has {data.num_classes} classes")
 
 
+@leaves_model_untouched
 def evaluate(model: nn.Module, data: ImageSet, attacks: list[str], *, budget: Budget = Budget(),
              batch_size: int = 256, n: int | None = None, limits: dict[str, int] | None = None, seed: int = 0,
              device: torch.device | str = "cpu", progress: Callable[[str, int, int], None] | None = None
@@ -68,13 +72,15 @@ def evaluate(model: nn.Module, data: ImageSet, attacks: list[str], *, budget: Bu
     plus "all_attacks" when more than one attack ran: an example counts there only if it is classified correctly
     under every attack run. `limits` runs a costly attack on only the first N of the n examples
     ({"aa-fast": 500}); its entry and "all_attacks" then cover those N.
+
+    The model runs in eval mode and comes back as it was found: its train/eval mode, batch-norm statistics and
+    gradients are untouched (acdistill/untouched.py).
     """
     specs = [EVAL_ATTACKS.get(name) for name in attacks]
     for spec in specs:
         spec.check(budget)
     data = first_n(data, n)
     check_model_outputs(model, data, device)
-    model.eval()
     natural = EVAL_ATTACKS.get("natural")
     start = time.perf_counter()
     clean = correct_mask(model, data, natural.run, budget=budget, batch_size=batch_size, device=device)

@@ -2,9 +2,12 @@
 target dataset, then attack the frozen extractor + head end to end.
 
 The extractor runs in eval mode, so its batch-norm statistics cannot drift and its features are a fixed function
-of the image: they are computed once and the head trains on the cached tensor.
+of the image: they are computed once and the head trains on the cached tensor. The caller's model comes back as it
+was found (acdistill/untouched.py); the probed model holds a frozen copy of it.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -12,10 +15,12 @@ from torch import nn
 
 from acdistill.data import ImageSet, iterate
 from acdistill.models import feature_dim
+from acdistill.untouched import leaves_model_untouched
 
 
 class Probed(nn.Module):
-    """features(x) of a frozen backbone followed by a linear head; what `evaluate` attacks."""
+    """features(x) of a frozen backbone followed by a linear head; what `evaluate` attacks. `linear_probe` builds
+    it on a copy of the caller's backbone, so that switching the probed model's mode leaves the original alone."""
 
     def __init__(self, backbone: nn.Module, head: nn.Linear):
         super().__init__()
@@ -29,8 +34,9 @@ class Probed(nn.Module):
 PROBE_NEEDS = "the probe needs a feature extractor (any model built by acdistill has one)"
 
 
+@leaves_model_untouched
 def extract_features(model: nn.Module, data: ImageSet, *, batch_size: int, device: torch.device | str) -> torch.Tensor:
-    model.eval()
+    """[N, D] float32 features of every image of `data`, on the CPU, from `model` in eval mode."""
     out = []
     with torch.inference_mode():
         for batch in iterate(data, batch_size, device=device):
@@ -71,10 +77,10 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: i
 
 def linear_probe(backbone: nn.Module, train: ImageSet, *, epochs: int, lr: float, weight_decay: float,
                  batch_size: int, seed: int, device: torch.device | str) -> Probed:
-    """Fit a head on `train` through the frozen `backbone`; the backbone's weights and buffers are not touched."""
+    """Fit a head on `train` through the frozen `backbone`, and return a frozen copy of the backbone with the head.
+    The backbone itself is not touched: weights, buffers, mode and requires_grad stay as they were."""
     feature_dim(backbone, "the model", PROBE_NEEDS)
-    backbone.eval().requires_grad_(False)
     feats = extract_features(backbone, train, batch_size=batch_size, device=device)
     head = fit_linear_head(feats, train.labels, train.num_classes, epochs=epochs, lr=lr, weight_decay=weight_decay,
                            batch_size=batch_size, seed=seed)
-    return Probed(backbone, head.to(device)).eval()
+    return Probed(copy.deepcopy(backbone), head.to(device)).eval().requires_grad_(False)

@@ -25,6 +25,7 @@ from acdistill.attacks.suite import crossing_step
 from acdistill.data import ImageSet
 from acdistill.engine.evaluate import correct_mask
 from acdistill.errors import AcdistillError
+from acdistill.untouched import leaves_model_untouched
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,15 @@ def _trend(name: str, what: str, points: dict[str, float], tolerance: float) -> 
     return Check(name, passed, f"accuracy {trail} % as {what} go {' -> '.join(points)}: {verdict}", points)
 
 
+@leaves_model_untouched
 def sanity_checks(model: nn.Module, data: ImageSet, budget: Budget, *, steps: int = 20, more_steps_factor: int = 5,
                   square_queries: int = 1000, tolerance: float = 1.0, huge_eps_max_accuracy: float = 2.0,
                   batch_size: int = 256, seed: int = 0, device: torch.device | str = "cpu",
                   progress: Callable[[str, int, int], None] | None = None) -> list[Check]:
-    """Run the four checks on every example of `data` (the model in eval mode); `tolerance` is in points."""
+    """Run the four checks on every example of `data`; `tolerance` is in points. The model runs in eval mode and
+    comes back as it was found (acdistill/untouched.py)."""
     if budget.eps <= 0:
         raise AcdistillError("the sanity checks need eps > 0")
-    model.eval()
 
     def accuracy(label: str, attack: Callable, b: Budget) -> float:
         step = (lambda k: progress(label, k, len(data))) if progress else None

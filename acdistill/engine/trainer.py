@@ -167,7 +167,6 @@ class Trainer:
     def monitor(self, data: ImageSet | None) -> dict[str, float]:
         if data is None or len(data) == 0:
             return {}
-        self.model.eval()
         a = self.cfg.attack
         steps = self.cfg.monitor_steps
 
@@ -180,7 +179,6 @@ class Trainer:
             correct = correct_mask(self.model, data, attack, budget=Budget(a.eps), batch_size=256,
                                    device=self.device)
             out[name] = round(100.0 * correct.float().mean().item(), 2)
-        self.model.train()
         return out
 
     def fit(self, train_set: ImageSet, monitor_set: ImageSet | None = None, *, augment: bool = True,

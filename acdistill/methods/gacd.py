@@ -5,7 +5,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
 from acdistill.attacks.ot import cosine_cost, sinkhorn_cost
@@ -19,11 +19,15 @@ from acdistill.models import feature_dim
 
 class GACDParams(MethodParams):
     embed_dim: int = Field(128, ge=1, description="d of the L2-normalized embeddings (CRD's convention)")
-    k: int = Field(16384, gt=0, description="negatives per anchor, capped at the other-class samples available")
+    negatives: Literal["bank", "batch"] = Field("bank", description=(
+        "bank: k student embeddings of other classes read from a memory bank (CRD's estimator); they are constants "
+        "to the gradient. batch: the paper's Algorithm 1, s- = f^s(x-) computed afresh, with gradients: the "
+        "student's embeddings of the batch's clean images of other classes, all of them (k does not apply)"))
+    k: int = Field(16384, gt=0, description="bank negatives per anchor, capped at the other-class samples available")
     tau: float = Field(0.1, gt=0, description="temperature of the critic")
     momentum: float = Field(0.5, ge=0, lt=1, description="memory-bank update: new row = m * old + (1 - m) * s")
     reweight: bool = Field(True, description="weight each sample by the teacher's probability of its class")
-    symmetric: bool = Field(True, description=(
+    symmetric: bool = Field(True, validate_default=True, description=(
         "add CRD's student-anchored half: s+ against teacher embeddings of other classes from a second bank. "
         "Eq. 10 alone, over a bank, gives the student no push away from its negatives, and its embeddings "
         "collapsed to one direction in the study (RESULTS.md)"))
@@ -39,34 +43,49 @@ class GACDParams(MethodParams):
     sinkhorn_reg: float = Field(0.01, gt=0)
     sinkhorn_iters: int = Field(100, ge=1)
 
+    @field_validator("symmetric")
+    @classmethod
+    def _symmetric_needs_the_bank(cls, symmetric: bool, info: ValidationInfo) -> bool:
+        if symmetric and info.data.get("negatives") == "batch":
+            raise ValueError("true needs negatives: bank (CRD's student-anchored half reads a bank of teacher "
+                             "embeddings); with negatives: batch, set symmetric: false")
+        return symmetric
+
 
 def reweighted_nce(pos: torch.Tensor, neg: torch.Tensor, weight: torch.Tensor, *, tau: float, log_z: torch.Tensor,
-                   n_data: int) -> torch.Tensor:
+                   n_data: int, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 10 of the GACD paper, negated and averaged over the batch:
     -mean_i w_i [log h(t_i, s_i+) + sum_j log(1 - h(t_i, s_ij-))], h = P / (P + k/N), P = exp(t.s / tau) / Z.
 
-    pos [B] and neg [B, k] are the dot products t.s of normalized embeddings; log_z = log Z.
+    pos [B] and neg [B, k] are the dot products t.s of normalized embeddings; log_z = log Z. With `mask` [B, k]
+    (bool), anchor i's negatives are the scores where mask[i] holds, and its k is their count.
     """
-    log_h_pos, log_not_h_neg = critic_log_terms(pos, neg, tau=tau, log_z=log_z,
-                                                log_noise=math.log(neg.shape[1] / n_data))
+    k = torch.tensor(float(neg.shape[1]), device=neg.device) if mask is None else mask.sum(dim=1).to(neg.dtype)
+    log_h_pos, log_not_h_neg = critic_log_terms(pos, neg, tau=tau, log_z=log_z, log_noise=torch.log(k / n_data))
+    if mask is not None:
+        log_not_h_neg = torch.where(mask, log_not_h_neg, 0.0)
     return -(weight * (log_h_pos + log_not_h_neg.sum(dim=1))).mean()
 
 
 def critic_log_terms(pos: torch.Tensor, neg: torch.Tensor, *, tau: float, log_z: torch.Tensor,
-                     log_noise: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """log h(t, s+) for each positive score and log(1 - h(t, s-)) for each negative score, with log_noise = log(k/N),
-    in the log domain (log h = log P - log(P + k/N)), so large t.s / tau cannot overflow."""
+                     log_noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log h(t, s+) for each positive score and log(1 - h(t, s-)) for each negative score, with log_noise =
+    log(k/N), one value or one per anchor [B], in the log domain (log h = log P - log(P + k/N)), so large
+    t.s / tau cannot overflow."""
     log_p_pos, log_p_neg = pos / tau - log_z, neg / tau - log_z
-    log_h_pos = log_p_pos - torch.logaddexp(log_p_pos, torch.full_like(log_p_pos, log_noise))
-    log_not_h_neg = log_noise - torch.logaddexp(log_p_neg, torch.full_like(log_p_neg, log_noise))
+    noise = log_noise.to(pos.dtype).expand_as(pos)
+    log_h_pos = log_p_pos - torch.logaddexp(log_p_pos, noise)
+    log_not_h_neg = noise[:, None] - torch.logaddexp(log_p_neg, noise[:, None])
     return log_h_pos, log_not_h_neg
 
 
-def first_batch_log_z(pos: torch.Tensor, neg: torch.Tensor, *, tau: float, n_data: int) -> torch.Tensor:
+def first_batch_log_z(pos: torch.Tensor, neg: torch.Tensor, *, tau: float, n_data: int,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
     """CRD's estimate of the normalizing constant, fixed from the first batch: Z = N * mean(exp(t.s / tau)) over
-    every positive and negative score of the batch."""
-    scores = torch.cat([pos[:, None], neg], dim=1).detach() / tau
-    return torch.logsumexp(scores.flatten(), dim=0) - math.log(scores.numel()) + math.log(n_data)
+    every positive and negative score of the batch (with `mask`, the negatives where it holds)."""
+    negatives = neg.flatten() if mask is None else neg[mask]
+    scores = torch.cat([pos, negatives]).detach() / tau
+    return torch.logsumexp(scores, dim=0) - math.log(scores.numel()) + math.log(n_data)
 
 
 class MemoryBank:
@@ -93,9 +112,17 @@ class MemoryBank:
         return int(self.pool_size[present].min())
 
     def sample_negatives(self, y: torch.Tensor, k: int) -> torch.Tensor:
-        """[B, k] bank rows of other classes, uniformly with replacement (as CRD draws its negatives)."""
-        u = torch.rand(len(y), k, device=y.device)
-        return torch.gather(self.pools[y], 1, (u * self.pool_size[y][:, None]).long())
+        """[B, k] bank rows of other classes: for each anchor, k distinct rows drawn uniformly from its pool. CRD
+        (HobbitLong/RepDistiller) draws without replacement too; it draws with replacement only where k exceeds the
+        pool, which GACD's cap at `available()` rules out, so that case is refused."""
+        pool_size = self.pool_size[y]
+        if k > int(pool_size.min()):
+            raise ValueError(f"{k} negatives asked of a pool of {int(pool_size.min())} other-class rows")
+        # Random keys per row, positions past the row's pool last: the k smallest are a uniform draw without
+        # replacement from the pool.
+        keys = torch.rand(len(y), self.pools.shape[1], device=y.device)
+        keys = keys.masked_fill(torch.arange(self.pools.shape[1], device=y.device) >= pool_size[:, None], 2.0)
+        return torch.gather(self.pools[y], 1, keys.topk(k, dim=1, largest=False).indices)
 
     def lookup(self, index: torch.Tensor) -> torch.Tensor:
         rows = self.row_of[index]
@@ -124,21 +151,35 @@ class MemoryBank:
 
 @register_method
 class GACD(Method):
-    """Guided adversarial contrastive distillation (SPEC, GACD paper Algorithm 1 and Eq. 10).
+    """Guided adversarial contrastive distillation (the GACD paper's Algorithm 1 and Eq. 10, with CRD's critic).
 
     - x+ maximizes the entropic OT distance (Sinkhorn, cost 1 - cos) between the features of the clean batch and
       of the perturbed batch, label-free (feature scattering): `scatter_steps` signed steps from a uniform start.
+      The cost is computed on the penultimate features, as the GACD paper describes its positives; the
+      feature-scattering reference code (Zhang & Wang 2019) computes it on the logits instead.
     - t+ = normalize(W_t T.features(x+)), s+ = normalize(W_s S.features(x+)); W_t, W_s are trainable linear maps
       to `embed_dim`; the teacher backbone stays frozen. `embed_bn` standardizes W f over the batch before the
       normalization.
-    - Negatives: k rows of a memory bank of student embeddings, drawn from other classes. After each step the rows
-      of the batch move toward its s+ (momentum, then renormalized): the bank holds what the student produced.
-    - Critic h(t, s) = P / (P + k/N), P = exp(t.s / tau) / Z, Z fixed from the first batch (CRD).
+    - Negatives of other classes than the anchor's, by `negatives`:
+      - bank: k rows of a memory bank of student embeddings, drawn without replacement. After each step the rows
+        of the batch move toward its s+ (momentum, then renormalized): the bank holds what the student produced.
+        Rows read from a bank are constants, so Eq. 10 alone gives the student no gradient from its negatives.
+      - batch: as Algorithm 1 computes them, s- = f^s(x-) afresh in the step: the student's embeddings (same head)
+        of every clean image of another class in the batch, with gradients, so their push reaches the student.
+    - Critic h(t, s) = P / (P + k/N), P = exp(t.s / tau) / Z, Z fixed from the first batch (CRD's estimator; the
+      paper writes h without Z). With batch negatives, k is each anchor's count of them.
     - Loss: reweighted NCE (weights w = softmax(T(x+))[y], detached; 1 with reweight false) + ce_weight CE(S(x), y).
     - `symmetric` adds CRD's other half, `nce_student_anchor`: s+ is the anchor, t+ its positive, and k rows of a
-      bank of teacher embeddings (same negatives' indices, own Z) its negatives. The paper computes its negatives
-      s- = f^s(x-) afresh, so the student feels their push; rows read from a bank are constants, and this half is
+      bank of teacher embeddings (same negatives' indices, own Z) its negatives: with bank negatives, this half is
       what pushes the student's embeddings of different classes apart.
+
+    Three variants have names:
+    - paper-literal (`negatives: batch`, `symmetric: false`, `embed_bn: false`): Algorithm 1 and Eq. 10 as the
+      paper writes them, with CRD's Z;
+    - memory bank (`negatives: bank`, `symmetric: false`, `embed_bn: false`): the paper's loss over CRD's memory
+      bank, the project's first reading of the paper, whose students' embeddings collapsed (RESULTS.md);
+    - default (`negatives: bank`, `symmetric: true`, `embed_bn: true`): the memory bank with the two changes that
+      ended the collapse.
     """
 
     name = "gacd"
@@ -158,6 +199,7 @@ class GACD(Method):
         self.bank: MemoryBank | None = None  # student embeddings: the teacher anchors' negatives
         self.teacher_bank: MemoryBank | None = None  # teacher embeddings: the student anchors' negatives
         self.k = params.k
+        self.n_data = 0  # N of the critic's k/N: the training set's size, known at setup
         # Set from the first batch. None rather than a nan tensor: testing a tensor for nan would read it back
         # from the device at every step.
         self.log_z: torch.Tensor | None = None
@@ -165,6 +207,9 @@ class GACD(Method):
 
     def setup(self, train_set: ImageSet) -> None:
         p = self.params
+        self.n_data = len(train_set)
+        if p.negatives == "batch":  # each step's batch holds the negatives
+            return
         device = self.embed_t.weight.device
         self.bank = MemoryBank(train_set, p.embed_dim, getattr(torch, p.bank_dtype), device)
         if p.symmetric:
@@ -187,8 +232,8 @@ class GACD(Method):
         return {k: v for k, v in out.items() if not math.isnan(v)}  # nan: no pair of rows to average (tiny sets)
 
     def banks(self) -> dict[str, MemoryBank]:
-        assert self.bank is not None, "setup() builds the bank"
-        return {"bank": self.bank, **({"teacher_bank": self.teacher_bank} if self.teacher_bank else {})}
+        """The memory banks setup() built: none with batch negatives."""
+        return {name: bank for name, bank in (("bank", self.bank), ("teacher_bank", self.teacher_bank)) if bank}
 
     def state_dict(self):
         state = {"embed_t": self.embed_t.state_dict(), "embed_s": self.embed_s.state_dict(),
@@ -223,16 +268,20 @@ class GACD(Method):
         return self.run_attack(objective, batch.x, "uniform")
 
     def loss(self, batch, x_adv):
-        if batch.index is None:
-            raise AcdistillError("gacd needs each image's dataset index to address its memory bank")
-        assert self.bank is not None, "setup() builds the bank"
         p = self.params
         with torch.no_grad():
             t_features = self.teacher.features(x_adv)
             weight = (true_class_probability(self.teacher.head(t_features), batch.y) if p.reweight
                       else torch.ones(len(batch), device=x_adv.device))
-        terms, t, s = self.contrast_terms(self.embed_t(t_features), self.embed_s(self.student.features(x_adv)),
-                                          self.bank.sample_negatives(batch.y, self.k), weight)
+        t_embedded, s_embedded = self.embed_t(t_features), self.embed_s(self.student.features(x_adv))
+        if p.negatives == "batch":
+            clean = self.student.features(batch.x)  # the negatives' features, and CE's
+            terms = self.batch_contrast(t_embedded, s_embedded, self.embed_s(clean), batch.y, weight)
+            return {**terms, "ce": p.ce_weight * F.cross_entropy(self.student.head(clean), batch.y)}
+        if batch.index is None:
+            raise AcdistillError("gacd needs each image's dataset index to address its memory bank")
+        assert self.bank is not None, "setup() builds the bank"
+        terms, t, s = self.contrast_terms(t_embedded, s_embedded, self.bank.sample_negatives(batch.y, self.k), weight)
         # Every rank moves the rows of the whole batch, so the banks stay identical.
         rows = self.ranks.gather(self.bank.lookup(batch.index))[0]
         self.bank.update(rows, self.ranks.gather(s.detach())[0], p.momentum)
@@ -255,6 +304,25 @@ class GACD(Method):
             terms["nce_student_anchor"], self.log_z_student_anchor = self.contrast(
                 s, self.teacher_bank, neg_rows, pos, weight, self.log_z_student_anchor)
         return terms, t, s
+
+    @float32_math
+    def batch_contrast(self, t_embedded: torch.Tensor, s_embedded: torch.Tensor, neg_embedded: torch.Tensor,
+                       y: torch.Tensor, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The teacher-anchored NCE with Algorithm 1's negatives: for anchor t+_i, the student's embeddings of the
+        clean images of other classes in the batch (every rank's), taken with their gradients (Z fixed on the first
+        call)."""
+        if self.params.embed_bn:
+            t_embedded, s_embedded, neg_embedded = map(self.standardize, (t_embedded, s_embedded, neg_embedded))
+        t, s = F.normalize(t_embedded, dim=1), F.normalize(s_embedded, dim=1)
+        negatives = self.ranks.gather(F.normalize(neg_embedded, dim=1), grad=True)[0]
+        pos, neg = (t * s).sum(dim=1), t @ negatives.T
+        mask = y[:, None] != self.ranks.gather(y)[0][None, :]
+        if self.log_z is None:  # from the whole first batch, on every rank alike
+            self.log_z = first_batch_log_z(*(self.ranks.gather(v.detach())[0] for v in (pos, neg)),
+                                           tau=self.params.tau, n_data=self.n_data,
+                                           mask=self.ranks.gather(mask.to(torch.uint8))[0].bool())
+        return {"nce": reweighted_nce(pos, neg, weight, tau=self.params.tau, log_z=self.log_z, n_data=self.n_data,
+                                      mask=mask)}
 
     def standardize(self, embedded: torch.Tensor) -> torch.Tensor:
         """Each dimension to zero mean and unit variance over the whole batch, every rank's rows included, so that

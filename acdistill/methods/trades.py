@@ -1,4 +1,6 @@
+import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from acdistill.attacks import kl_objective
 from acdistill.methods.base import Method, MethodParams, register_method
@@ -7,6 +9,9 @@ from acdistill.losses import kl_rows
 
 class TradesParams(MethodParams):
     beta: float = 6.0
+    reference_passes: bool = Field(True, description=(
+        "run the student on the clean batch a second time in train mode, after S(x'), as the reference code does: "
+        "the pass moves the batch-norm running statistics"))
 
 
 @register_method
@@ -15,6 +20,11 @@ class Trades(Method):
 
     x' maximizes KL(S(x) || S(x')) (summed) from x + 0.001 N(0, 1), student in eval mode;
     loss = CE(S(x), y) + beta * (1/B) * sum_i KL(S(x_i) || S(x'_i)), gradients through both S(x) and S(x').
+
+    The student's passes in train mode are the reference's, in its order: S(x) for CE, S(x'), then S(x) again as
+    the KL's target. In train mode each one moves the batch-norm running statistics. The two S(x) are equal (batch
+    norm in train mode normalizes by the batch), so the first one serves both terms with its gradient and the
+    second runs without one. `reference_passes: false` skips the second.
     """
 
     name = "trades"
@@ -27,4 +37,7 @@ class Trades(Method):
     def loss(self, batch, x_adv):
         logits = self.student(batch.x)
         kl = kl_rows(logits, self.student(x_adv)).mean()
+        if self.params.reference_passes:
+            with torch.no_grad():
+                self.student(batch.x)
         return {"ce": F.cross_entropy(logits, batch.y), "kl_robust": self.params.beta * kl}

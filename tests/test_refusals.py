@@ -1,0 +1,126 @@
+"""A refused command leaves nothing behind and says the right thing: it validates its params and output paths before
+it creates any directory or lock file, names the params file only when there is one, and its --help and shell
+completion show the valid choices, taken from the registries."""
+
+import pytest
+from conftest import run
+from typer.testing import CliRunner
+
+from acdistill.attacks import EVAL_ATTACKS
+from acdistill.cli import app
+from acdistill.methods import METHODS
+from acdistill.models import list_models
+
+MODEL = ["--model", "models/student.safetensors"]
+GRID = ["--grid", "distill.epochs=1"]
+
+REFUSED = [
+    (
+        ["distill", "-S", "distill.attack.eps=8"],
+        "distill.attack.eps: Input should be less than or equal to 1",
+    ),
+    (["distill", "--method", "nope"], "unknown method 'nope'"),
+    (
+        ["distill", "--method", "natural", "--out", "models/student.pt"],
+        "checkpoints are written as .safetensors",
+    ),
+    (["distill", "--teacher", "models/none.safetensors"], "model file not found"),
+    (["distill", "--device", "cuda:7"], "not available on this machine"),
+    (
+        ["fetch-teacher", "-S", "teacher.train.epochs=0"],
+        "teacher.train.epochs: Input should be greater",
+    ),
+    (
+        ["fetch-teacher", "--source", "file", "--path", "none.pt"],
+        "model file not found: none.pt",
+    ),
+    (["adv-finetune", "-S", "aft.lr=0"], "aft.lr: Input should be greater than 0"),
+    (["adv-finetune"], "model file not found"),
+    (
+        ["attack-eval", *MODEL, "-S", "eval.eps=2"],
+        "eval: an L-inf eps must be at most 1",
+    ),
+    (
+        ["attack-eval", *MODEL, "--out", "metrics/eval.md"],
+        "the results are written as .json",
+    ),
+    (["attack-eval", *MODEL, "--out", "metrics/eval.json"], "model file not found"),
+    (
+        ["transfer-probe", "-S", "probe.epochs=0"],
+        "probe.epochs: Input should be greater than or equal to 1",
+    ),
+    (
+        ["transfer-probe", "--head", "models/head.pt"],
+        "the head is written as .safetensors",
+    ),
+    (["transfer-probe"], "model file not found"),
+    (["ablate", "-S", "ablate.seeds=[0, 0]"], "seeds must differ: 0, 0"),
+    (
+        ["ablate", *GRID, "--out", "metrics/ablate.md"],
+        "the results are written as .json",
+    ),
+    (["ablate", *GRID], "no sidecar models/teacher.json"),
+    (
+        ["figures", "-S", "figures.n=1"],
+        "figures.n: Input should be greater than or equal to 2",
+    ),
+    (["figures"], "model file not found"),
+    (["report", "--out", "report.txt"], "the report is a markdown (.md) file"),
+    (["report"], "no runs: models is not a directory"),
+]
+
+
+@pytest.mark.parametrize(
+    "args, message", REFUSED, ids=lambda a: " ".join(a) if isinstance(a, list) else None
+)
+def test_a_refused_command_in_an_empty_directory_creates_nothing(
+    tmp_path, monkeypatch, args, message
+):
+    """No params file here: the message names no params.yaml, and no directory or lock file appears."""
+    monkeypatch.chdir(tmp_path)
+    output = run(*args, ok=False).output
+    assert message in output
+    assert "params.yaml" not in output
+    assert sorted(tmp_path.rglob("*")) == []
+
+
+def test_an_error_names_the_params_file_when_there_is_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    output = run("distill", "-S", "distill.attack.eps=8", ok=False).output
+    assert output.startswith("error: params.yaml: distill.attack.eps: ")
+    assert sorted(tmp_path.rglob("*")) == [tmp_path / "params.yaml"]
+
+
+def help_of(*command: str) -> str:
+    result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_help_names_the_valid_choices_from_the_registries():
+    distill, attack_eval = help_of("distill"), help_of("attack-eval")
+    assert all(name in distill for name in METHODS.names() + list_models())
+    assert all(name in attack_eval for name in EVAL_ATTACKS.names() + list_models())
+
+
+def completions(*words: str) -> list[str]:
+    """What bash completion offers after `acdistill WORDS` (the last word being completed)."""
+    env = {
+        "_ACDISTILL_COMPLETE": "complete_bash",
+        "COMP_WORDS": " ".join(["acdistill", *words]),
+        "COMP_CWORD": str(len(words)),
+    }
+    result = CliRunner().invoke(app, [], env=env, prog_name="acdistill")
+    return result.output.split()
+
+
+def test_shell_completion_offers_the_registries_names():
+    assert completions("distill", "--method", "") == METHODS.names()
+    assert completions("distill", "--method", "r") == ["rslad"]
+    assert completions("distill", "--student", "resnet") == [
+        m for m in list_models() if m.startswith("resnet")
+    ]
+    assert completions("attack-eval", "--attacks", "natural,pgd") == [
+        f"natural,{name}" for name in EVAL_ATTACKS.names() if name.startswith("pgd")
+    ]
