@@ -1,10 +1,12 @@
 """params.yaml -> typed, validated objects. Unknown keys are errors that name the key and the file.
 
-Numbers of pixel scale may be written as fractions ("8/255"). Each method's own section (e.g. ``distill.rslad``)
-is validated by that method's `Params` class, so a method's hyperparameters live in its own file.
+Numbers of pixel scale may be written as fractions ("8/255", see `acdistill.budgets`). Each method's own section
+(e.g. ``distill.rslad``) is validated by that method's `Params` class, so a method's hyperparameters live in its own
+file.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -15,34 +17,30 @@ import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, model_serializer,
                       model_validator)
 
+from acdistill.attacks import EVAL_ATTACKS, Budget
+from acdistill.budgets import Eps, PixelFloat, Strict, TrainAttack
+from acdistill.data import DATASETS
 from acdistill.errors import AcdistillError
 from acdistill.formats import format_names, parse_normalize
+from acdistill.methods import METHODS
 
 
-def _fraction(value: Any) -> Any:
-    if isinstance(value, str):
-        num, _, den = value.replace(" ", "").partition("/")
-        try:
-            return float(num) / float(den or 1)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"expected a number or a fraction like 8/255, got '{value}'") from None
-    return value
+class SpeedParams(Strict):
+    """How the training stages compute, not what: every key is left out of fingerprints, so a run may resume, and
+    an ablation reuse its points, with any of them switched. Measured in BENCHMARKS.md."""
 
-
-PixelFloat = Annotated[float, BeforeValidator(_fraction), Field(ge=0, le=1)]
-Eps = Annotated[float, BeforeValidator(_fraction), Field(ge=0)]  # L-inf budgets are also capped at 1, below
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TrainAttack(Strict):
-    """The training attack's L-inf budget; each method chooses its loss and random start."""
-
-    eps: PixelFloat = 8 / 255
-    step_size: PixelFloat = 2 / 255
-    steps: int = Field(10, ge=0)
+    amp: bool = Field(False, description=(
+        "bf16 autocast of the networks: faster on GPUs with bf16 tensor cores (and CPUs with oneDNN); losses stay fp32"))
+    channels_last: bool = Field(False, description=(
+        "NHWC memory for the student and the batches: the layout tensor-core convolutions prefer"))
+    compile: bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
+        False, description="torch.compile the student's and teacher's forward (true: mode 'default'): fused kernels")
+    step_graph: bool = Field(False, description=(
+        "CUDA: capture the whole training step (attack, loss, backward, optimizer step) once per epoch as a CUDA "
+        "graph and replay it for every batch: no host launch overhead"))
+    cudnn_benchmark: bool = Field(False, description=(
+        "CUDA: cuDNN times its convolution algorithms once per shape and keeps the fastest (results then vary "
+        "between runs in the last bits)"))
 
 
 class TrainParams(BaseModel):
@@ -61,17 +59,6 @@ class TrainParams(BaseModel):
     milestones: list[int] = Field(default_factory=list, description="epochs at which 'step' multiplies lr by gamma")
     gamma: float = Field(0.1, gt=0)
     attack: TrainAttack = TrainAttack()
-    amp: bool = False
-    channels_last: bool = False
-    # How, not what, is computed: left out of dumps and fingerprints, so a run may resume with it switched.
-    compile: bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
-        False, exclude=True, description="torch.compile the student's and teacher's forward (true: mode 'default')")
-    cuda_graph: bool = Field(
-        False, exclude=True, description="CUDA: capture the whole training step (attack, loss, backward, optimizer "
-                                         "step) once per epoch as a CUDA graph and replay it for every batch")
-    cudnn_benchmark: bool = Field(
-        False, exclude=True, description="CUDA: cuDNN times its convolution algorithms once per shape and keeps the "
-                                         "fastest (faster; results then vary between runs in the last bits)")
     monitor_n: int = Field(200, ge=0, description="held-out test images for per-epoch clean / PGD accuracy")
     monitor_steps: int = Field(10, ge=1)
 
@@ -79,10 +66,11 @@ class TrainParams(BaseModel):
 
     @model_validator(mode="after")
     def _check_method_sections(self) -> "TrainParams":
-        from acdistill.methods import METHODS
-
         METHODS.get(self.method)
         for key, value in (self.model_extra or {}).items():
+            if key in SpeedParams.model_fields or key == "cuda_graph":
+                moved = "step_graph" if key == "cuda_graph" else key
+                raise ValueError(f"'{key}' is now set once for every training stage, as speed.{moved}")
             if key not in METHODS:
                 raise ValueError(f"unknown key '{key}' (not a field, nor a method: {', '.join(METHODS.names())})")
             try:
@@ -102,8 +90,6 @@ class TrainParams(BaseModel):
         return data
 
     def method_params(self) -> BaseModel:
-        from acdistill.methods import METHODS
-
         return self._method_params.get(self.method) or METHODS.get(self.method).Params()
 
 
@@ -116,8 +102,6 @@ class DataParams(Strict):
 
     @model_validator(mode="after")
     def _known_dataset(self) -> "DataParams":
-        from acdistill.data import DATASETS
-
         DATASETS.get(self.dataset)
         return self
 
@@ -265,8 +249,6 @@ class EvalParams(Strict):
 
     @model_validator(mode="after")
     def _valid_budget(self) -> "EvalParams":
-        from acdistill.attacks import EVAL_ATTACKS
-
         if self.norm == "Linf" and max([self.eps] + (self.sweep.eps if self.sweep else [])) > 1:
             raise ValueError("an L-inf eps must be at most 1 (images live in [0, 1])")
         for name in self.attacks + ([self.sweep.attack] if self.sweep else []):
@@ -278,8 +260,6 @@ class EvalParams(Strict):
         return self
 
     def budget(self):
-        from acdistill.attacks import Budget
-
         return Budget(self.eps, self.norm, self.steps)
 
 
@@ -299,9 +279,6 @@ class ProbeParams(Strict):
 
     @model_validator(mode="after")
     def _known(self) -> "ProbeParams":
-        from acdistill.attacks import EVAL_ATTACKS, Budget
-        from acdistill.data import DATASETS
-
         DATASETS.get(self.dataset)
         for name in self.attacks:
             EVAL_ATTACKS.get(name).check(Budget(self.eps))
@@ -380,6 +357,7 @@ class AblateParams(Strict):
 class Params(Strict):
     seed: int = 0
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    speed: SpeedParams = SpeedParams()
     data: DataParams = DataParams()
     teacher: TeacherParams = TeacherParams()
     distill: DistillParams = DistillParams()
@@ -388,6 +366,17 @@ class Params(Strict):
     probe: ProbeParams = ProbeParams()
     figures: FiguresParams = FiguresParams()
     ablate: AblateParams = AblateParams()
+
+    # What these params were validated from (the file's mapping with its overrides), and the prefix that names the
+    # file in errors: an ablation point's params are these with the point's values, validated again.
+    _raw: dict | None = PrivateAttr(default=None)
+    _where: str = PrivateAttr(default="")
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Params:
+        """These params with dotted overrides ({"distill.gacd.k": 256}) applied to what they were read from (every
+        method's section included), validated again."""
+        return _validated(self._raw if self._raw is not None else self.model_dump(mode="json"), overrides,
+                          self._where)
 
 
 def fingerprint(model: BaseModel | dict, **context: Any) -> str:
@@ -448,9 +437,16 @@ def load_params(path: str | Path | None = "params.yaml", overrides: dict[str, An
                 raise AcdistillError(f"{p}: expected a mapping of sections at the top level")
         elif str(path) != "params.yaml":
             raise AcdistillError(f"params file not found: {p}")
-    for key, value in (overrides or {}).items():
+    return _validated(raw, overrides or {}, where)
+
+
+def _validated(raw: dict, overrides: dict[str, Any], where: str) -> Params:
+    raw = copy.deepcopy(raw)
+    for key, value in overrides.items():
         _apply(raw, key, value, where)  # a None value sets null (e.g. `-S eval.sweep=null` turns the sweep off)
     try:
-        return Params.model_validate(raw)
+        params = Params.model_validate(raw)
     except ValidationError as e:
         raise AcdistillError(f"{where}{_describe(e)}") from None
+    params._raw, params._where = raw, where
+    return params

@@ -1,4 +1,5 @@
 """The one exception type for mistakes a user can make, and the one-line warning."""
+import sys
 
 
 class AcdistillError(ValueError):
@@ -8,7 +9,5 @@ class AcdistillError(ValueError):
 
 
 def warn(message: str) -> None:
-    """A user-facing warning: one line on stderr, as the CLI prints them."""
-    import sys
-
+    """A user-facing warning: one line on stderr, as the CLI prints them. The one warning channel of acdistill."""
     print(f"warning: {message}", file=sys.stderr, flush=True)

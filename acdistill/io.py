@@ -2,14 +2,18 @@
 never write to the same directory at once, and a refused run creates nothing."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import sys
 import tempfile
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from acdistill.errors import AcdistillError
 
 
 @contextmanager
@@ -63,11 +67,6 @@ def output_lock(*files: str | os.PathLike, dirs: Iterable[str | os.PathLike] = (
     """Hold an exclusive lock on the directory of each file, and on each of `dirs`, while a run writes there:
     a second run (another process) aiming at the same directory refuses at once. These are flock locks, which
     the kernel drops when their process dies, so a killed run never leaves a stale lock behind."""
-    import fcntl
-    import sys
-
-    from acdistill.errors import AcdistillError
-
     taken = []
     try:
         for directory in sorted({Path(f).resolve().parent for f in files} | {Path(d).resolve() for d in dirs}):

@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
-import torch
 import typer
 
-from acdistill.checkpoint import load_model, read_sidecar
-from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ForceOpt, ParamsOpt, ResumeOpt, SetOpt, device_of,
-                                  freeze, load, train_and_save, user_errors, writes)
-from acdistill.config import Params
-from acdistill.methods import METHODS
+from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ForceOpt, ParamsOpt, ResumeOpt, SetOpt, load,
+                                  user_errors)
+from acdistill.pipeline import finetune
 
 
 def adv_finetune(
@@ -31,27 +28,9 @@ def adv_finetune(
 ) -> None:
     """Adversarially fine-tune a student (params section `aft`, PGD-AT with a small lr by default)."""
     params = load(params_file, set_, **{"aft.epochs": epochs, "aft.lr": lr})
-    run_aft(params, model=model, teacher=teacher, out=out, metrics=metrics, data_dir=data_dir,
-            device=device_of(params, device), resume=resume, force=force)
-
-
-def run_aft(params: Params, *, model: Path, teacher: Path, out: Path, metrics: Path, data_dir: Path | None,
-            device: torch.device, resume: bool, force: bool, run_dir: Path | None = None) -> dict[str, Any]:
-    """Fine-tune the student at `model` with the `aft` section; `run_dir` as in `train_and_save`. Unless `aft.epochs`
-    is set, the fine-tuning lasts a tenth of the student's distillation epochs (at least 1)."""
-    student = load_model(model, device).train()
-    sidecar = read_sidecar(model)
-    info = sidecar.get("info", {})
-    cfg = params.aft.for_student(info.get("epochs") if info.get("stage") == "distill" else None, str(model))
-    context = {"student_sha256": sidecar["sha256"]}
-    teacher_model = None
-    if METHODS.get(cfg.method).needs_teacher:
-        teacher_model = freeze(load_model(teacher, device))
-        context["teacher_sha256"] = read_sidecar(teacher)["sha256"]
-    return train_and_save("aft", cfg, params, student=student, teacher=teacher_model, data_dir=data_dir,
-                          device=device, out=out, metrics=metrics, resume=resume, force=force, context=context,
-                          run_dir=run_dir)
+    finetune(params, model=model, teacher=teacher, out=out, metrics=metrics, data_dir=data_dir, device=device,
+             resume=resume, force=force)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("adv-finetune")(user_errors(writes("out", "metrics")(adv_finetune)))
+    app.command("adv-finetune")(user_errors(adv_finetune))

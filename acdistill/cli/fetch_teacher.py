@@ -6,15 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from acdistill.cli.attack_eval import ProgressBars
 from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ForceOpt, FormatOpt, NormalizeOpt, ParamsOpt,
-                                  ResumeOpt, SetOpt, check_outputs, device_of, echo, load, parse_normalize,
-                                  train_and_save, user_errors, writes)
-from acdistill.data import DATASETS
-from acdistill.errors import AcdistillError
-from acdistill.formats import normalization_values
-from acdistill.models import create_model
-from acdistill.teachers import import_teacher
+                                  ResumeOpt, SetOpt, load, parse_normalize, user_errors)
+from acdistill.pipeline import fetch_teacher as fetch
 
 
 def fetch_teacher(
@@ -45,30 +39,8 @@ def fetch_teacher(
                                         "teacher.format": format, "teacher.normalize": parse_normalize(normalize),
                                         "teacher.strict_accuracy": strict_accuracy or None,
                                         "teacher.train.epochs": epochs})
-    t = params.teacher
-    if arch is not None and t.source == "robustbench":
-        raise AcdistillError("--arch does not apply to source robustbench: the entry names its architecture")
-    check_outputs(out, metrics, force)
-    dev = device_of(params, device)
-    if t.source == "train":
-        from acdistill.methods import METHODS
-
-        mean, std = normalization_values(t.normalization() or "dataset", params.data.dataset)
-        model = create_model(t.arch, num_classes=DATASETS.get(params.data.dataset).num_classes, mean=mean, std=std)
-        if METHODS.get(t.train.method).needs_teacher:
-            raise AcdistillError(f"teacher.train.method '{t.train.method}' needs a teacher itself; "
-                                 "use natural, sat or trades")
-        train_and_save("teacher", t.train, params, student=model, teacher=None, data_dir=data_dir, device=dev,
-                       out=out, metrics=metrics, resume=resume, force=force, context={})
-        return
-    with ProgressBars() as progress:
-        summary = import_teacher(params, out=out, metrics=metrics, data_dir=data_dir, device=dev, arch=arch,
-                                 progress=progress)
-    expected = summary["expected_clean_acc"]
-    stated = f", {expected:.2f} % stated by its source" if expected is not None else ""
-    echo(f"fetch-teacher: {summary['file']} ({summary['format']}, {summary['arch']}) -> {out}: clean accuracy "
-         f"{summary['clean_acc']:.2f} % on the first {summary['clean_acc_n']} test images{stated}")
+    fetch(params, out=out, metrics=metrics, data_dir=data_dir, device=device, resume=resume, force=force, arch=arch)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("fetch-teacher")(user_errors(writes("out", "metrics")(fetch_teacher)))
+    app.command("fetch-teacher")(user_errors(fetch_teacher))

@@ -7,113 +7,13 @@ commit and `dvc exp` experiment too.
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from tabulate import tabulate
 
-from acdistill.checkpoint import FORMAT
-from acdistill.cli.ablate import markdown_table
-from acdistill.cli.common import TRAINING_STAGES, echo, user_errors, writes
-from acdistill.config import Params
-from acdistill.errors import AcdistillError
-from acdistill.io import write_text
-
-SKIPPED_RESULTS = ("sanity",)
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except ValueError as e:
-        raise AcdistillError(f"{path}: not valid JSON ({e})") from None
-
-
-def collect_runs(models: Path, metrics: Path) -> list[dict[str, Any]]:
-    """One record per checkpoint under `models`: sidecar facts plus its evaluation."""
-    sidecars = {p: read_json(p) for p in sorted(models.glob("*.json")) if p.with_suffix(".safetensors").is_file()}
-    sidecars = {p: s for p, s in sidecars.items() if isinstance(s, dict) and s.get("format") == FORMAT}
-    by_sha = {s["sha256"]: p.stem for p, s in sidecars.items()}
-    runs = []
-    for path, side in sidecars.items():
-        info = side.get("info", {})
-        source = info.get("student_sha256") or info.get("teacher_sha256")
-        eval_path = metrics / f"eval_{path.stem}.json"
-        evaluation = read_json(eval_path) if eval_path.is_file() else {}
-        runs.append({
-            "name": path.stem, "arch": side["arch"], "stage": info.get("stage", "-"),
-            "method": info.get("method", "-"), "epochs": info.get("epochs", "-"),
-            "from": by_sha.get(source, "(not in this workspace)") if source else "-",
-            "minutes": info.get("minutes_this_run", "-"),
-            "accuracy": {k: r["accuracy"] for k, r in evaluation.items()
-                         if k not in SKIPPED_RESULTS and isinstance(r, dict) and "accuracy" in r},
-        })
-    rank = {stage: i for i, stage in enumerate(TRAINING_STAGES)}
-    return sorted(runs, key=lambda r: (rank.get(r["stage"], len(rank)), r["name"]))
-
-
-def runs_table(runs: list[dict[str, Any]]) -> str:
-    attacks = list(dict.fromkeys(a for r in runs for a in r["accuracy"]))
-    headers = ["run", "stage", "arch", "method", "distilled / tuned from", "epochs", "train min"] + [
-        f"{a} %" for a in attacks]
-    rows = [[r["name"], r["stage"], r["arch"], r["method"], r["from"], r["epochs"], r["minutes"]]
-            + [r["accuracy"].get(a, "-") for a in attacks] for r in runs]
-    return tabulate(rows, headers=headers, tablefmt="github")
-
-
-def experiment_rows(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows from `dvc exp show --json`: per commit or experiment, per evaluated model (metrics/eval_<name>.json)."""
-    defaults = Params()
-    entries = []
-    for commit in shown:
-        rev = commit["rev"]
-        entries.append((commit.get("name") or (rev if rev == "workspace" else rev[:7]), commit.get("data")))
-        for exp in commit.get("experiments") or []:
-            entries += [(exp.get("name") or rev["rev"][:7], rev.get("data")) for rev in exp.get("revs", [])]
-    rows = []
-    for label, data in entries:
-        if not data:
-            continue
-        params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
-        methods = {"teacher": params.get("teacher", {}).get("train", {}).get("method", defaults.teacher.train.method),
-                   "student": params.get("distill", {}).get("method", defaults.distill.method),
-                   "student_aft": params.get("aft", {}).get("method", defaults.aft.method)}
-        for path, metric in sorted((data.get("metrics") or {}).items()):
-            name = Path(path).stem.removeprefix("eval_")
-            if not Path(path).stem.startswith("eval_") or name.endswith("_sweep"):
-                continue
-            results = metric.get("data") or {}
-            rows.append({"experiment": label, "model": name, "method": methods.get(name, "-"),
-                         "accuracy": {k: r["accuracy"] for k, r in results.items()
-                                      if isinstance(r, dict) and "accuracy" in r}})
-    return rows
-
-
-def experiments_table(rows: list[dict[str, Any]]) -> str:
-    attacks = list(dict.fromkeys(a for r in rows for a in r["accuracy"]))
-    return tabulate([[r["experiment"], r["model"], r["method"]] + [r["accuracy"].get(a, "-") for a in attacks]
-                     for r in rows], headers=["experiment", "model", "method"] + [f"{a} %" for a in attacks],
-                    tablefmt="github")
-
-
-def dvc_experiments() -> list[dict[str, Any]]:
-    import subprocess
-
-    try:
-        done = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True, timeout=300)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise AcdistillError(f"--experiments: could not run `dvc exp show --json` ({e})") from None
-    if done.returncode != 0:
-        first = (done.stderr.strip().splitlines() or ["no message"])[0]
-        raise AcdistillError(f"--experiments: `dvc exp show --json` failed: {first}")
-    return json.loads(done.stdout)
-
-
-def link(target: Path, page: Path) -> str:
-    return os.path.relpath(target.resolve(), page.resolve().parent)
+from acdistill.cli.common import user_errors
+from acdistill.pipeline import report as run
 
 
 def report(
@@ -127,35 +27,8 @@ def report(
 ) -> None:
     """Write one markdown page: every run (teacher, students; method, time, accuracy per attack), the ablation,
     the linear probe, and links to the figures."""
-    if out.suffix != ".md":
-        raise AcdistillError(f"--out {out}: the report is a markdown (.md) file")
-    if not models.is_dir():
-        raise AcdistillError(f"no runs: {models} is not a directory (run `dvc repro` or a training command first)")
-    runs = collect_runs(models, metrics)
-    if not runs:
-        raise AcdistillError(f"no runs: {models} holds no acdistill checkpoint (.safetensors + .json sidecar)")
-    exp_rows = experiment_rows(dvc_experiments()) if experiments else []
-    parts = [f"# acdistill report\n\n{len(runs)} runs in `{models}`; accuracies in % from `{metrics}/eval_*.json` "
-             f"('-' where a model was not evaluated).\n\n{runs_table(runs)}\n"]
-    ablation = metrics / "ablate.json"
-    if ablation.is_file():
-        points = read_json(ablation).get("points", [])
-        parts.append(f"## Ablation ({len(points)} points, `{ablation}`)\n\n{markdown_table(points, 'github')}\n")
-    probe = metrics / "probe.json"
-    if probe.is_file():
-        p = read_json(probe)
-        rows = [[k, r["accuracy"], r["worst_class"], r["n"]] for k, r in p.items() if isinstance(r, dict)]
-        parts.append(f"## Linear probe: `{p['model']}` features on {p['dataset']} ({p['train_images']} train "
-                     f"images)\n\n" + tabulate(rows, headers=["attack", "accuracy %", "worst class %", "n"],
-                                               tablefmt="github") + "\n")
-    if exp_rows:
-        parts.append(f"## Commits and experiments (`dvc exp show`)\n\n{experiments_table(exp_rows)}\n")
-    pngs = sorted(figures.glob("*.png")) + sorted(metrics.glob("*.png"))
-    if pngs:
-        parts.append("## Figures\n\n" + "\n".join(f"- [{p.name}]({link(p, out)})" for p in pngs) + "\n")
-    write_text(out, "\n".join(parts))
-    echo(f"wrote {out}: {len(runs)} runs" + (f", {len(pngs)} figures" if pngs else ""))
+    run(models=models, metrics=metrics, figures=figures, out=out, experiments=experiments)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("report")(user_errors(writes("out")(report)))
+    app.command("report")(user_errors(report))

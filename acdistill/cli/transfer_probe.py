@@ -1,24 +1,13 @@
 """acdistill transfer-probe: do a model's frozen features transfer to another dataset, and stay robust there?"""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from safetensors.torch import save_file
 
-from acdistill.attacks import Budget
-from acdistill.checkpoint import load_model, read_sidecar, sha256_file
-from acdistill.cli.attack_eval import ProgressBars, results_table
-from acdistill.cli.common import (DataDirOpt, DeviceOpt, ForceOpt, ParamsOpt, SetOpt, check_json_out, device_of, echo,
-                                  load, refuse_overwrite, user_errors, writes)
-from acdistill.data import load_split
-from acdistill.engine import evaluate
-from acdistill.engine.probe import PROBE_NEEDS, linear_probe
-from acdistill.errors import AcdistillError
-from acdistill.io import atomic_path, claim_outputs, write_json, write_text
-from acdistill.models import feature_dim
+from acdistill.cli.common import DataDirOpt, DeviceOpt, ForceOpt, ParamsOpt, SetOpt, load, user_errors
+from acdistill.pipeline import probe
 
 
 def transfer_probe(
@@ -38,43 +27,8 @@ def transfer_probe(
     """Train a linear classifier on a model's frozen features for a target dataset (params section `probe`), then
     report its clean and PGD-7 accuracy, attacking the frozen model and the head together."""
     params = load(params_file, set_, **{"probe.dataset": dataset})
-    cfg = params.probe
-    if head.suffix != ".safetensors":
-        raise AcdistillError(f"--head {head}: the head is written as .safetensors")
-    check_json_out(out)
-    if out.resolve() in (head.resolve(), head.with_suffix(".json").resolve()):
-        raise AcdistillError(f"--out {out} would overwrite the head or its sidecar")
-    refuse_overwrite(force, out, head)
-    dev = device_of(params, device)
-    backbone = load_model(model, dev)
-    feature_dim(backbone, f"model {model}", PROBE_NEEDS)
-    train = load_split(cfg.dataset, True, cfg.train_subset, cfg.root, data_dir)
-    test = load_split(cfg.dataset, False, cfg.test_subset, cfg.root, data_dir)
-    claim_outputs()
-    start = time.perf_counter()
-    probed = linear_probe(backbone, train, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                          batch_size=cfg.batch_size, seed=params.seed, device=dev)
-    fit_seconds = time.perf_counter() - start
-    with ProgressBars() as progress:
-        results = evaluate(probed, test, cfg.attacks, budget=Budget(cfg.eps), batch_size=256, seed=params.seed,
-                           device=dev, progress=progress)
-    title = (f"{model} features -> linear head on {cfg.dataset} ({len(train)} train images, "
-             f"{backbone.feature_dim} features), L-inf eps {cfg.eps:.5f}")
-    echo(title)
-    echo(results_table(results, "simple"))
-    weights = {k: v.detach().cpu().contiguous() for k, v in probed.head.state_dict().items()}
-    with atomic_path(head) as tmp:
-        save_file(weights, str(tmp))
-        digest = sha256_file(tmp)
-    write_json(head.with_suffix(".json"), {
-        "format": "acdistill-probe-head-1", "backbone": str(model), "backbone_sha256": read_sidecar(model)["sha256"],
-        "dataset": cfg.dataset, "feature_dim": backbone.feature_dim, "num_classes": train.num_classes,
-        "sha256": digest})
-    write_json(out, {"model": str(model), "dataset": cfg.dataset, "train_images": len(train),
-                     "head_fit_seconds": round(fit_seconds, 2), **results})
-    write_text(out.with_suffix(".md"), f"# Linear probe\n\n{title}\n\n{results_table(results, 'github')}\n")
-    echo(f"wrote {out}, {out.with_suffix('.md')} and {head}")
+    probe(params, model=model, out=out, head=head, force=force, data_dir=data_dir, device=device)
 
 
 def register(app: typer.Typer) -> None:
-    app.command("transfer-probe")(user_errors(writes("out", "head")(transfer_probe)))
+    app.command("transfer-probe")(user_errors(transfer_probe))

@@ -10,7 +10,6 @@ dataset, else torchvision (``download=True``) under ``root``.
 from __future__ import annotations
 
 import os
-import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from acdistill.errors import AcdistillError
+from acdistill.errors import AcdistillError, warn
 from acdistill.registry import Registry
 
 MIRROR_ENV = "ACDISTILL_DATA_DIR"
@@ -197,8 +196,8 @@ def load_split(name: str, train: bool, subset: int | str | None = None, root: st
         if fits:
             mf, path = fits[0], mirror / fits[0].filename
             if not mf.exact:
-                warnings.warn(f"{name}: using the lossy (JPEG) mirror copy {path}; accuracies differ slightly "
-                              f"from the original images", stacklevel=2)
+                warn(f"{name}: using the lossy (JPEG) mirror copy {path}; accuracies differ slightly from the "
+                     "original images")
             loaded = (*_read_npz(path, train), f"mirror:{path.name}")
     if loaded is None:
         try:

@@ -18,12 +18,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from acdistill.attacks import EVAL_ATTACKS, Budget, ce_objective, pgd
-from acdistill.config import TrainParams, fingerprint
+from acdistill.config import SpeedParams, TrainParams, fingerprint
 from acdistill.data import Batch, ImageSet, iterate
 from acdistill.distributed import Ranks
 from acdistill.engine.evaluate import correct_mask
 from acdistill.engine.step_graph import GraphedStep, Step
-from acdistill.errors import AcdistillError
+from acdistill.errors import AcdistillError, warn
 from acdistill.io import atomic_path
 from acdistill.methods import Method
 
@@ -57,10 +57,10 @@ def compile_networks(method: Method, mode: bool | str) -> None:
             net.compile(mode=None if mode is True else mode, dynamic=False)
 
 
-def configure_backends(cfg: TrainParams, device: torch.device) -> None:
+def configure_backends(speed: SpeedParams, device: torch.device) -> None:
     """Process-wide backend choices of a run: cuDNN's algorithm search is a global switch in torch."""
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+        torch.backends.cudnn.benchmark = speed.cudnn_benchmark
 
 
 def make_optimizer(params: list[torch.Tensor], cfg: TrainParams, device: torch.device) -> torch.optim.SGD:
@@ -72,45 +72,46 @@ def make_optimizer(params: list[torch.Tensor], cfg: TrainParams, device: torch.d
 
 class Trainer:
     def __init__(self, method: Method, cfg: TrainParams, *, seed: int, device: torch.device,
-                 state_path: Path | None = None, live_dir: Path | None = None, label: str = "train",
-                 context: dict[str, Any] | None = None, ranks: Ranks = Ranks()):
+                 speed: SpeedParams = SpeedParams(), state_path: Path | None = None, live_dir: Path | None = None,
+                 label: str = "train", context: dict[str, Any] | None = None, ranks: Ranks = Ranks()):
         """`context`: whatever else decides the result (data, teacher hash, architecture); a saved state is
-        resumed only if it and `cfg` are unchanged. `ranks`: the torchrun processes training together; only
-        rank 0 monitors, logs and saves."""
-        self.method, self.cfg, self.seed, self.device, self.ranks = method, cfg, seed, device, ranks
+        resumed only if it and `cfg` are unchanged. `speed`: how the steps run (not part of the fingerprint).
+        `ranks`: the torchrun processes training together; only rank 0 monitors, logs and saves."""
+        self.method, self.cfg, self.speed, self.seed, self.device, self.ranks = method, cfg, speed, seed, device, ranks
         method.ranks = ranks
         self.state_path, self.live_dir, self.label = state_path, live_dir, label
         self.model = method.student
-        if cfg.amp and device.type == "cpu" and not torch.backends.mkldnn.is_available():
-            raise AcdistillError("amp: bf16 autocast needs oneDNN on CPU; run without --amp")
-        if cfg.channels_last:
+        method.to(device)
+        if speed.amp and device.type == "cpu" and not torch.backends.mkldnn.is_available():
+            raise AcdistillError("speed.amp: bf16 autocast needs oneDNN on CPU; run without it")
+        if speed.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        if cfg.compile == "reduce-overhead" and not method.cuda_graphs:
-            raise AcdistillError(f"compile: reduce-overhead (CUDA graphs) does not work with {method.name}, which "
-                                 f"runs its networks outside their forward; use compile: true")
-        step_graphs = cfg.cuda_graph and device.type == "cuda"
-        if cfg.cuda_graph and not step_graphs:
-            console.print(f"[yellow]{label}: cuda_graph needs a CUDA device; the steps run without it on {device}")
+        if speed.compile == "reduce-overhead" and method.cuda_graphs == "none":
+            raise AcdistillError(f"speed.compile: reduce-overhead (CUDA graphs) does not work with {method.name}, "
+                                 "which runs its networks outside their forward; use compile: true")
+        step_graphs = speed.step_graph and device.type == "cuda"
+        if speed.step_graph and not step_graphs:
+            warn(f"{label}: speed.step_graph needs a CUDA device; the steps run without it on {device}")
         if step_graphs:
-            if not method.step_graph:
-                raise AcdistillError(f"cuda_graph: {method.name} keeps per-step state outside its tensors, which "
-                                     f"a replayed step would not update; run it without cuda_graph")
-            if cfg.compile == "reduce-overhead":
-                raise AcdistillError("cuda_graph already replays the whole step; use it with compile: true, not "
-                                     "compile: reduce-overhead")
+            if method.cuda_graphs != "whole_step":
+                raise AcdistillError(f"speed.step_graph: {method.name} keeps per-step state outside its tensors, "
+                                     "which a replayed step would not update; run it without step_graph")
+            if speed.compile == "reduce-overhead":
+                raise AcdistillError("speed.step_graph already replays the whole step; use it with compile: true, "
+                                     "not compile: reduce-overhead")
             if ranks.world > 1:
-                raise AcdistillError("cuda_graph works in a single process only; run torchrun without it")
-        if cfg.compile:
-            compile_networks(method, cfg.compile)
-        configure_backends(cfg, device)
-        self.params = list(self.model.parameters()) + method.parameters()
+                raise AcdistillError("speed.step_graph works in a single process only; run torchrun without it")
+        if speed.compile:
+            compile_networks(method, speed.compile)
+        configure_backends(speed, device)
+        self.params = list(self.model.parameters()) + list(method.parameters())
         self.optimizer = make_optimizer(self.params, cfg, device)
         self.graphed_step = (GraphedStep(self.train_step, cfg.batch_size, torch.cuda.Stream(device))
                              if step_graphs else None)
         self.fingerprint = fingerprint(cfg, seed=seed, **(context or {}))
 
     def _autocast(self):
-        if not self.cfg.amp:
+        if not self.speed.amp:
             return nullcontext()
         # autocast's cache of bf16 weights would hand a captured step the copies made during its capture.
         return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=self.graphed_step is None)
@@ -141,7 +142,7 @@ class Trainer:
         return terms
 
     def step_function(self) -> Step:
-        """`train_step`, or with cuda_graph its captured replay (GraphedStep)."""
+        """`train_step`, or with speed.step_graph its captured replay (GraphedStep)."""
         return self.graphed_step or self.train_step
 
     def _load_state(self) -> tuple[int, list[dict]]:
@@ -149,11 +150,15 @@ class Trainer:
             return 0, []
         state = torch.load(self.state_path, map_location=self.device, weights_only=True)
         if state.get("fingerprint") != self.fingerprint:
-            console.print(f"[yellow]{self.label}: {self.state_path} was written with other settings; starting over")
+            warn(f"{self.label}: {self.state_path} was written with other settings; starting over")
             return 0, []
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.method.load_state_dict(state["method"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.method.load_state_dict(state["method"])
+        except (RuntimeError, KeyError, ValueError) as e:  # torch's report of mismatched keys spans many lines
+            raise AcdistillError(f"{self.state_path} does not fit this run ({' '.join(str(e).split())[:200]}); "
+                                 "delete it to start over") from None
         return state["epoch"], state["history"]
 
     def _save_state(self, epoch: int, history: list[dict]) -> None:
@@ -187,6 +192,7 @@ class Trainer:
         if self.device.type != "cpu":  # resident uint8 images (150 MB for CIFAR-10): batching and crops run there
             train_set = train_set.to(self.device)
         self.method.setup(train_set)
+        self.method.to(self.device)  # what setup built (memory banks)
         start_epoch, history = self._load_state() if resume else (0, [])
         if self.ranks.world > 1:  # every rank starts from rank 0's weights, as DDP does
             for tensor in list(self.model.state_dict().values()) + [p.data for p in self.method.parameters()]:
@@ -250,7 +256,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}  # on the device, weighted by batch size
         seen = 0
         start = time.perf_counter()
-        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        memory_format = torch.channels_last if self.speed.channels_last else torch.contiguous_format
         train_step = self.step_function()
         if self.graphed_step is not None:
             self.graphed_step.release()  # captured anew: on_epoch_start may have changed what the step reads

@@ -31,7 +31,7 @@ class ARD(Method):
     """
 
     name = "ard"
-    step_graph = True
+    cuda_graphs = "whole_step"
     Params = ARDParams
     needs_teacher = True
     attack_mode = "train"

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from acdistill.attacks.pgd import Objective, Start, pgd
-from acdistill.config import TrainAttack
+from acdistill.budgets import TrainAttack
 from acdistill.data import Batch, ImageSet
 from acdistill.distributed import Ranks
 from acdistill.losses import float32_math
@@ -39,7 +39,25 @@ class ReweightParams(MethodParams):
     reweight: bool = Field(False, description="multiply each sample's distillation term by p_T(y | x), detached")
 
 
-class Method:
+GraphSupport = Literal["none", "forward", "whole_step"]
+
+
+class Method(nn.Module):
+    """A training recipe: `perturb` (the inner maximization) and `loss` (the outer minimization). The trainer calls
+    `perturb`, then `loss`, sums the returned terms, backpropagates, and steps one optimizer over the student's
+    parameters and the method's own.
+
+    The student and the teacher are the trainer's networks, held as plain attributes, not submodules: the trainer
+    moves, saves and optimizes the student, and the teacher stays frozen. What a method adds is its own module
+    state: projection heads are submodules (their parameters train with the student's), memory banks and running
+    statistics are buffers, and non-tensor state goes through `get_extra_state` / `set_extra_state`. The trainer
+    moves the method to its device after `setup` and saves its `state_dict()` in the resumable state.
+
+    A subclass sets `name` (and registers with `@register_method`), may set `Params` (its own params section,
+    `distill.<name>`), `needs_teacher`, `attack_mode`, `log_only_prefixes` and `cuda_graphs`, and implements `loss`
+    and, for adversarial methods, `perturb`.
+    """
+
     name: ClassVar[str]
     Params: ClassVar[type[MethodParams]] = MethodParams
     needs_teacher: ClassVar[bool] = False
@@ -47,22 +65,23 @@ class Method:
     attack_mode: ClassVar[Literal["train", "eval"]] = "eval"
     # Per-epoch values under these prefixes go to dvclive only, not to the console line (e.g. per-class series).
     log_only_prefixes: ClassVar[tuple[str, ...]] = ()
-    # Whether the networks run only through their forward, as torch.compile's CUDA graphs (compile: reduce-overhead)
-    # expect. GACD, which also calls features(), failed under them on an H100 (a tensor saved for backward was
-    # modified in place), and is refused.
-    cuda_graphs: ClassVar[bool] = True
-    # Whether the whole step may be captured as one CUDA graph (cuda_graph: true, engine/step_graph.py): the step
-    # syncs with no host and keeps no per-step state outside tensors updated in place. Off unless a method says so.
-    step_graph: ClassVar[bool] = False
+    # How much of a training step may run as a CUDA graph. "forward": the networks' forward passes, as
+    # torch.compile's mode reduce-overhead records them. "whole_step": the whole step captured once and replayed
+    # (speed.step_graph, engine/step_graph.py), which needs a step that syncs with no host and keeps no state outside
+    # tensors updated in place; it implies "forward". "none": neither (GACD, which also runs features() outside the
+    # compiled forward and rebinds its bank every step, failed under them on an H100).
+    cuda_graphs: ClassVar[GraphSupport] = "none"
     # The torchrun processes training together (set by the trainer): a method whose loss or state spans the whole
     # batch gathers across them; per-sample losses need nothing, as the trainer averages the gradients.
     ranks: Ranks = Ranks()
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, params: MethodParams, attack: TrainAttack):
+        super().__init__()
         if self.needs_teacher and teacher is None:
             raise ValueError(f"method '{self.name}' needs a teacher")
-        self.student = student
-        self.teacher = teacher
+        # Plain attributes (nn.Module's __setattr__ would make them submodules, and their weights part of this
+        # method's state_dict and parameters).
+        self.__dict__.update(student=student, teacher=teacher)
         self.params = params
         self.attack = attack
         self._teacher_cache: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -79,23 +98,16 @@ class Method:
         return {}
 
     def perturb(self, batch: Batch) -> torch.Tensor | None:
-        """The adversarial batch x' for this step, or None for methods trained on clean inputs only."""
+        """The adversarial batch x' for this step: float [B, 3, H, W] in [0, 1], within the section's budget
+        (`run_attack` keeps it there), or None for methods trained on clean inputs only.
+
+        batch.x: float [B, 3, H, W] in [0, 1]; batch.y: int64 [B] labels; batch.index: int64 [B] dataset indices."""
         return None
 
     def loss(self, batch: Batch, x_adv: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The step's loss as named scalar terms, each already weighted: the trainer minimizes their sum and logs
+        each term's mean per epoch (`loss/<name>`). x_adv is `perturb`'s output for the same batch."""
         raise NotImplementedError
-
-    def parameters(self) -> list[nn.Parameter]:
-        """Trainable parameters besides the student's (e.g. projection heads)."""
-        return []
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """Training state besides the student (heads, memory banks), saved with resumable checkpoints."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        if state:
-            raise ValueError(f"method '{self.name}' keeps no state, got keys {sorted(state)}")
 
     def run_attack(self, make_objective: Callable[[], Objective], x: torch.Tensor, start: Start) -> torch.Tensor:
         """The inner maximization within this method's budget, with the student in `attack_mode` (also while

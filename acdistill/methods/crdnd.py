@@ -44,6 +44,9 @@ def relation_loss(anchor: torch.Tensor, positive: torch.Tensor, tau: float,
     return (nll * weight).mean() if weight is not None else nll.mean()
 
 
+SPLITS = ("nat", "adv")
+
+
 @register_method
 class CRDND(Method):
     """Contrastive relation denoising distillation (SPEC; the seed reproduction report, Eqs. 2-8).
@@ -57,22 +60,26 @@ class CRDND(Method):
     """
 
     name = "crdnd"
-    step_graph = True
+    cuda_graphs = "whole_step"
     Params = CRDNDParams
     needs_teacher = True
     log_only_prefixes = ("acm/",)
 
     def setup(self, train_set: ImageSet) -> None:
         k = train_set.num_classes
-        device = next(self.student.parameters()).device
-        self.accuracy = {"nat": torch.ones(k, device=device), "adv": torch.ones(k, device=device)}
-        self.counts = {split: torch.zeros(2, k, device=device) for split in ("nat", "adv")}  # [correct, seen]
+        for split in SPLITS:
+            # The teacher's per-class accuracy that M is built from (restored on resume), and this epoch's counts
+            # [correct, seen] (an epoch starts them at zero, so they are not saved).
+            self.register_buffer(f"accuracy_{split}", torch.ones(k))
+            self.register_buffer(f"counts_{split}", torch.zeros(2, k), persistent=False)
 
-    def state_dict(self):
-        return {f"accuracy_{split}": acc for split, acc in self.accuracy.items()}
+    @property
+    def accuracy(self) -> dict[str, torch.Tensor]:
+        return {split: getattr(self, f"accuracy_{split}") for split in SPLITS}
 
-    def load_state_dict(self, state):
-        self.accuracy = {split: state[f"accuracy_{split}"] for split in ("nat", "adv")}
+    @property
+    def counts(self) -> dict[str, torch.Tensor]:
+        return {split: getattr(self, f"counts_{split}") for split in SPLITS}
 
     def on_epoch_start(self, epoch, epochs):
         for counts in self.counts.values():

@@ -9,7 +9,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
 from acdistill.attacks.ot import cosine_cost, sinkhorn_cost
-from acdistill.config import PixelFloat
+from acdistill.budgets import PixelFloat
 from acdistill.data import ImageSet
 from acdistill.errors import AcdistillError, warn
 from acdistill.losses import float32_math
@@ -88,23 +88,26 @@ def first_batch_log_z(pos: torch.Tensor, neg: torch.Tensor, *, tau: float, n_dat
     return torch.logsumexp(scores, dim=0) - math.log(scores.numel()) + math.log(n_data)
 
 
-class MemoryBank:
-    """N x d student embeddings addressed by dataset index, plus the other-class pools negatives are drawn from."""
+class MemoryBank(nn.Module):
+    """N x d embeddings addressed by dataset index (`rows`, the state a resumed run restores), plus the other-class
+    pools negatives are drawn from (derived from the training set's labels, so not saved)."""
 
-    def __init__(self, data: ImageSet, dim: int, dtype: torch.dtype, device: torch.device):
+    def __init__(self, data: ImageSet, dim: int, dtype: torch.dtype):
+        super().__init__()
         n = len(data)
         self.n = n
-        self.rows = F.normalize(torch.randn(n, dim, device=device), dim=1).to(dtype)
+        self.register_buffer("rows", F.normalize(torch.randn(n, dim), dim=1).to(dtype))
         # Dataset index -> bank row: subsets (e.g. an index file) need not be 0..N-1.
-        self.row_of = torch.full((int(data.indices.max()) + 1,), -1, dtype=torch.long, device=device)
-        self.row_of[data.indices.to(device)] = torch.arange(n, device=device)
-        labels = data.labels.to(device)
-        self.labels = labels
+        row_of = torch.full((int(data.indices.max()) + 1,), -1, dtype=torch.long)
+        row_of[data.indices.cpu()] = torch.arange(n)
+        labels = data.labels.cpu()
         pools = [torch.nonzero(labels != c).flatten() for c in range(data.num_classes)]
-        self.pool_size = torch.tensor([len(p) for p in pools], device=device)
-        self.pools = torch.zeros(data.num_classes, int(self.pool_size.max()), dtype=torch.long, device=device)
+        pool_size = torch.tensor([len(p) for p in pools])
+        padded = torch.zeros(data.num_classes, int(pool_size.max()), dtype=torch.long)
         for c, pool in enumerate(pools):
-            self.pools[c, :len(pool)] = pool
+            padded[c, :len(pool)] = pool
+        for name, value in (("row_of", row_of), ("labels", labels), ("pool_size", pool_size), ("pools", padded)):
+            self.register_buffer(name, value, persistent=False)
 
     def available(self) -> int:
         """Other-class samples of the class that has the fewest (among the classes present)."""
@@ -185,43 +188,39 @@ class GACD(Method):
     name = "gacd"
     Params = GACDParams
     needs_teacher = True
-    cuda_graphs = False  # features() runs outside the compiled forward
+    # cuda_graphs stays "none": features() runs outside the compiled forward, and the banks are rebound each step
     log_only_prefixes = ("bank/", "teacher_bank/")
 
     def __init__(self, student, teacher, params: GACDParams, attack):
         super().__init__(student, teacher, params, attack.model_copy(
             update={"steps": params.scatter_steps, "step_size": params.scatter_step_size}))
-        device = next(student.parameters()).device
         t_dim, s_dim = (feature_dim(net, f"gacd: the {role}", f"the embedding head embed_{role[0]} takes them")
                         for net, role in ((teacher, "teacher"), (student, "student")))
-        self.embed_t = nn.Linear(t_dim, params.embed_dim).to(device)
-        self.embed_s = nn.Linear(s_dim, params.embed_dim).to(device)
+        self.embed_t = nn.Linear(t_dim, params.embed_dim)
+        self.embed_s = nn.Linear(s_dim, params.embed_dim)
         self.bank: MemoryBank | None = None  # student embeddings: the teacher anchors' negatives
         self.teacher_bank: MemoryBank | None = None  # teacher embeddings: the student anchors' negatives
         self.k = params.k
         self.n_data = 0  # N of the critic's k/N: the training set's size, known at setup
-        # Set from the first batch. None rather than a nan tensor: testing a tensor for nan would read it back
-        # from the device at every step.
-        self.log_z: torch.Tensor | None = None
-        self.log_z_student_anchor: torch.Tensor | None = None
+        # log Z of each critic, fixed from the first batch. Whether they are fixed is a Python flag (saved as the
+        # module's extra state): testing the tensors would read them back from the device at every step.
+        self.register_buffer("log_z", torch.zeros(()))
+        self.register_buffer("log_z_student_anchor", torch.zeros(()))
+        self.z_fixed = False
 
     def setup(self, train_set: ImageSet) -> None:
         p = self.params
         self.n_data = len(train_set)
         if p.negatives == "batch":  # each step's batch holds the negatives
             return
-        device = self.embed_t.weight.device
-        self.bank = MemoryBank(train_set, p.embed_dim, getattr(torch, p.bank_dtype), device)
+        self.bank = MemoryBank(train_set, p.embed_dim, getattr(torch, p.bank_dtype))
         if p.symmetric:
-            self.teacher_bank = MemoryBank(train_set, p.embed_dim, getattr(torch, p.bank_dtype), device)
+            self.teacher_bank = MemoryBank(train_set, p.embed_dim, getattr(torch, p.bank_dtype))
         available = self.bank.available()
         if p.k > available:
             warn(f"gacd: k={p.k} negatives asked, but the training set has only {available} images of other "
                  f"classes for some class; using k={available}")
         self.k = min(p.k, available)
-
-    def parameters(self):
-        return list(self.embed_t.parameters()) + list(self.embed_s.parameters())
 
     def on_epoch_end(self) -> dict[str, float]:
         """The banks' geometry (dvclive only): collapsed embeddings show as cosines near 1 within and across
@@ -235,26 +234,11 @@ class GACD(Method):
         """The memory banks setup() built: none with batch negatives."""
         return {name: bank for name, bank in (("bank", self.bank), ("teacher_bank", self.teacher_bank)) if bank}
 
-    def state_dict(self):
-        state = {"embed_t": self.embed_t.state_dict(), "embed_s": self.embed_s.state_dict(),
-                 "log_z": _saved_log_z(self.log_z), **{name: bank.rows for name, bank in self.banks().items()}}
-        if self.teacher_bank is not None:
-            state["log_z_student_anchor"] = _saved_log_z(self.log_z_student_anchor)
-        return state
+    def get_extra_state(self) -> dict[str, bool]:
+        return {"z_fixed": self.z_fixed}
 
-    def load_state_dict(self, state):
-        for name, bank in self.banks().items():
-            if name not in state:
-                raise AcdistillError(f"gacd: the saved state has no {name}; it was saved with symmetric: false")
-            if state[name].shape != bank.rows.shape:
-                raise AcdistillError(f"gacd: the saved memory bank has shape {tuple(state[name].shape)}, "
-                                     f"this training set needs {tuple(bank.rows.shape)}")
-            bank.rows = state[name].to(bank.rows.dtype)
-        self.embed_t.load_state_dict(state["embed_t"])
-        self.embed_s.load_state_dict(state["embed_s"])
-        self.log_z = _loaded_log_z(state["log_z"])
-        if self.teacher_bank is not None:
-            self.log_z_student_anchor = _loaded_log_z(state["log_z_student_anchor"])
+    def set_extra_state(self, state: dict[str, bool]) -> None:
+        self.z_fixed = state["z_fixed"]
 
     def perturb(self, batch):
         net = self.student if self.params.scatter_net == "student" else self.teacher
@@ -298,11 +282,17 @@ class GACD(Method):
             t_embedded, s_embedded = self.standardize(t_embedded), self.standardize(s_embedded)
         t, s = F.normalize(t_embedded, dim=1), F.normalize(s_embedded, dim=1)
         pos = (t * s).sum(dim=1)
+        fixed = self.z_fixed
         terms = {}
-        terms["nce"], self.log_z = self.contrast(t, self.bank, neg_rows, pos, weight, self.log_z)
+        terms["nce"], log_z = self.contrast(t, self.bank, neg_rows, pos, weight, self.log_z if fixed else None)
         if self.teacher_bank is not None:
-            terms["nce_student_anchor"], self.log_z_student_anchor = self.contrast(
-                s, self.teacher_bank, neg_rows, pos, weight, self.log_z_student_anchor)
+            terms["nce_student_anchor"], log_z_s = self.contrast(
+                s, self.teacher_bank, neg_rows, pos, weight, self.log_z_student_anchor if fixed else None)
+        if not fixed:
+            self.log_z = log_z
+            if self.teacher_bank is not None:
+                self.log_z_student_anchor = log_z_s
+            self.z_fixed = True
         return terms, t, s
 
     @float32_math
@@ -317,10 +307,11 @@ class GACD(Method):
         negatives = self.ranks.gather(F.normalize(neg_embedded, dim=1), grad=True)[0]
         pos, neg = (t * s).sum(dim=1), t @ negatives.T
         mask = y[:, None] != self.ranks.gather(y)[0][None, :]
-        if self.log_z is None:  # from the whole first batch, on every rank alike
+        if not self.z_fixed:  # from the whole first batch, on every rank alike
             self.log_z = first_batch_log_z(*(self.ranks.gather(v.detach())[0] for v in (pos, neg)),
                                            tau=self.params.tau, n_data=self.n_data,
                                            mask=self.ranks.gather(mask.to(torch.uint8))[0].bool())
+            self.z_fixed = True
         return {"nce": reweighted_nce(pos, neg, weight, tau=self.params.tau, log_z=self.log_z, n_data=self.n_data,
                                       mask=mask)}
 
@@ -340,11 +331,3 @@ class GACD(Method):
             log_z = first_batch_log_z(self.ranks.gather(pos.detach())[0], self.ranks.gather(neg.detach())[0],
                                       tau=self.params.tau, n_data=bank.n)
         return reweighted_nce(pos, neg, weight, tau=self.params.tau, log_z=log_z, n_data=bank.n), log_z
-
-
-def _saved_log_z(log_z: torch.Tensor | None) -> torch.Tensor:
-    return torch.tensor(math.nan) if log_z is None else log_z  # checkpoints hold tensors only
-
-
-def _loaded_log_z(saved: torch.Tensor) -> torch.Tensor | None:
-    return None if torch.isnan(saved) else saved

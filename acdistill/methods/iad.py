@@ -41,7 +41,7 @@ class IAD(Method):
     """
 
     name = "iad"
-    step_graph = True
+    cuda_graphs = "whole_step"
     Params = IADParams
     needs_teacher = True
     attack_mode = "train"

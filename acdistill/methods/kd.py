@@ -27,7 +27,7 @@ class KD(Method):
     over the batch (`batchmean`, as mdistiller's KD). `reweight: true` weights each sample's KL by p_T(y | x)."""
 
     name = "kd"
-    step_graph = True
+    cuda_graphs = "whole_step"
     Params = KDParams
     needs_teacher = True
 

@@ -8,7 +8,7 @@ class Natural(Method):
     """Standard training: CE(S(x), y)."""
 
     name = "natural"
-    step_graph = True
+    cuda_graphs = "whole_step"
 
     def loss(self, batch, x_adv):
         return {"ce": F.cross_entropy(self.student(batch.x), batch.y)}

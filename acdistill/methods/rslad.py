@@ -20,7 +20,7 @@ class RSLAD(Method):
     """
 
     name = "rslad"
-    step_graph = True
+    cuda_graphs = "whole_step"
     Params = RSLADParams
     needs_teacher = True
 

@@ -13,7 +13,7 @@ class SAT(Method):
     """
 
     name = "sat"
-    step_graph = True
+    cuda_graphs = "whole_step"
 
     def perturb(self, batch):
         return self.run_attack(lambda: ce_objective(self.student, batch.y), batch.x, "uniform")

@@ -28,7 +28,7 @@ class Trades(Method):
     """
 
     name = "trades"
-    step_graph = True
+    cuda_graphs = "whole_step"
     Params = TradesParams
 
     def perturb(self, batch):

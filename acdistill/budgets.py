@@ -1,0 +1,38 @@
+"""Perturbation budgets as params declare them: a leaf module, so that the methods and the params can both use it.
+
+Numbers of pixel scale may be written as fractions ("8/255").
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+
+def fraction(value: Any) -> Any:
+    """"8/255" -> 0.0313...; anything else is left to pydantic's own checks."""
+    if isinstance(value, str):
+        num, _, den = value.replace(" ", "").partition("/")
+        try:
+            return float(num) / float(den or 1)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"expected a number or a fraction like 8/255, got '{value}'") from None
+    return value
+
+
+PixelFloat = Annotated[float, BeforeValidator(fraction), Field(ge=0, le=1)]
+Eps = Annotated[float, BeforeValidator(fraction), Field(ge=0)]  # L-inf budgets are also capped at 1 where used
+
+
+class Strict(BaseModel):
+    """A params section: unknown keys are errors, and a validated section is immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainAttack(Strict):
+    """The training attack's L-inf budget; each method chooses its loss and random start."""
+
+    eps: PixelFloat = 8 / 255
+    step_size: PixelFloat = 2 / 255
+    steps: int = Field(10, ge=0)

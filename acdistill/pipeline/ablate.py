@@ -1,0 +1,252 @@
+"""acdistill ablate: distill and evaluate one student per point of a parameter grid (or a list of points), then
+tabulate them. A point with `adv_finetune: true` fine-tunes the distilled student of the same point without it.
+With `seeds`, every point runs once per seed, and the table gives each column's mean ± standard deviation: a single
+seed can mislead, as three seeds of the study's students show (RESULTS.md, investigation 7).
+
+Each point runs in its own directory, ablate/<point>-<hash>/, named by the hash of everything that decides its
+result (its validated params and the teacher's sha256). A finished point is reused as long as that hash matches,
+so widening a grid runs only the new points, and an interrupted ablation resumes mid-point from the epoch state.
+The DVC stage keeps ablate/ with `persist: true` for the same reason. The hash leaves out the code, so that editing
+a docstring does not retrain a study; instead each result records the acdistill code that produced it, and a run
+reused from other code is named in the output, to be deleted and rerun where the change matters.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tabulate import tabulate
+
+from acdistill.checkpoint import load_model, read_sidecar
+from acdistill.config import ABLATE_SECTIONS, FINETUNE, NAME, Params, fingerprint
+from acdistill.data import load_split
+from acdistill.engine import evaluate
+from acdistill.errors import AcdistillError, warn
+from acdistill.io import claim_outputs, write_json, write_text
+from acdistill.methods import METHODS
+from acdistill.pipeline.common import ProgressBars, check_json_out, device_of, echo, writes
+from acdistill.pipeline.training import distill, finetune
+from acdistill.provenance import code_info, machine_info, source_digest
+
+RESULT = "result.json"
+
+
+def expand(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """The product of the value lists, first key varying slowest (the order the table is read in); an empty grid
+    has no points."""
+    return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())] if grid else []
+
+
+def with_seeds(points: list[dict[str, Any]], seeds: list[int] | None) -> list[dict[str, Any]]:
+    """Each point once per seed, the seed set as a point key: a run's hash and directory are those of the same
+    point without `seeds` but with that `seed` in the params, so finished runs are reused either way."""
+    return [{**point, "seed": seed} for point in points for seed in seeds] if seeds else points
+
+
+def point_label(point: dict[str, Any]) -> str:
+    if NAME in point:
+        return point[NAME] + (f",seed={point['seed']}" if "seed" in point else "")
+    return ",".join(f"{k}={v}" for k, v in point.items()) or "base"
+
+
+def distilled_point(point: dict[str, Any]) -> dict[str, Any]:
+    """The point whose distilled student a fine-tuning point starts from: the same point without fine-tuning."""
+    return {k: v for k, v in point.items() if k not in (FINETUNE, NAME) and not k.startswith("aft.")}
+
+
+def point_params(params: Params, point: dict[str, Any]) -> Params:
+    """The params of one point: `params`, then ablate.fixed, then the point's values."""
+    try:
+        return params.with_overrides({**params.ablate.fixed,
+                                      **{k: v for k, v in point.items() if k not in (FINETUNE, NAME)}})
+    except AcdistillError as e:
+        raise AcdistillError(f"ablate point {point_label(point)}: {e}") from None
+
+
+def point_dir(root: Path, point: dict[str, Any], params: Params, teacher_sha: str | None) -> tuple[Path, str]:
+    """The point's directory and the hash of what decides its result (not the ablate section itself, so that
+    editing the grid leaves the finished points' hashes alone)."""
+    dumped = params.model_dump(mode="json")
+    sections = (*ABLATE_SECTIONS, "aft") if point.get(FINETUNE) else ABLATE_SECTIONS
+    digest = fingerprint({k: dumped[k] for k in sections}, teacher_sha256=teacher_sha)
+    # The same settings reached under another label (a grid key set to its default value) reuse that directory.
+    existing = sorted(root.glob(f"*-{digest[:8]}")) if root.is_dir() else []
+    slug = re.sub(r"[^A-Za-z0-9.=_-]+", "_", point_label(point))[:80]
+    return (existing[0] if existing else root / f"{slug}-{digest[:8]}"), digest
+
+
+def link_latest(link: Path, run: Path) -> None:
+    """runs/<name> -> the named point's run directory, so that later stages can name a path without its hash."""
+    if link.is_symlink():
+        link.unlink()
+    elif link.exists():
+        raise AcdistillError(f"cannot link {link} to {run.name}: {link} exists and is not a link")
+    link.symlink_to(run.name, target_is_directory=True)
+
+
+def finished(run: Path, digest: str) -> dict[str, Any] | None:
+    try:
+        result = json.loads((run / RESULT).read_text())
+    except (OSError, ValueError):
+        return None
+    return result if result.get("fingerprint") == digest else None
+
+
+def run_point(params: Params, run: Path, digest: str, point: dict[str, Any], *, teacher: Path,
+              data_dir: Path | None, device: torch.device, distilled: tuple[Path, dict[str, Any]] | None = None
+              ) -> dict[str, Any]:
+    """Train (resuming its epoch state) and evaluate one point: distill a student, or, for a fine-tuning point,
+    fine-tune `distilled` (the finished distilled point's directory and result). A student already in `run` is
+    from an unfinished attempt at this same point, since the point has no result yet, so it is overwritten."""
+    start = time.perf_counter()
+    kwargs = dict(teacher=teacher, out=run / "student.safetensors", data_dir=data_dir, device=device, resume=True,
+                  force=True, run_dir=run)
+    if distilled is None:
+        summary = distill(params, metrics=run / "distill.json", **kwargs)
+        before = 0.0
+    else:
+        summary = finetune(params, model=distilled[0] / "student.safetensors", metrics=run / "aft.json", **kwargs)
+        before = distilled[1]["train_minutes"]  # a fine-tuned student costs its distillation too
+    train_minutes = before + (time.perf_counter() - start) / 60
+    student = load_model(run / "student.safetensors", device)
+    test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
+    e = params.eval
+    with ProgressBars() as progress:
+        results = evaluate(student, test, e.attacks, budget=e.budget(), batch_size=e.batch_size, n=e.n,
+                           limits=e.n_per_attack, seed=params.seed, device=device, progress=progress)
+    result = {"fingerprint": digest, "code": code_info(), "machine": machine_info(), "point": point,
+              "method": params.distill.method, "student": params.distill.student,
+              "train_minutes": round(train_minutes, 2), "train_images": summary["train_images"], "eval": results}
+    write_json(run / RESULT, result)
+    return result
+
+
+def other_code(result: dict[str, Any]) -> str | None:
+    """The source digest of the code that produced a finished result when it is not this code's ("unrecorded"
+    for results written before acdistill recorded it), else None."""
+    source = result.get("code", {}).get("source")
+    return None if source == source_digest() else source or "unrecorded"
+
+
+def row_of(point: dict[str, Any], result: dict[str, Any], run: Path) -> dict[str, Any]:
+    attacks = {name: r["accuracy"] for name, r in result["eval"].items()}
+    last = [name for name in result["eval"] if name != "all_attacks"][-1]
+    return {**point, **attacks,
+            f"worst_class_{last}": result["eval"][last]["worst_class"], "train_minutes": result["train_minutes"],
+            "run": str(run)}
+
+
+def descending(value: Any) -> tuple:
+    """Sort key: numbers largest first, then other values (a method name, an unset column) alphabetically."""
+    return (0, -value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
+
+
+def mean_and_sd(points: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per point from its runs (consecutive in `rows`, one per seed): each measured column's mean, and its
+    sample standard deviation as <column>_sd (null from a single run)."""
+    per_point = len(rows) // len(points)
+    out = []
+    for point, start in zip(points, range(0, len(rows), per_point)):
+        runs = rows[start:start + per_point]
+        row: dict[str, Any] = {**point, "seeds": [r["seed"] for r in runs]}
+        for column in (k for k in runs[0] if k not in point and k not in ("seed", "run")):
+            values = [r[column] for r in runs]
+            row[column] = round(statistics.fmean(values), 3)
+            row[f"{column}_sd"] = round(statistics.stdev(values), 3) if len(values) > 1 else None
+        out.append({**row, "runs": [r["run"] for r in runs]})
+    return out
+
+
+def markdown_table(rows: list[dict[str, Any]], fmt: str) -> str:
+    """Rows as a table; a column with a <column>_sd companion shows as mean ± sd."""
+    if not rows:
+        return "(no points)"
+    keys = dict.fromkeys(k for r in rows for k in r)  # explicit points set different keys
+    headers = [k for k in keys if k not in ("run", "runs") and not (k.endswith("_sd") and k[:-3] in keys)]
+
+    def cell(row: dict[str, Any], key: str) -> Any:
+        sd = row.get(f"{key}_sd")
+        return f"{row[key]:.2f} ± {sd:.2f}" if sd is not None else row.get(key, "")
+
+    return tabulate([[cell(r, k) for k in headers] for r in rows], headers=headers, tablefmt=fmt, floatfmt=".2f")
+
+
+@writes("out", dirs=("runs",))
+def ablate(params: Params, *, teacher: Path = Path("models/teacher.safetensors"), runs: Path = Path("ablate"),
+           out: Path = Path("metrics/ablate.json"), data_dir: Path | None = None,
+           device: str | torch.device | None = None) -> dict[str, Any]:
+    """Distill and evaluate a student at every point of `params.ablate`'s grid, then at each explicit point: the
+    params, then ablate.fixed, then the point's values; with ablate.seeds, once per seed. Each run lives in its
+    own directory under `runs`; finished runs are reused. Writes `out` (.json) and its markdown table; returns the
+    table's rows ("points"), the runs of each seed ("runs") and the labels of runs reused from other code."""
+    cfg = params.ablate
+    points = expand(cfg.grid) + cfg.points
+    if not points:
+        raise AcdistillError("ablate: no points; set ablate.grid or ablate.points in params, or pass --grid "
+                             "KEY=V1,V2")
+    runs_to_do = with_seeds(points, cfg.seeds)
+    per_run = [point_params(params, p) for p in runs_to_do]  # every run validated before any starts
+    columns = ({k for p in points for k in p} | {"train_minutes", "all_attacks"}
+               | {a for p in per_run for a in p.eval.attacks})
+    if cfg.sort_by is not None and cfg.sort_by not in columns:
+        raise AcdistillError(f"ablate: cannot sort by '{cfg.sort_by}'; columns: {', '.join(sorted(columns))}")
+    check_json_out(out)
+    dev = device_of(params, device)
+    needs_teacher = any(METHODS.get(p.distill.method).needs_teacher for p in per_run)
+    teacher_sha = read_sidecar(teacher)["sha256"] if needs_teacher else None
+    claim_outputs()
+
+    stale: list[str] = []  # labels of the finished runs reused from other acdistill code
+
+    def result_of(point: dict[str, Any], p: Params, progress: str) -> tuple[Path, dict[str, Any]]:
+        """The point's finished result, running it (and first its distilled point, when fine-tuning) if needed."""
+        run, digest = point_dir(runs, point, p, teacher_sha)
+        result = finished(run, digest)
+        if result is not None:
+            source = other_code(result)
+            echo(f"{progress}{point_label(point)}: finished before, reused" + (
+                f"; trained by other acdistill code (source {source}, now {source_digest()})" if source else ""))
+            if source:
+                stale.append(point_label(point))
+        else:
+            echo(f"{progress}{point_label(point)}: running in {run}")
+            distilled = None
+            if point.get(FINETUNE):
+                first = distilled_point(point)
+                distilled = result_of(first, point_params(params, first), "  first the distilled point ")
+            result = run_point(p, run, digest, point, teacher=teacher, data_dir=data_dir, device=dev,
+                               distilled=distilled)
+        if NAME in point and (not cfg.seeds or point["seed"] == cfg.seeds[0]):  # with seeds: the first seed's run
+            link_latest(runs / point[NAME], run)
+        return run, result
+
+    rows = []
+    for i, (point, p) in enumerate(zip(runs_to_do, per_run), start=1):
+        run, result = result_of(point, p, f"ablate {'run' if cfg.seeds else 'point'} {i}/{len(runs_to_do)} ")
+        rows.append(row_of(point, result, run))
+    table = mean_and_sd(points, rows) if cfg.seeds else rows
+    if cfg.sort_by is not None:
+        table.sort(key=lambda r: descending(r.get(cfg.sort_by)))
+    order = f"sorted by {cfg.sort_by}, descending" if cfg.sort_by else "in grid order"
+    students = (f"{len(cfg.seeds)} students per point, one per seed, as mean ± sample standard deviation"
+                if cfg.seeds else "One student per point")
+    stale_note = (f"Trained by other acdistill code than this table's (source {source_digest()}), and reused: "
+                  f"{', '.join(stale)}. Delete a run's directory to retrain it." if stale else "")
+    echo(markdown_table(table, "simple"))
+    write_json(out, {"grid": cfg.grid, "explicit_points": cfg.points, "fixed": cfg.fixed, "teacher": str(teacher),
+                     "points": table, **({"seeds": cfg.seeds, "runs": rows} if cfg.seeds else {}),
+                     "code": code_info(), "reused_from_other_code": stale})
+    write_text(out.with_suffix(".md"), f"# Ablation\n\n{students} ({order}); accuracies in %, fixed settings "
+                                       f"{cfg.fixed or 'none'}.\n\n{markdown_table(table, 'github')}\n"
+                                       + (f"\n{stale_note}\n" if stale else ""))
+    if stale:
+        warn(stale_note)
+    echo(f"wrote {out} and {out.with_suffix('.md')}")
+
+    return {"points": table, **({"runs": rows} if cfg.seeds else {}), "reused_from_other_code": stale}

@@ -1,0 +1,189 @@
+"""What every stage shares: declaring and locking its outputs, checking output paths before the work, building the
+student and the method, the training-and-saving body of the training stages, progress bars and printing."""
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from acdistill.checkpoint import save_model, sidecar_path
+from acdistill.config import Params, TrainParams
+from acdistill.data import DATASETS, ImageSet, load_split
+from acdistill.distributed import Ranks, from_env, rank_of_env
+from acdistill.engine import Trainer, resolve_device
+from acdistill.engine.trainer import console
+from acdistill.errors import AcdistillError
+from acdistill.io import claim_outputs, declared_outputs, output_lock, write_json
+from acdistill.methods import METHODS, Method
+from acdistill.models import DATASET_STATS, create_model
+
+TRAINING_STAGES = ("teacher", "distill", "aft")  # in the order the pipeline runs them; report and figures sort by it
+
+
+def writes(*files: str, dirs: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """Declare which path arguments of a stage it writes (files, and whole directories): once the stage has
+    validated its inputs and claimed them (`claim_outputs`, or its first write), their directories stay locked
+    against other acdistill runs until it ends. Until then nothing is created, so a refused stage leaves no
+    directory and no lock file behind."""
+
+    def wrap(stage: Callable) -> Callable:
+        signature = inspect.signature(stage)
+
+        @functools.wraps(stage)
+        def wrapper(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            given = bound.arguments
+            for name in (*files, *dirs):  # Python callers may pass strings
+                if given.get(name) is not None:
+                    given[name] = Path(given[name])
+            if rank_of_env() != 0:  # under torchrun rank 0 alone writes, and holds the locks
+                return stage(*bound.args, **bound.kwargs)
+            with declared_outputs(*(given[name] for name in files if given.get(name) is not None),
+                                  dirs=[given[name] for name in dirs if given.get(name) is not None]):
+                return stage(*bound.args, **bound.kwargs)
+
+        return wrapper
+
+    return wrap
+
+
+def device_of(params: Params, device: str | torch.device | None) -> torch.device:
+    """The device a stage runs on: the one given, else params' `device` (auto picks CUDA, then MPS, then CPU)."""
+    return device if isinstance(device, torch.device) else resolve_device(device or params.device)
+
+
+def echo(msg: str) -> None:
+    """A stage's report on stdout (warnings and progress bars go to stderr)."""
+    print(msg, file=sys.stdout, flush=True)
+
+
+class ProgressBars:
+    """One rich bar per attack, started on the first batch so that an input error is not preceded by a blank bar."""
+
+    def __init__(self):
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=console, transient=True)
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        if not self.tasks:
+            self.bar.start()
+        if name not in self.tasks:
+            self.tasks[name] = self.bar.add_task(name, total=total)
+        self.bar.advance(self.tasks[name], done)
+
+    def __enter__(self) -> ProgressBars:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.tasks:
+            self.bar.stop()
+
+
+def monitor_split(params: Params, data_dir: Path | None, monitor_n: int) -> ImageSet:
+    """The held-out monitor slice: the first `monitor_n` images of the test subset."""
+    d = params.data
+    return load_split(d.dataset, False, d.test_subset, d.root, data_dir).take(monitor_n)
+
+
+def new_model(arch: str, params: Params, num_classes: int) -> torch.nn.Module:
+    mean, std = DATASET_STATS[params.data.dataset]
+    return create_model(arch, num_classes=num_classes, mean=mean, std=std)
+
+
+def build_method(section: TrainParams, student: torch.nn.Module, teacher: torch.nn.Module | None) -> Method:
+    cls = METHODS.get(section.method)
+    return cls(student, teacher if cls.needs_teacher else None, section.method_params(), section.attack)
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def check_classes(model: torch.nn.Module, dataset: str, what: str) -> None:
+    expected = DATASETS.get(dataset).num_classes
+    if model.arch_kwargs["num_classes"] != expected:
+        raise AcdistillError(f"{what} has {model.arch_kwargs['num_classes']} classes but {dataset} has {expected}")
+
+
+def check_json_out(out: Path) -> None:
+    """A results JSON gets its markdown table beside it (.md): any other suffix would have the table replace it."""
+    if out.suffix != ".json":
+        raise AcdistillError(f"--out {out}: the results are written as .json (the table goes beside it as .md)")
+
+
+def refuse_overwrite(force: bool, *paths: Path) -> None:
+    """A finished result is replaced only when the user asks for it with --force."""
+    for path in paths:
+        if path.exists() and not force:
+            raise AcdistillError(f"{path} already holds a finished result; pass --force to overwrite it, or choose "
+                                 f"another output path")
+
+
+def check_outputs(out: Path, metrics: Path, force: bool) -> None:
+    """Before any work: a bad output path found after hours of training would lose the run."""
+    if out.suffix != ".safetensors":
+        raise AcdistillError(f"--out {out}: checkpoints are written as .safetensors")
+    if metrics.resolve() in (out.resolve(), sidecar_path(out).resolve()):
+        raise AcdistillError(f"--metrics {metrics} would overwrite the checkpoint or its sidecar {sidecar_path(out)}")
+    refuse_overwrite(force, out)
+
+
+def train_and_save(stage: str, section: TrainParams, params: Params, *, student: torch.nn.Module,
+                   teacher: torch.nn.Module | None, data_dir: Path | None, device: torch.device, out: Path,
+                   metrics: Path, resume: bool, force: bool, context: dict[str, Any],
+                   run_dir: Path | None = None) -> dict[str, Any]:
+    """The body of every training stage: train `student` with `section`'s method, then write the checkpoint
+    (weights + sidecar) and the stage's metrics JSON. Per-epoch state lives in models/state/<stage>.pt and
+    curves in dvclive/<stage>/, or in `run_dir` (state.pt, dvclive/) when given. The output directories stay
+    locked against other runs throughout."""
+    state_path = run_dir / "state.pt" if run_dir else Path("models/state") / f"{stage}.pt"
+    live_dir = run_dir / "dvclive" if run_dir else Path("dvclive") / stage
+    ranks, device = from_env(device)
+    check_outputs(out, metrics, force)
+    claim_outputs()
+    with output_lock(out, metrics, state_path) if ranks.main else nullcontext():
+        return _train_and_save(stage, section, params, student=student, teacher=teacher, data_dir=data_dir,
+                               device=device, out=out, metrics=metrics, resume=resume, context=context,
+                               state_path=state_path, live_dir=live_dir, ranks=ranks)
+
+
+def _train_and_save(stage: str, section: TrainParams, params: Params, *, student: torch.nn.Module,
+                    teacher: torch.nn.Module | None, data_dir: Path | None, device: torch.device, out: Path,
+                    metrics: Path, resume: bool, context: dict[str, Any], state_path: Path,
+                    live_dir: Path, ranks: Ranks) -> dict[str, Any]:
+    d = params.data
+    train = load_split(d.dataset, True, d.train_subset, d.root, data_dir)
+    monitor = monitor_split(params, data_dir, section.monitor_n)
+    check_classes(student, params.data.dataset, "the student")
+    method = build_method(section, student.to(device), teacher.to(device) if teacher is not None else None)
+    trainer = Trainer(method, section, seed=params.seed, device=device, speed=params.speed, label=stage,
+                      state_path=state_path,
+                      live_dir=live_dir, context={"data": params.data.model_dump(), "arch": student.arch, **context},
+                      ranks=ranks)
+    start = time.perf_counter()
+    history = trainer.fit(train, monitor, augment=params.data.augment, resume=resume)
+    last = history[-1]
+    summary = {"method": section.method, "epochs": section.epochs, "train_images": len(train),
+               **{k: v for k, v in last.items() if k.endswith("_acc")},
+               "minutes_this_run": round((time.perf_counter() - start) / 60, 2)}
+    if not ranks.main:
+        return summary
+    save_model(student, out, dataset=params.data.dataset,
+               info={"stage": stage, "params": section.model_dump(mode="json"), "seed": params.seed, **summary,
+                     **{k: v for k, v in context.items() if k.endswith("_sha256")}})  # the report links runs by it
+    write_json(metrics, summary)
+    echo(f"{stage}: wrote {out} and {metrics}")
+    return summary

@@ -1,0 +1,104 @@
+"""The training stages: get the teacher, distill a student from it, adversarially fine-tune the student.
+
+Each writes a checkpoint (weights + sidecar) and a metrics JSON, resumes from its per-epoch state, and refuses to
+overwrite a finished checkpoint unless `force`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from acdistill.checkpoint import load_model, read_sidecar
+from acdistill.config import Params
+from acdistill.data import DATASETS
+from acdistill.errors import AcdistillError
+from acdistill.formats import normalization_values
+from acdistill.methods import METHODS
+from acdistill.models import create_model
+from acdistill.pipeline.common import (ProgressBars, check_classes, check_outputs, device_of, echo, freeze, new_model,
+                                       train_and_save, writes)
+from acdistill.teachers import import_teacher
+
+TEACHER_METHODS = [name for name in METHODS.names() if not METHODS.get(name).needs_teacher]
+
+
+@writes("out", "metrics")
+def fetch_teacher(params: Params, *, out: Path = Path("models/teacher.safetensors"),
+                  metrics: Path = Path("metrics/teacher.json"), data_dir: Path | None = None,
+                  device: str | torch.device | None = None, resume: bool = True, force: bool = False,
+                  arch: str | None = None) -> dict[str, Any]:
+    """The teacher of `params.teacher`: trained here (source train: a method that needs no teacher), or imported
+    from a RobustBench name, a released checkpoint file or a URL (see acdistill.teachers and docs/teachers.md).
+    arch: an architecture the caller names, which an imported file must hold. Returns the stage's summary."""
+    torch.manual_seed(params.seed)  # the same initialization in every run
+    t = params.teacher
+    if arch is not None and t.source == "robustbench":
+        raise AcdistillError("--arch does not apply to source robustbench: the entry names its architecture")
+    check_outputs(out, metrics, force)
+    dev = device_of(params, device)
+    if t.source == "train":
+        if t.train.method not in TEACHER_METHODS:
+            raise AcdistillError(f"teacher.train.method '{t.train.method}' needs a teacher itself; use "
+                                 f"{', '.join(TEACHER_METHODS)}")
+        mean, std = normalization_values(t.normalization() or "dataset", params.data.dataset)
+        model = create_model(arch or t.arch, num_classes=DATASETS.get(params.data.dataset).num_classes, mean=mean,
+                             std=std)
+        return train_and_save("teacher", t.train, params, student=model, teacher=None, data_dir=data_dir, device=dev,
+                              out=out, metrics=metrics, resume=resume, force=force, context={})
+    with ProgressBars() as progress:
+        summary = import_teacher(params, out=out, metrics=metrics, data_dir=data_dir, device=dev, arch=arch,
+                                 progress=progress)
+    expected = summary["expected_clean_acc"]
+    stated = f", {expected:.2f} % stated by its source" if expected is not None else ""
+    echo(f"fetch-teacher: {summary['file']} ({summary['format']}, {summary['arch']}) -> {out}: clean accuracy "
+         f"{summary['clean_acc']:.2f} % on the first {summary['clean_acc_n']} test images{stated}")
+    return summary
+
+
+@writes("out", "metrics")
+def distill(params: Params, *, teacher: Path = Path("models/teacher.safetensors"),
+            out: Path = Path("models/student.safetensors"), metrics: Path = Path("metrics/distill.json"),
+            data_dir: Path | None = None, device: str | torch.device | None = None, resume: bool = True,
+            force: bool = False, run_dir: Path | None = None) -> dict[str, Any]:
+    """Train a fresh `distill.student` from the frozen teacher at `teacher` with `distill.method`. Per-epoch state
+    and curves go to models/state/distill.pt and dvclive/distill/, or to `run_dir` when given (ablate's runs).
+    Returns the stage's summary (method, epochs, images, last monitored accuracies, minutes)."""
+    torch.manual_seed(params.seed)  # the same initialization in every run
+    cfg = params.distill
+    dev = device_of(params, device)
+    teacher_model, context = None, {}
+    if METHODS.get(cfg.method).needs_teacher:
+        teacher_model = freeze(load_model(teacher, dev))
+        context["teacher_sha256"] = read_sidecar(teacher)["sha256"]
+        check_classes(teacher_model, params.data.dataset, f"teacher {teacher}")
+    student_model = new_model(cfg.student, params, DATASETS.get(params.data.dataset).num_classes)
+    return train_and_save("distill", cfg, params, student=student_model, teacher=teacher_model, data_dir=data_dir,
+                          device=dev, out=out, metrics=metrics, resume=resume, force=force, context=context,
+                          run_dir=run_dir)
+
+
+@writes("out", "metrics")
+def finetune(params: Params, *, model: Path = Path("models/student.safetensors"),
+             teacher: Path = Path("models/teacher.safetensors"), out: Path = Path("models/student_aft.safetensors"),
+             metrics: Path = Path("metrics/aft.json"), data_dir: Path | None = None,
+             device: str | torch.device | None = None, resume: bool = True, force: bool = False,
+             run_dir: Path | None = None) -> dict[str, Any]:
+    """Adversarially fine-tune the student at `model` with the `aft` section (GACD's AFT: PGD-AT with a small lr);
+    `teacher` only for an aft.method that needs one. Unless `aft.epochs` is set, the fine-tuning lasts a tenth of
+    the student's distillation epochs (at least 1). `run_dir` as in `distill`."""
+    torch.manual_seed(params.seed)  # the same attack noise in every run
+    dev = device_of(params, device)
+    student = load_model(model, dev).train()
+    sidecar = read_sidecar(model)
+    info = sidecar.get("info", {})
+    cfg = params.aft.for_student(info.get("epochs") if info.get("stage") == "distill" else None, str(model))
+    context = {"student_sha256": sidecar["sha256"]}
+    teacher_model = None
+    if METHODS.get(cfg.method).needs_teacher:
+        teacher_model = freeze(load_model(teacher, dev))
+        context["teacher_sha256"] = read_sidecar(teacher)["sha256"]
+    return train_and_save("aft", cfg, params, student=student, teacher=teacher_model, data_dir=data_dir,
+                          device=dev, out=out, metrics=metrics, resume=resume, force=force, context=context,
+                          run_dir=run_dir)
