@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
-from acdistill.config import TrainAttack, TrainParams
+from acdistill.budgets import TrainAttack
+from acdistill.config import SpeedParams, TrainParams
 from acdistill.data import ImageSet, iterate
 from acdistill.engine import Trainer, resolve_device
 from acdistill.methods import METHODS
@@ -78,8 +79,14 @@ class Peak:
             self.mb = max(self.mb, torch.cuda.max_memory_allocated(self.device) / 2**20)
 
 
+def speed_of(args, fast_paths: bool = True) -> SpeedParams:
+    """The speed section the command line asks for; without `fast_paths`, no torch.compile and no CUDA graphs."""
+    return SpeedParams(amp=args.amp, channels_last=args.channels_last, cudnn_benchmark=args.cudnn_benchmark,
+                       compile=args.compile if fast_paths else False, step_graph=args.cuda_graph and fast_paths)
+
+
 def pipeline_rate(args, cfg: TrainParams, data: ImageSet, device: torch.device) -> float:
-    trainer = Trainer(build(args, cfg, device), cfg, seed=0, device=device)
+    trainer = Trainer(build(args, cfg, device), cfg, seed=0, device=device, speed=speed_of(args))
     # Warm-up: full batches and a last, partial one, so that torch.compile has seen both shapes, and cuda_graph
     # has run its eager steps, before the clock runs. An epoch then costs one capture, as each real epoch does.
     trainer.fit(data.take(WARMUP_STEPS * cfg.batch_size + len(data) % cfg.batch_size), augment=True, resume=False)
@@ -94,12 +101,10 @@ def bare_step(args, cfg: TrainParams, data: ImageSet, device: torch.device, *, f
     """The trainer, and a function that runs its own training step (`Trainer.step_function`, so with cuda_graph its
     replay) on one resident batch. `fast_paths=False` leaves out torch.compile and CUDA graphs, whose kernels a
     FLOP count cannot see."""
-    if not fast_paths:
-        cfg = cfg.model_copy(update={"compile": False, "cuda_graph": False})
-    trainer = Trainer(build(args, cfg, device), cfg, seed=0, device=device)
+    trainer = Trainer(build(args, cfg, device), cfg, seed=0, device=device, speed=speed_of(args, fast_paths))
     trainer.method.setup(data.to(device))
     batch = next(iterate(data, cfg.batch_size, device=device))
-    if cfg.channels_last:
+    if args.channels_last:
         batch.x = batch.x.contiguous(memory_format=torch.channels_last)
     trainer.model.train()
     train_step = trainer.step_function()
@@ -297,9 +302,9 @@ def main() -> None:
                         help="torch.compile the networks of the pipeline and bare loops (optionally: a mode, such "
                              "as reduce-overhead)")
     parser.add_argument("--cuda-graph", action="store_true",
-                        help="capture the whole training step as a CUDA graph (TrainParams.cuda_graph)")
+                        help="capture the whole training step as a CUDA graph (speed.step_graph)")
     parser.add_argument("--cudnn-benchmark", action="store_true",
-                        help="cuDNN algorithm search for the pipeline and bare loops (TrainParams.cudnn_benchmark)")
+                        help="cuDNN algorithm search for the pipeline and bare loops (speed.cudnn_benchmark)")
     parser.add_argument("--reference-cudnn-default", action="store_true",
                         help="run the reference loop under torch's default cuDNN flags, not its script's "
                              "cudnn.deterministic = True")
@@ -319,9 +324,7 @@ def main() -> None:
         args.gacd_k = min(args.gacd_k, args.batch_size * args.steps - 1)
     extra = {"gacd": {"k": args.gacd_k}}.get(args.method, {})
     device = resolve_device(args.device)
-    cfg = TrainParams(method=args.method, epochs=1, batch_size=args.batch_size, monitor_n=0, amp=args.amp,
-                      channels_last=args.channels_last, compile=args.compile,
-                      cuda_graph=args.cuda_graph, cudnn_benchmark=args.cudnn_benchmark, schedule="constant",
+    cfg = TrainParams(method=args.method, epochs=1, batch_size=args.batch_size, monitor_n=0, schedule="constant",
                       attack=TrainAttack(eps=8 / 255, step_size=2 / 255, steps=args.attack_steps),
                       **({args.method: extra} if extra else {}))
     data = training_set(args.batch_size * args.steps)

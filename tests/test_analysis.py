@@ -10,8 +10,9 @@ from acdistill import create_model
 from acdistill.analysis import (correlation_difference, feature_cloud, logit_correlation, read_dvclive_series,
                                 two_class_subset)
 from acdistill.attacks import Budget
-from acdistill.cli.ablate import expand, markdown_table, mean_and_sd, parse_grid_option, with_seeds
-from acdistill.cli.figures import student_labels
+from acdistill.cli.ablate import parse_grid_option
+from acdistill.pipeline.ablate import expand, markdown_table, mean_and_sd, with_seeds
+from acdistill.pipeline.figures import student_labels
 from acdistill.data import ImageSet, load_split
 from acdistill.engine import evaluate
 from acdistill.engine.probe import extract_features, fit_linear_head, linear_probe

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from acdistill.config import TrainParams
+from acdistill.config import SpeedParams, TrainParams
 from acdistill.data import load_split
 from acdistill.engine import Trainer
 from acdistill.engine.trainer import lr_factor
@@ -10,11 +10,11 @@ from acdistill.methods import METHODS
 from acdistill.models import create_model
 
 
-def make_trainer(tmp_path, cfg, state=True):
+def make_trainer(tmp_path, cfg, state=True, speed=SpeedParams()):
     torch.manual_seed(0)
     model = create_model("small_cnn")
     method = METHODS.get(cfg.method)(model, None, cfg.method_params(), cfg.attack)
-    return Trainer(method, cfg, seed=1, device=torch.device("cpu"),
+    return Trainer(method, cfg, seed=1, device=torch.device("cpu"), speed=speed,
                    state_path=tmp_path / "state.pt" if state else None)
 
 
@@ -69,9 +69,8 @@ def test_lr_schedules():
 
 def test_amp_and_channels_last_train_on_cpu(tmp_path, mirror):
     data = load_split("cifar10", True, 64, data_dir=mirror)
-    cfg = TrainParams(method="sat", epochs=1, batch_size=32, monitor_n=0, amp=True, channels_last=True,
-                      attack={"steps": 1})
-    trainer = make_trainer(tmp_path, cfg)
+    cfg = TrainParams(method="sat", epochs=1, batch_size=32, monitor_n=0, attack={"steps": 1})
+    trainer = make_trainer(tmp_path, cfg, speed=SpeedParams(amp=True, channels_last=True))
     history = trainer.fit(data)
     assert torch.isfinite(torch.tensor(history[0]["loss/total"]))
     assert trainer.model.body[0].weight.is_contiguous(memory_format=torch.channels_last)

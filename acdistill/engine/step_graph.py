@@ -7,7 +7,7 @@ whole step is one launch.
 
 What a replay repeats is what ran during the capture: Python-side state read by the step is frozen at that
 moment, and tensors the step reads must be updated in place, never rebound. A method declares that it keeps to
-this (`Method.step_graph`); the trainer captures anew every epoch (`release`), so state set per epoch
+this (`Method.cuda_graphs = "whole_step"`); the trainer captures anew every epoch (`release`), so state set per epoch
 (`on_epoch_start`) is safe.
 """
 from __future__ import annotations

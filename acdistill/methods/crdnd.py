@@ -37,7 +37,7 @@ def relation_loss(anchor: torch.Tensor, positive: torch.Tensor, tau: float,
     items = F.normalize(torch.cat([positive, anchor]), dim=1)
     logits = a @ items.T / tau  # [rows, 2N]: columns 0..N-1 positives, N..2N-1 anchors
     # Built on the device from device tensors: a host index or value would be a copy in every step, which a
-    # captured step (cuda_graph) cannot hold.
+    # captured step (speed.step_graph) cannot hold.
     self_mask = torch.arange(2 * n, device=anchor.device)[None, :] == (n + mine)[:, None]
     log_prob = logits.masked_fill(self_mask, float("-inf")).log_softmax(dim=1)
     nll = -log_prob[torch.arange(len(mine), device=anchor.device), mine]
