@@ -8,7 +8,7 @@ export ACDISTILL_DATA_DIR
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install run test test-slow
+.PHONY: install run lint test test-slow
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,7 +24,11 @@ run: install
 	@git rev-parse HEAD >/dev/null 2>&1 || { echo "dvc needs a git repository with a commit: git init && git add -A && git commit -m init"; exit 1; }
 	dvc repro
 
-test: install
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(PY) -m pytest -m "not slow" -q
 
 test-slow: install

@@ -10,6 +10,7 @@
 Every function here runs the models it is given in eval mode and gives them back as it found them
 (acdistill/untouched.py).
 """
+
 from __future__ import annotations
 
 import csv
@@ -35,7 +36,7 @@ PGD_STEPS = 20
 def logits_of(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """[N, C] float logits of `model` in eval mode."""
     with torch.inference_mode():
-        return torch.cat([model(images[i:i + batch_size]).float() for i in range(0, len(images), batch_size)])
+        return torch.cat([model(images[i : i + batch_size]).float() for i in range(0, len(images), batch_size)])
 
 
 def logit_correlation(logits: torch.Tensor) -> torch.Tensor:
@@ -46,8 +47,9 @@ def logit_correlation(logits: torch.Tensor) -> torch.Tensor:
 
 
 @leaves_model_untouched
-def adversarial_images(model: nn.Module, data: ImageSet, budget: Budget, *, batch_size: int, seed: int,
-                       device: torch.device | str) -> torch.Tensor:
+def adversarial_images(
+    model: nn.Module, data: ImageSet, budget: Budget, *, batch_size: int, seed: int, device: torch.device | str
+) -> torch.Tensor:
     """PGD-20 (the evaluation attack) examples against `model`, for every image in `data`."""
     torch.manual_seed(seed)
     run = EVAL_ATTACKS.get("pgd20").run
@@ -81,13 +83,27 @@ def two_class_subset(data: ImageSet, classes: tuple[int, int], per_class: int) -
 
 @leaves_model_untouched
 def targeted_pgd(model: nn.Module, x: torch.Tensor, target: torch.Tensor, budget: Budget) -> torch.Tensor:
-    return pgd(lambda z: -F.cross_entropy(model(z), target, reduction="sum"), x, eps=budget.eps, step_size=PGD_STEP,
-               steps=PGD_STEPS)
+    return pgd(
+        lambda z: -F.cross_entropy(model(z), target, reduction="sum"),
+        x,
+        eps=budget.eps,
+        step_size=PGD_STEP,
+        steps=PGD_STEPS,
+    )
 
 
 @leaves_model_untouched
-def feature_cloud(model: nn.Module, data: ImageSet, classes: tuple[int, int], *, per_class: int, budget: Budget,
-                  seed: int, device: torch.device | str, perplexity: float = 30.0) -> FeatureCloud:
+def feature_cloud(
+    model: nn.Module,
+    data: ImageSet,
+    classes: tuple[int, int],
+    *,
+    per_class: int,
+    budget: Budget,
+    seed: int,
+    device: torch.device | str,
+    perplexity: float = 30.0,
+) -> FeatureCloud:
     from sklearn.manifold import TSNE
 
     nat_a, nat_b = two_class_subset(data, classes, per_class)

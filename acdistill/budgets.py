@@ -2,6 +2,7 @@
 
 Numbers of pixel scale may be written as fractions ("8/255").
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Any
@@ -10,7 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 def fraction(value: Any) -> Any:
-    """"8/255" -> 0.0313...; anything else is left to pydantic's own checks."""
+    """ "8/255" -> 0.0313...; anything else is left to pydantic's own checks."""
     if isinstance(value, str):
         num, _, den = value.replace(" ", "").partition("/")
         try:

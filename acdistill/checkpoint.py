@@ -7,6 +7,7 @@ teacher, its source, format and checks).
 `load_model` refuses weights whose hash does not match the sidecar, so a half-copied or swapped file is caught
 before it is used.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,11 +51,22 @@ def save_model(model: ImageClassifier, path: str | Path, *, dataset: str, info: 
         digest = sha256_file(tmp)
     kwargs = model.arch_kwargs
     mean, std = model.normalization()
-    write_json(sidecar_path(path), {
-        "format": FORMAT, "arch": model.arch, "arch_kwargs": kwargs, "dataset": dataset,
-        "num_classes": kwargs["num_classes"], "mean": mean, "std": std,
-        "sha256": digest, "code": code_info(), "machine": machine_info(), "info": info or {},
-    })
+    write_json(
+        sidecar_path(path),
+        {
+            "format": FORMAT,
+            "arch": model.arch,
+            "arch_kwargs": kwargs,
+            "dataset": dataset,
+            "num_classes": kwargs["num_classes"],
+            "mean": mean,
+            "std": std,
+            "sha256": digest,
+            "code": code_info(),
+            "machine": machine_info(),
+            "info": info or {},
+        },
+    )
     return path
 
 
@@ -68,8 +80,16 @@ def _from_sidecar(path: Path) -> ImageClassifier:
     return model
 
 
-def _check_stated(model: ImageClassifier, path: Path, *, arch: str | None, format: str | None,
-                  normalize: Normalize, dataset: str | None, checkpoint_key: str | None) -> None:
+def _check_stated(
+    model: ImageClassifier,
+    path: Path,
+    *,
+    arch: str | None,
+    format: str | None,
+    normalize: Normalize,
+    dataset: str | None,
+    checkpoint_key: str | None,
+) -> None:
     """What a caller states of an acdistill checkpoint must agree with its sidecar: it is never overridden."""
     meta = read_sidecar(path)
     if format not in (None, AUTO, OWN):
@@ -81,11 +101,12 @@ def _check_stated(model: ImageClassifier, path: Path, *, arch: str | None, forma
     if dataset is not None and dataset != meta["dataset"]:
         raise AcdistillError(f"{path} was trained on {meta['dataset']} (its sidecar says), not {dataset}")
     stated = normalization_values(normalize, dataset or meta["dataset"])
-    if stated is not None and not torch.allclose(torch.tensor(stated), torch.tensor(model.normalization()),
-                                                 atol=1e-6):
+    if stated is not None and not torch.allclose(torch.tensor(stated), torch.tensor(model.normalization()), atol=1e-6):
         mean, std = model.normalization()
-        raise AcdistillError(f"{path} normalizes with mean {[round(v, 4) for v in mean]}, std "
-                             f"{[round(v, 4) for v in std]} (its sidecar says); leave normalize unset")
+        raise AcdistillError(
+            f"{path} normalizes with mean {[round(v, 4) for v in mean]}, std "
+            f"{[round(v, 4) for v in std]} (its sidecar says); leave normalize unset"
+        )
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
@@ -102,9 +123,16 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu", *, arch: str | None = None,
-               format: str | None = None, normalize: Normalize = None, dataset: str | None = None,
-               checkpoint_key: str | None = None) -> ImageClassifier:
+def load_model(
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    *,
+    arch: str | None = None,
+    format: str | None = None,
+    normalize: Normalize = None,
+    dataset: str | None = None,
+    checkpoint_key: str | None = None,
+) -> ImageClassifier:
     """A model from a checkpoint, in eval mode on `device`.
 
     An acdistill checkpoint (a .safetensors with its .json sidecar) is rebuilt from its sidecar, after checking
@@ -124,9 +152,11 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", *, arch: st
         raise AcdistillError(f"model file not found: {path}")
     if path.suffix == ".safetensors" and sidecar_path(path).is_file():
         model = _from_sidecar(path)
-        _check_stated(model, path, arch=arch, format=format, normalize=normalize, dataset=dataset,
-                      checkpoint_key=checkpoint_key)
+        _check_stated(
+            model, path, arch=arch, format=format, normalize=normalize, dataset=dataset, checkpoint_key=checkpoint_key
+        )
     else:
-        model = open_released(path, format=format or AUTO, arch=arch, normalize=normalize, dataset=dataset,
-                              checkpoint_key=checkpoint_key).model
+        model = open_released(
+            path, format=format or AUTO, arch=arch, normalize=normalize, dataset=dataset, checkpoint_key=checkpoint_key
+        ).model
     return model.to(device).eval()

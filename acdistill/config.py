@@ -4,6 +4,7 @@ Numbers of pixel scale may be written as fractions ("8/255", see `acdistill.budg
 (e.g. ``distill.rslad``) is validated by that method's `Params` class, so a method's hyperparameters live in its own
 file.
 """
+
 from __future__ import annotations
 
 import copy
@@ -14,8 +15,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, model_serializer,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from acdistill.attacks import EVAL_ATTACKS, Budget
 from acdistill.budgets import Eps, PixelFloat, Strict, TrainAttack
@@ -29,18 +38,33 @@ class SpeedParams(Strict):
     """How the training stages compute, not what: every key is left out of fingerprints, so a run may resume, and
     an ablation reuse its points, with any of them switched. Measured in BENCHMARKS.md."""
 
-    amp: bool = Field(False, description=(
-        "bf16 autocast of the networks: faster on GPUs with bf16 tensor cores (and CPUs with oneDNN); losses stay fp32"))
-    channels_last: bool = Field(False, description=(
-        "NHWC memory for the student and the batches: the layout tensor-core convolutions prefer"))
+    amp: bool = Field(
+        False,
+        description=(
+            "bf16 autocast of the networks: faster on GPUs with bf16 tensor cores (and on CPUs with oneDNN); the "
+            "losses stay fp32"
+        ),
+    )
+    channels_last: bool = Field(
+        False, description=("NHWC memory for the student and the batches: the layout tensor-core convolutions prefer")
+    )
     compile: bool | Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field(
-        False, description="torch.compile the student's and teacher's forward (true: mode 'default'): fused kernels")
-    step_graph: bool = Field(False, description=(
-        "CUDA: capture the whole training step (attack, loss, backward, optimizer step) once per epoch as a CUDA "
-        "graph and replay it for every batch: no host launch overhead"))
-    cudnn_benchmark: bool = Field(False, description=(
-        "CUDA: cuDNN times its convolution algorithms once per shape and keeps the fastest (results then vary "
-        "between runs in the last bits)"))
+        False, description="torch.compile the student's and teacher's forward (true: mode 'default'): fused kernels"
+    )
+    step_graph: bool = Field(
+        False,
+        description=(
+            "CUDA: capture the whole training step (attack, loss, backward, optimizer step) once per epoch as a CUDA "
+            "graph and replay it for every batch: no host launch overhead"
+        ),
+    )
+    cudnn_benchmark: bool = Field(
+        False,
+        description=(
+            "CUDA: cuDNN times its convolution algorithms once per shape and keeps the fastest (results then vary "
+            "between runs in the last bits)"
+        ),
+    )
 
 
 class TrainParams(BaseModel):
@@ -65,7 +89,7 @@ class TrainParams(BaseModel):
     _method_params: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
-    def _check_method_sections(self) -> "TrainParams":
+    def _check_method_sections(self) -> TrainParams:
         METHODS.get(self.method)
         for key, value in (self.model_extra or {}).items():
             if key in SpeedParams.model_fields or key == "cuda_graph":
@@ -101,7 +125,7 @@ class DataParams(Strict):
     augment: bool = True
 
     @model_validator(mode="after")
-    def _known_dataset(self) -> "DataParams":
+    def _known_dataset(self) -> DataParams:
         DATASETS.get(self.dataset)
         return self
 
@@ -115,9 +139,13 @@ class ZooParams(Strict):
 
     name: str = Field(description="the entry's name in RobustBench, e.g. Zhang2019Theoretically")
     threat_model: Literal["Linf", "L2", "corruptions"] = "Linf"
-    model_dir: str = Field("models/robustbench", description=(
-        "robustbench's model directory: the weights are <model_dir>/<dataset>/<threat_model>/<name>.pt, downloaded "
-        "there when absent"))
+    model_dir: str = Field(
+        "models/robustbench",
+        description=(
+            "robustbench's model directory: the weights are <model_dir>/<dataset>/<threat_model>/<name>.pt, downloaded "
+            "there when absent"
+        ),
+    )
 
 
 class Normalization(Strict):
@@ -141,31 +169,53 @@ def _normalization_input(value: Any) -> Any:
 
 class TeacherParams(Strict):
     source: Literal["train", "file", "url", "robustbench"] = "train"
-    arch: str = Field("resnet20", description=(
-        "the architecture to train (source train), or of a bare state dict in acdistill's own key layout; released "
-        "layouts name their own"))
+    arch: str = Field(
+        "resnet20",
+        description=(
+            "the architecture to train (source train), or of a bare state dict in acdistill's own key layout; released "
+            "layouts name their own"
+        ),
+    )
     path: str | None = Field(None, description="local checkpoint file (source: file)")
     url: str | None = None
-    sha256: str | None = Field(None, pattern="^[0-9a-fA-F]{64}$", description=(
-        "expected sha256 of the weights file: required with source url, checked when given for file and "
-        "robustbench"))
+    sha256: str | None = Field(
+        None,
+        pattern="^[0-9a-fA-F]{64}$",
+        description=(
+            "expected sha256 of the weights file: required with source url, checked when given for file and robustbench"
+        ),
+    )
     format: str = Field("auto", description="the file's checkpoint layout; auto detects it (see `acdistill formats`)")
-    checkpoint_key: str | None = Field(None, description=(
-        "the entry of the file's container that holds the weights (e.g. best); null: state_dict, model, net or "
-        "last"))
-    normalize: Annotated[Literal["dataset", "none"] | Normalization | None,
-                         BeforeValidator(_normalization_input)] = Field(None, description=(
-        "input normalization of third-party weights: none ([0, 1] inputs), dataset (data.dataset's statistics) or "
-        "{mean, std}; null: the file's own (an error for a file that records none). Training uses dataset"))
+    checkpoint_key: str | None = Field(
+        None,
+        description=(
+            "the entry of the file's container that holds the weights (e.g. best); null: state_dict, model, net or last"
+        ),
+    )
+    normalize: Annotated[Literal["dataset", "none"] | Normalization | None, BeforeValidator(_normalization_input)] = (
+        Field(
+            None,
+            description=(
+                "input normalization of third-party weights: none ([0, 1] inputs), dataset (data.dataset's "
+                "statistics) or {mean, std}; null: the file's own (an error for a file that records none). Training "
+                "uses dataset"
+            ),
+        )
+    )
     robustbench: ZooParams | None = Field(None, description="source robustbench: the zoo entry")
-    expected_clean_acc: float | None = Field(None, ge=0, le=100, description=(
-        "the clean accuracy (percent) the file's source states; robustbench entries have RobustBench's"))
-    strict_accuracy: bool = Field(False, description=(
-        "a clean accuracy more than 5 points below the stated one is an error instead of a warning"))
+    expected_clean_acc: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description=("the clean accuracy (percent) the file's source states; robustbench entries have RobustBench's"),
+    )
+    strict_accuracy: bool = Field(
+        False, description=("a clean accuracy more than 5 points below the stated one is an error instead of a warning")
+    )
     train: TeacherTrain = TeacherTrain()
 
     @model_validator(mode="after")
-    def _source_fields(self) -> "TeacherParams":
+    def _source_fields(self) -> TeacherParams:
         if self.source == "file" and not self.path:
             raise ValueError("source 'file' needs 'path'")
         if self.source == "url" and not (self.url and self.sha256):
@@ -175,8 +225,9 @@ class TeacherParams(Strict):
                 raise ValueError("source 'robustbench' needs 'robustbench: {name: ...}'")
             for key in ("normalize", "checkpoint_key", "expected_clean_acc"):
                 if getattr(self, key) is not None:
-                    raise ValueError(f"'{key}' does not apply to source 'robustbench' (robustbench's code and "
-                                     "leaderboard say it)")
+                    raise ValueError(
+                        f"'{key}' does not apply to source 'robustbench' (robustbench's code and leaderboard say it)"
+                    )
             if self.format != "auto":
                 raise ValueError("'format' does not apply to source 'robustbench' (robustbench's code reads it)")
         if self.format not in format_names():
@@ -201,18 +252,25 @@ class AftParams(TrainParams):
 
     method: str = "sat"
     lr: float = Field(0.01, gt=0)
-    epochs: int | None = Field(None, ge=1, description=(
-        "null: a tenth of the epochs the fine-tuned student was distilled for (read from its checkpoint), rounded "
-        "down, at least 1"))
+    epochs: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "null: a tenth of the epochs the fine-tuned student was distilled for (read from its checkpoint), rounded "
+            "down, at least 1"
+        ),
+    )
 
-    def for_student(self, distill_epochs: int | None, student: str) -> "AftParams":
+    def for_student(self, distill_epochs: int | None, student: str) -> AftParams:
         """This section with `epochs` set: as given, else from the student's distillation epochs (None when its
         checkpoint records none, e.g. a fetched teacher)."""
         if self.epochs is not None:
             return self
         if distill_epochs is None:
-            raise AcdistillError(f"aft.epochs is not set, and {student} records no distillation epochs to take "
-                                 f"a tenth of; set aft.epochs (or --epochs)")
+            raise AcdistillError(
+                f"aft.epochs is not set, and {student} records no distillation epochs to take "
+                f"a tenth of; set aft.epochs (or --epochs)"
+            )
         return self.model_copy(update={"epochs": max(1, distill_epochs // 10)})
 
 
@@ -242,13 +300,15 @@ class EvalParams(Strict):
     eps: Eps = 8 / 255
     norm: Literal["Linf", "L2"] = "Linf"
     steps: int | None = Field(None, ge=1, description="iterations of every iterative attack; null for their own")
-    n_per_attack: dict[str, int] = Field(default_factory=dict, description=(
-        "attack -> run it on only the first N of the n images (a costly one, e.g. aa-fast: 500)"))
+    n_per_attack: dict[str, int] = Field(
+        default_factory=dict,
+        description=("attack -> run it on only the first N of the n images (a costly one, e.g. aa-fast: 500)"),
+    )
     sweep: SweepParams | None = None
     sanity: SanityParams = SanityParams()
 
     @model_validator(mode="after")
-    def _valid_budget(self) -> "EvalParams":
+    def _valid_budget(self) -> EvalParams:
         if self.norm == "Linf" and max([self.eps] + (self.sweep.eps if self.sweep else [])) > 1:
             raise ValueError("an L-inf eps must be at most 1 (images live in [0, 1])")
         for name in self.attacks + ([self.sweep.attack] if self.sweep else []):
@@ -278,7 +338,7 @@ class ProbeParams(Strict):
     eps: PixelFloat = 8 / 255
 
     @model_validator(mode="after")
-    def _known(self) -> "ProbeParams":
+    def _known(self) -> ProbeParams:
         DATASETS.get(self.dataset)
         for name in self.attacks:
             EVAL_ATTACKS.get(name).check(Budget(self.eps))
@@ -289,13 +349,14 @@ class FiguresParams(Strict):
     """The GACD paper's analysis figures (`acdistill figures`), on the first test images of `data`."""
 
     n: int = Field(500, ge=2, description="test images for the logit-correlation heatmaps")
-    tsne_classes: tuple[int, int] = Field((2, 9), description="natural classes a, b; b is attacked toward a "
-                                                              "(CIFAR-10 bird and truck, as in the paper)")
+    tsne_classes: tuple[int, int] = Field(
+        (2, 9), description="natural classes a, b; b is attacked toward a (CIFAR-10 bird and truck, as in the paper)"
+    )
     tsne_per_class: int = Field(100, ge=2, description="images per class in the t-SNE")
     batch_size: int = Field(256, ge=1)
 
     @model_validator(mode="after")
-    def _two_classes(self) -> "FiguresParams":
+    def _two_classes(self) -> FiguresParams:
         a, b = self.tsne_classes
         if a == b or min(a, b) < 0:
             raise ValueError("tsne_classes needs two different class indices")
@@ -316,17 +377,26 @@ class AblateParams(Strict):
     explicit points."""
 
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted params key -> values to try")
-    points: list[dict[str, Any]] = Field(default_factory=list, description=(
-        "explicit points run after the grid's, each {dotted key: value}; adv_finetune: true fine-tunes the "
-        "distilled student with the aft section and evaluates that"))
+    points: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description=(
+            "explicit points run after the grid's, each {dotted key: value}; adv_finetune: true fine-tunes the "
+            "distilled student with the aft section and evaluates that"
+        ),
+    )
     fixed: dict[str, Any] = Field(default_factory=dict, description="dotted overrides shared by every point")
     sort_by: str | None = Field(None, description="a result column to sort by (descending); null: grid order")
-    seeds: list[int] | None = Field(None, min_length=1, description=(
-        "run every point once per seed and report each column's mean and standard deviation over the runs; "
-        "null: one run per point, at the params' seed"))
+    seeds: list[int] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "run every point once per seed and report each column's mean and standard deviation over the runs; "
+            "null: one run per point, at the params' seed"
+        ),
+    )
 
     @model_validator(mode="after")
-    def _keys(self) -> "AblateParams":
+    def _keys(self) -> AblateParams:
         given = {**self.grid, **{k: [v] for k, v in self.fixed.items()}}
         if self.seeds is not None and len(set(self.seeds)) < len(self.seeds):
             raise ValueError(f"seeds must differ: {', '.join(map(str, self.seeds))}")
@@ -345,8 +415,9 @@ class AblateParams(Strict):
                 if not all(isinstance(v, bool) for v in values):
                     raise ValueError(f"'{FINETUNE}' takes true or false")
             elif key.split(".")[0] not in (*ABLATE_SECTIONS, "aft"):
-                raise ValueError(f"'{key}': a grid point can change only {', '.join(ABLATE_SECTIONS)} and aft "
-                                 f"(the teacher is fixed)")
+                raise ValueError(
+                    f"'{key}': a grid point can change only {', '.join(ABLATE_SECTIONS)} and aft (the teacher is fixed)"
+                )
             if not values:
                 raise ValueError(f"'{key}' has no values")
             if key == "seed" and self.seeds is not None:
@@ -375,8 +446,7 @@ class Params(Strict):
     def with_overrides(self, overrides: dict[str, Any]) -> Params:
         """These params with dotted overrides ({"distill.gacd.k": 256}) applied to what they were read from (every
         method's section included), validated again."""
-        return _validated(self._raw if self._raw is not None else self.model_dump(mode="json"), overrides,
-                          self._where)
+        return _validated(self._raw if self._raw is not None else self.model_dump(mode="json"), overrides, self._where)
 
 
 def fingerprint(model: BaseModel | dict, **context: Any) -> str:

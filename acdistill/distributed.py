@@ -9,6 +9,7 @@ Batch norm normalizes each rank's slice by its own statistics, as DDP without Sy
 SyncBatchNorm does not run on CPU tensors), so a run over N ranks equals a single-process run over the same
 global batch exactly only for models without batch norm.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -65,7 +66,7 @@ class Ranks:
         else:
             parts = [torch.empty_like(padded) for _ in range(self.world)]
             dist.all_gather(parts, padded.detach())
-        return torch.cat([part[:size] for part, size in zip(parts, sizes)]), sum(sizes[:self.rank])
+        return torch.cat([part[:size] for part, size in zip(parts, sizes)]), sum(sizes[: self.rank])
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
         """Summed over the ranks. nccl reduces GPU tensors only, so host values (the trainer's counts) go there and
@@ -90,8 +91,10 @@ def rank_of_env() -> int:
 def check_processes(per_node: int, device: torch.device) -> None:
     """One process per GPU; on CPU, more processes than cores only compete for them (a warning, not an error)."""
     if device.type == "cuda" and per_node > torch.cuda.device_count():
-        raise AcdistillError(f"torchrun started {per_node} processes on this machine but it has "
-                             f"{torch.cuda.device_count()} GPUs; use --nproc-per-node {torch.cuda.device_count()}")
+        raise AcdistillError(
+            f"torchrun started {per_node} processes on this machine but it has "
+            f"{torch.cuda.device_count()} GPUs; use --nproc-per-node {torch.cuda.device_count()}"
+        )
     if device.type not in ("cuda", "cpu"):
         raise AcdistillError(f"torchrun training runs on cuda or cpu, not {device.type}")
     cores = os.cpu_count() or 1

@@ -1,4 +1,5 @@
 """The one exception type for mistakes a user can make, and the one-line warning."""
+
 import sys
 
 

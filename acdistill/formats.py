@@ -40,9 +40,11 @@ Normalize = Literal["dataset", "none"] | tuple[Sequence[float], Sequence[float]]
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "last")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "net.")
 # (mean key, std key, who stores the input normalization under those names)
-CARRIED_NORMALIZATION = (("normalizer.new_mean", "normalizer.new_std", "MadryLab robustness normalizer"),
-                         ("mu", "sigma", "RobustBench mu/sigma"),
-                         ("normalize.mean", "normalize.std", "acdistill normalize"))
+CARRIED_NORMALIZATION = (
+    ("normalizer.new_mean", "normalizer.new_std", "MadryLab robustness normalizer"),
+    ("mu", "sigma", "RobustBench mu/sigma"),
+    ("normalize.mean", "normalize.std", "acdistill normalize"),
+)
 
 
 @dataclass(frozen=True)
@@ -124,27 +126,52 @@ def _trades_wrn(state: State) -> tuple[str, dict, State]:
     if rest:
         raise AcdistillError("a WideResNet whose first group is not 16 x k channels wide is not a WRN-d-k")
     at = _flat_index(blocks, 1)
-    staged = {f"body.layers.{at(m)}.{m[3].replace('convShortcut', 'shortcut')}": v for k, v in state.items()
-              if (m := re.fullmatch(r"block(\d)\.layer\.(\d+)\.(.*)", k))}
+    staged = {
+        f"body.layers.{at(m)}.{m[3].replace('convShortcut', 'shortcut')}": v
+        for k, v in state.items()
+        if (m := re.fullmatch(r"block(\d)\.layer\.(\d+)\.(.*)", k))
+    }
     # TRADES' class builds a `sub_block1` that its forward never uses.
-    return f"wrn_{6 * blocks[0] + 4}_{width}", {}, _rename(_without_staged(state, r"(sub_)?block\d\."), [
-        (r"conv1\.(.*)", r"body.conv1.\1"), (r"bn1\.(.*)", r"body.bn.\1"), (r"fc\.(.*)", r"linear.\1"),
-    ]) | staged
+    return (
+        f"wrn_{6 * blocks[0] + 4}_{width}",
+        {},
+        _rename(
+            _without_staged(state, r"(sub_)?block\d\."),
+            [
+                (r"conv1\.(.*)", r"body.conv1.\1"),
+                (r"bn1\.(.*)", r"body.bn.\1"),
+                (r"fc\.(.*)", r"linear.\1"),
+            ],
+        )
+        | staged,
+    )
 
 
 def _kuangliu_resnet(state: State) -> tuple[str, dict, State]:
     blocks = _blocks_per_stage(state, r"layer(\d)\.(\d+)\.")
     bottleneck = "layer1.0.conv3.weight" in state
-    arch = {(False, (2, 2, 2, 2)): "resnet18", (False, (3, 4, 6, 3)): "resnet34",
-            (True, (3, 4, 6, 3)): "resnet50"}.get((bottleneck, tuple(blocks)))
+    arch = {(False, (2, 2, 2, 2)): "resnet18", (False, (3, 4, 6, 3)): "resnet34", (True, (3, 4, 6, 3)): "resnet50"}.get(
+        (bottleneck, tuple(blocks))
+    )
     if arch is None:
         raise _no_arch("bottleneck ResNet" if bottleneck else "ResNet", blocks)
     at = _flat_index(blocks, 1)
-    staged = {f"body.layers.{at(m)}.{m[3]}": v for k, v in state.items()
-              if (m := re.fullmatch(r"layer(\d)\.(\d+)\.(.*)", k))}
-    return arch, {}, _rename(_without_staged(state, r"layer\d\."), [
-        (r"conv1\.(.*)", r"body.stem.0.\1"), (r"bn1\.(.*)", r"body.stem.1.\1"), (r"linear\.(.*)", r"linear.\1"),
-    ]) | staged
+    staged = {
+        f"body.layers.{at(m)}.{m[3]}": v for k, v in state.items() if (m := re.fullmatch(r"layer(\d)\.(\d+)\.(.*)", k))
+    }
+    return (
+        arch,
+        {},
+        _rename(
+            _without_staged(state, r"layer\d\."),
+            [
+                (r"conv1\.(.*)", r"body.stem.0.\1"),
+                (r"bn1\.(.*)", r"body.stem.1.\1"),
+                (r"linear\.(.*)", r"linear.\1"),
+            ],
+        )
+        | staged,
+    )
 
 
 def _kuangliu_mobilenetv2(state: State) -> tuple[str, dict, State]:
@@ -158,12 +185,25 @@ def _preact(shortcut: str) -> Callable[[State], tuple[str, dict, State]]:
             raise _no_arch("PreActResNet", blocks)
         at = _flat_index(blocks, 1)
         # The reference wraps the projection conv in a Sequential ('shortcut.0'); acdistill's is the bare conv.
-        staged = {f"body.layers.{at(m)}.{m[3].replace('shortcut.0.', 'shortcut.')}": v for k, v in state.items()
-                  if (m := re.fullmatch(r"layer(\d)\.(\d+)\.(.*)", k))}
+        staged = {
+            f"body.layers.{at(m)}.{m[3].replace('shortcut.0.', 'shortcut.')}": v
+            for k, v in state.items()
+            if (m := re.fullmatch(r"layer(\d)\.(\d+)\.(.*)", k))
+        }
         kwargs = {"shortcut": shortcut, "final_bn": "bn.weight" in state}
-        return "preact_resnet18", kwargs, _rename(_without_staged(state, r"layer\d\."), [
-            (r"conv1\.(.*)", r"body.stem.0.\1"), (r"bn\.(.*)", r"body.bn.\1"), (r"linear\.(.*)", r"linear.\1"),
-        ]) | staged
+        return (
+            "preact_resnet18",
+            kwargs,
+            _rename(
+                _without_staged(state, r"layer\d\."),
+                [
+                    (r"conv1\.(.*)", r"body.stem.0.\1"),
+                    (r"bn\.(.*)", r"body.bn.\1"),
+                    (r"linear\.(.*)", r"linear.\1"),
+                ],
+            )
+            | staged,
+        )
 
     return convert
 
@@ -182,8 +222,11 @@ def _deepmind(activation: str) -> Callable[[State], tuple[str, dict, State]]:
                 raise _no_arch("DeepMind PreActResNet", blocks)
             arch = f"dm_preact_resnet{depth}"
         # acdistill's DeepMind networks keep the reference's module names.
-        return arch, {"activation": activation}, _rename(state, [(r"logits\.(.*)", r"linear.\1"),
-                                                                  (r"(.*)", r"body.\1")])
+        return (
+            arch,
+            {"activation": activation},
+            _rename(state, [(r"logits\.(.*)", r"linear.\1"), (r"(.*)", r"body.\1")]),
+        )
 
     return convert
 
@@ -194,7 +237,8 @@ def _has(*keys: str) -> Callable[[set[str]], bool]:
 
 def _preact_layout(keys: set[str]) -> bool:
     return _has("conv1.weight", "layer1.0.bn1.weight", "layer1.0.conv1.weight", "linear.weight")(keys) and (
-        "bn1.weight" not in keys)
+        "bn1.weight" not in keys
+    )
 
 
 def _deepmind_layout(keys: set[str]) -> bool:
@@ -206,33 +250,82 @@ def _register(fmt: Format) -> None:
 
 
 OWN = "acdistill"
-_register(Format(OWN, "acdistill's own key names (a bare state dict; give its architecture)",
-                 "acdistill's state dicts carry their normalize buffers",
-                 lambda keys: "linear.weight" in keys and any(k.startswith("body.") for k in keys),
-                 lambda state: ("", {}, state)))
-_register(Format("trades-wrn", "WideResNet of TRADES, ARD, RSLAD and RobustBench's WideResNet (block1.layer.0...)",
-                 "TRADES, ARD and RSLAD feed [0, 1] inputs: none", _has("conv1.weight", "block1.layer.0.conv1.weight",
-                                                                        "fc.weight"), _trades_wrn))
-_register(Format("kuangliu-resnet", "ResNet-18/34/50 of kuangliu/pytorch-cifar: RSLAD and ARD students, MadryLab "
-                 "robustness, RobustBench's ResNet", "RSLAD and ARD feed [0, 1] inputs: none",
-                 _has("conv1.weight", "bn1.weight", "layer1.0.conv1.weight", "linear.weight"), _kuangliu_resnet))
-_register(Format("kuangliu-mobilenetv2", "MobileNetV2 of kuangliu/pytorch-cifar (RSLAD and ARD students)",
-                 "RSLAD and ARD feed [0, 1] inputs: none",
-                 _has("conv1.weight", "bn1.weight", "layers.0.conv1.weight", "conv2.weight", "linear.weight"),
-                 _kuangliu_mobilenetv2))
-_register(Format("kuangliu-preact", "PreActResNet-18 whose projection shortcut reads the pre-activated input "
-                 "(kuangliu/pytorch-cifar; RobustBench's PreActBlockV2 and out_shortcut=True, e.g. CIFAR-100 "
-                 "Rice2020Overfitting)", "as its training script normalized",
-                 _preact_layout, _preact("preact")))
-_register(Format("fast-adversarial-preact", "PreActResNet-18 whose projection shortcut reads the raw input "
-                 "(locuslab/fast_adversarial; RobustBench's PreActBlock, e.g. Wong2020Fast)",
-                 "fast_adversarial normalizes outside the network with CIFAR-10's statistics: dataset",
-                 _preact_layout, _preact("raw")))
-_register(Format("deepmind", "DeepMind's WideResNet / PreActResNet with Swish (SiLU) and TF padding (Gowal 2020, "
-                 "Rebuffi 2021; RSLAD's WRN-70-16 teacher)", "DeepMind's networks normalize with the training set's "
-                 "statistics (not stored in the file): dataset", _deepmind_layout, _deepmind("silu")))
-_register(Format("deepmind-relu", "as deepmind, with ReLU activations", "as deepmind: dataset", _deepmind_layout,
-                 _deepmind("relu")))
+_register(
+    Format(
+        OWN,
+        "acdistill's own key names (a bare state dict; give its architecture)",
+        "acdistill's state dicts carry their normalize buffers",
+        lambda keys: "linear.weight" in keys and any(k.startswith("body.") for k in keys),
+        lambda state: ("", {}, state),
+    )
+)
+_register(
+    Format(
+        "trades-wrn",
+        "WideResNet of TRADES, ARD, RSLAD and RobustBench's WideResNet (block1.layer.0...)",
+        "TRADES, ARD and RSLAD feed [0, 1] inputs: none",
+        _has("conv1.weight", "block1.layer.0.conv1.weight", "fc.weight"),
+        _trades_wrn,
+    )
+)
+_register(
+    Format(
+        "kuangliu-resnet",
+        "ResNet-18/34/50 of kuangliu/pytorch-cifar: RSLAD and ARD students, MadryLab robustness, RobustBench's ResNet",
+        "RSLAD and ARD feed [0, 1] inputs: none",
+        _has("conv1.weight", "bn1.weight", "layer1.0.conv1.weight", "linear.weight"),
+        _kuangliu_resnet,
+    )
+)
+_register(
+    Format(
+        "kuangliu-mobilenetv2",
+        "MobileNetV2 of kuangliu/pytorch-cifar (RSLAD and ARD students)",
+        "RSLAD and ARD feed [0, 1] inputs: none",
+        _has("conv1.weight", "bn1.weight", "layers.0.conv1.weight", "conv2.weight", "linear.weight"),
+        _kuangliu_mobilenetv2,
+    )
+)
+_register(
+    Format(
+        "kuangliu-preact",
+        "PreActResNet-18 whose projection shortcut reads the pre-activated input "
+        "(kuangliu/pytorch-cifar; RobustBench's PreActBlockV2 and out_shortcut=True, e.g. CIFAR-100 "
+        "Rice2020Overfitting)",
+        "as its training script normalized",
+        _preact_layout,
+        _preact("preact"),
+    )
+)
+_register(
+    Format(
+        "fast-adversarial-preact",
+        "PreActResNet-18 whose projection shortcut reads the raw input "
+        "(locuslab/fast_adversarial; RobustBench's PreActBlock, e.g. Wong2020Fast)",
+        "fast_adversarial normalizes outside the network with CIFAR-10's statistics: dataset",
+        _preact_layout,
+        _preact("raw"),
+    )
+)
+_register(
+    Format(
+        "deepmind",
+        "DeepMind's WideResNet / PreActResNet with Swish (SiLU) and TF padding (Gowal 2020, "
+        "Rebuffi 2021; RSLAD's WRN-70-16 teacher)",
+        "DeepMind's networks normalize with the training set's statistics (not stored in the file): dataset",
+        _deepmind_layout,
+        _deepmind("silu"),
+    )
+)
+_register(
+    Format(
+        "deepmind-relu",
+        "as deepmind, with ReLU activations",
+        "as deepmind: dataset",
+        _deepmind_layout,
+        _deepmind("relu"),
+    )
+)
 AUTO = "auto"
 
 
@@ -260,8 +353,9 @@ def _unwrap(obj: Any, key: str | None, path: Path) -> tuple[State, list[str]]:
         obj = obj[step]
         steps.append(step)
     if not is_state(obj):
-        raise AcdistillError(f"{path}: not a state dict of tensors, nor a known container of one "
-                             f"({', '.join(CONTAINER_KEYS)})")
+        raise AcdistillError(
+            f"{path}: not a state dict of tensors, nor a known container of one ({', '.join(CONTAINER_KEYS)})"
+        )
     return obj, steps
 
 
@@ -281,10 +375,11 @@ def read_state_dict(path: str | Path, checkpoint_key: str | None = None) -> tupl
     state, steps = _unwrap(obj, checkpoint_key, path)
     stripped = []
     while (prefix := next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)) is not None:
-        state = {k[len(prefix):]: v for k, v in state.items()}
+        state = {k[len(prefix) :]: v for k, v in state.items()}
         stripped.append(prefix)
     parts = ([f"entry {'/'.join(repr(s) for s in steps)}"] if steps else []) + (
-        [f"prefix {''.join(stripped)!r} stripped"] if stripped else [])
+        [f"prefix {''.join(stripped)!r} stripped"] if stripped else []
+    )
     return dict(state), ", ".join(parts)
 
 
@@ -322,11 +417,15 @@ def detect(raw: RawCheckpoint, fmt: str = AUTO) -> Format:
         return chosen
     if not fitting:
         first = ", ".join(sorted(keys)[:4])
-        raise AcdistillError(f"{raw.path}: no known checkpoint layout (keys such as {first}); known formats: "
-                             f"{', '.join(FORMATS.names())}")
+        raise AcdistillError(
+            f"{raw.path}: no known checkpoint layout (keys such as {first}); known formats: "
+            f"{', '.join(FORMATS.names())}"
+        )
     if len(fitting) > 1:
-        raise AcdistillError(f"{raw.path}: the layout is ambiguous, the same keys serve "
-                             f"{' and '.join(f'{f.name} ({f.source})' for f in fitting)}; name the format")
+        raise AcdistillError(
+            f"{raw.path}: the layout is ambiguous, the same keys serve "
+            f"{' and '.join(f'{f.name} ({f.source})' for f in fitting)}; name the format"
+        )
     return fitting[0]
 
 
@@ -373,8 +472,9 @@ def _describe(values: tuple[list[float], list[float]]) -> str:
     return f"mean {[round(v, 4) for v in values[0]]}, std {[round(v, 4) for v in values[1]]}"
 
 
-def build(raw: RawCheckpoint, fmt: Format, *, arch: str | None = None, normalize: Normalize = None,
-          dataset: str | None = None) -> Released:
+def build(
+    raw: RawCheckpoint, fmt: Format, *, arch: str | None = None, normalize: Normalize = None, dataset: str | None = None
+) -> Released:
     """Step 3: the model, in eval mode on the CPU.
 
     arch: the architecture of a state dict in acdistill's layout (required there); for a released layout, which
@@ -384,12 +484,16 @@ def build(raw: RawCheckpoint, fmt: Format, *, arch: str | None = None, normalize
     inferred, kwargs, state = fmt.convert(raw.state)
     if fmt.name == OWN:
         if arch is None:
-            raise AcdistillError(f"{raw.path}: no sidecar names the architecture of this state dict in acdistill's "
-                                 "layout; give it (arch)")
+            raise AcdistillError(
+                f"{raw.path}: no sidecar names the architecture of this state dict in acdistill's "
+                "layout; give it (arch)"
+            )
         hidden = function_kwargs(arch)
         if hidden:
-            raise AcdistillError(f"{raw.path}: a bare state dict cannot say the {' or '.join(hidden)} of a {arch}; "
-                                 "load it with its sidecar, or in its released format")
+            raise AcdistillError(
+                f"{raw.path}: a bare state dict cannot say the {' or '.join(hidden)} of a {arch}; "
+                "load it with its sidecar, or in its released format"
+            )
         inferred = arch
     elif arch is not None and arch != inferred:
         raise AcdistillError(f"{raw.path}: this {fmt.name} file holds a {inferred}, not a {arch}")
@@ -398,19 +502,27 @@ def build(raw: RawCheckpoint, fmt: Format, *, arch: str | None = None, normalize
         raise AcdistillError(f"{raw.path}: no classifier head (linear.weight) after mapping the {fmt.name} layout")
     num_classes = head.shape[0]
     if dataset is not None and num_classes != DATASETS.get(dataset).num_classes:
-        raise AcdistillError(f"{raw.path}: the file's head has {num_classes} classes but {dataset} has "
-                             f"{DATASETS.get(dataset).num_classes}")
+        raise AcdistillError(
+            f"{raw.path}: the file's head has {num_classes} classes but {dataset} has "
+            f"{DATASETS.get(dataset).num_classes}"
+        )
     requested = normalization_values(normalize, dataset)
     if raw.carried is not None:
         mean, std, whose = raw.carried
-        if requested is not None and not (torch.allclose(torch.tensor(requested[0]), torch.tensor(mean), atol=1e-6)
-                                          and torch.allclose(torch.tensor(requested[1]), torch.tensor(std), atol=1e-6)):
-            raise AcdistillError(f"{raw.path}: the file carries its normalization ({_describe((mean, std))}, "
-                                 f"{whose}), not {_describe(requested)}; leave normalize unset")
+        if requested is not None and not (
+            torch.allclose(torch.tensor(requested[0]), torch.tensor(mean), atol=1e-6)
+            and torch.allclose(torch.tensor(requested[1]), torch.tensor(std), atol=1e-6)
+        ):
+            raise AcdistillError(
+                f"{raw.path}: the file carries its normalization ({_describe((mean, std))}, "
+                f"{whose}), not {_describe(requested)}; leave normalize unset"
+            )
         values, origin = (mean, std), f"the file's {whose} buffers"
     elif requested is None:
-        raise AcdistillError(f"{raw.path}: {fmt.name} weights do not record how their inputs were normalized; give "
-                             f"normalize: none, dataset or mean/std values ({fmt.normalization_hint})")
+        raise AcdistillError(
+            f"{raw.path}: {fmt.name} weights do not record how their inputs were normalized; give "
+            f"normalize: none, dataset or mean/std values ({fmt.normalization_hint})"
+        )
     else:
         values, origin = requested, f"given ({normalize if normalize in ('none', 'dataset') else 'mean/std'})"
     model = create_model(inferred, num_classes=num_classes, mean=values[0], std=values[1], **kwargs)
@@ -418,8 +530,15 @@ def build(raw: RawCheckpoint, fmt: Format, *, arch: str | None = None, normalize
     return Released(model.eval(), fmt.name, raw.container, f"{_describe(values)} from {origin}")
 
 
-def open_released(path: str | Path, *, format: str = AUTO, arch: str | None = None, normalize: Normalize = None,
-                  dataset: str | None = None, checkpoint_key: str | None = None) -> Released:
+def open_released(
+    path: str | Path,
+    *,
+    format: str = AUTO,
+    arch: str | None = None,
+    normalize: Normalize = None,
+    dataset: str | None = None,
+    checkpoint_key: str | None = None,
+) -> Released:
     """read_released, detect and build in one call (see each)."""
     raw = read_released(path, checkpoint_key)
     return build(raw, detect(raw, format), arch=arch, normalize=normalize, dataset=dataset)

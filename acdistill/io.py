@@ -1,5 +1,6 @@
 """Crash-safe file writing: a reader never sees a half-written checkpoint or metrics file. Output locks: two runs
 never write to the same directory at once, and a refused run creates nothing."""
+
 from __future__ import annotations
 
 import fcntl
@@ -7,11 +8,11 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from acdistill.errors import AcdistillError
 
@@ -76,7 +77,7 @@ def output_lock(*files: str | os.PathLike, dirs: Iterable[str | os.PathLike] = (
                 continue
             try:  # an output directory that cannot be written is found now, not after hours of training
                 directory.mkdir(parents=True, exist_ok=True)
-                handle = open(directory / LOCK_NAME, "a+")
+                handle = open(directory / LOCK_NAME, "a+")  # noqa: SIM115 - held open as the lock until released
             except OSError as e:
                 raise AcdistillError(f"cannot write to {directory}: {e.strerror}") from None
             try:
@@ -85,8 +86,10 @@ def output_lock(*files: str | os.PathLike, dirs: Iterable[str | os.PathLike] = (
                 handle.seek(0)
                 holder = handle.read().strip() or "another process"
                 handle.close()
-                raise AcdistillError(f"{directory} is in use by another acdistill run ({holder}); wait for it to "
-                                     f"finish, or write elsewhere") from None
+                raise AcdistillError(
+                    f"{directory} is in use by another acdistill run ({holder}); wait for it to "
+                    f"finish, or write elsewhere"
+                ) from None
             handle.seek(0)
             handle.truncate()
             handle.write(f"pid {os.getpid()}: {' '.join(['acdistill', *sys.argv[1:]])[:200]}\n")

@@ -1,5 +1,6 @@
 """Losses shared by the methods and the training attacks (which cannot import the methods: they import them), and
 the rule that keeps every loss in float32 under mixed precision."""
+
 import contextlib
 import functools
 
@@ -16,6 +17,7 @@ def float32_math(fn):
     mean KL); a Sinkhorn cost scaled by 1 / 0.01 reaches 200, where bfloat16's spacing is 1; and a contrastive loss
     sums thousands of log-terms of bfloat16 scores. The networks stay in low precision; only what follows them is
     lifted."""
+
     def to_float32(value):
         low = isinstance(value, torch.Tensor) and value.dtype in (torch.bfloat16, torch.float16)
         return value.float() if low else value
@@ -39,5 +41,6 @@ def kl_rows(target_logits, logits, tau: float = 1.0):
     The target enters as log probabilities: with probabilities, kl_div's gradient for a target that underflows to 0
     is 0 * -inf = NaN, which killed TRADES (whose target, S(x), takes gradients) once its logits spread by ~100 early
     in training."""
-    return F.kl_div(F.log_softmax(logits / tau, dim=1), F.log_softmax(target_logits / tau, dim=1),
-                    reduction="none", log_target=True).sum(dim=1)
+    return F.kl_div(
+        F.log_softmax(logits / tau, dim=1), F.log_softmax(target_logits / tau, dim=1), reduction="none", log_target=True
+    ).sum(dim=1)

@@ -1,11 +1,13 @@
 """PNG figures (matplotlib, Agg backend: no display needed). Each function takes plain data, so the data can be
 tested apart from the drawing; DVC renders the same PNGs (and the JSON beside some of them) with `dvc plots show`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -59,7 +61,7 @@ def correlation_png(panels: dict[str, np.ndarray], path: Path, *, title: str, cl
         fig.suptitle(title, fontsize=10)
 
 
-def tsne_png(clouds: dict[str, "FeatureCloud"], path: Path, *, labels: tuple[str, str, str], title: str) -> None:
+def tsne_png(clouds: dict[str, FeatureCloud], path: Path, *, labels: tuple[str, str, str], title: str) -> None:
     """One panel per model: natural class a, natural class b, class b attacked toward a (the paper's Fig. 5)."""
     colours = ("tab:blue", "tab:green", "tab:red")
     with figure(path, len(clouds), width=4.0, height=4.0) as (fig, axes):
@@ -97,6 +99,12 @@ def curves_png(stages: dict[str, dict[str, list[tuple[float, float]]]], path: Pa
             ax.set_xlim(0.5, max(s + 1 for points in series.values() for s, _ in points) + 0.5)
             acc_ax.set(ylabel="monitor accuracy (%)", ylim=(0, 100))
             handles = ax.get_legend_handles_labels()[0] + acc_ax.get_legend_handles_labels()[0]
-            ax.legend(handles, [h.get_label() for h in handles], fontsize=7, ncol=2, loc="upper center",
-                      bbox_to_anchor=(0.5, -0.2))
+            ax.legend(
+                handles,
+                [h.get_label() for h in handles],
+                fontsize=7,
+                ncol=2,
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.2),
+            )
             ax.grid(alpha=0.3)

@@ -5,6 +5,7 @@ two CRDND points trained before a change to CRDND's arithmetic (RESULTS.md, inve
 sidecar and ablate result records this, so that a result from other code is reported as such. The machine is
 recorded too: the same code, data and params train other weights on another CPU (RESULTS.md, investigation 8).
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,5 +49,8 @@ def cpu_name() -> str:
 @functools.cache
 def machine_info() -> dict[str, str | None]:
     """The CPU, the first visible GPU (None without CUDA) and the torch build."""
-    return {"cpu": cpu_name(), "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "torch": torch.__version__}
+    return {
+        "cpu": cpu_name(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+    }

@@ -1,4 +1,5 @@
 """Name -> object registries (methods, attacks, datasets, models) with one error message for unknown names."""
+
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 

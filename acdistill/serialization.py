@@ -26,8 +26,15 @@ def _numpy_data_globals() -> list:
     scalar, reconstruct = np._core.multiarray.scalar, np._core.multiarray._reconstruct
     dtype_classes = [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
     # Files written under numpy < 2 name the same functions by their old module path.
-    return [scalar, reconstruct, np.ndarray, np.dtype, *dtype_classes,
-            (scalar, "numpy.core.multiarray.scalar"), (reconstruct, "numpy.core.multiarray._reconstruct")]
+    return [
+        scalar,
+        reconstruct,
+        np.ndarray,
+        np.dtype,
+        *dtype_classes,
+        (scalar, "numpy.core.multiarray.scalar"),
+        (reconstruct, "numpy.core.multiarray._reconstruct"),
+    ]
 
 
 @contextmanager
@@ -55,13 +62,20 @@ def read_torch_file(path: str | Path) -> Any:
     except pickle.UnpicklingError as e:
         blocked = re.search(r"GLOBAL (\S+)|but got <class '([^']+)'>", str(e))
         if blocked:
-            raise AcdistillError(f"{path}: refused: it holds a pickled {blocked.group(1) or blocked.group(2)} "
-                                 "object, which weights-only loading does not build (it could run code); save the "
-                                 "state dict alone, e.g. torch.save(model.state_dict(), f)") from None
+            raise AcdistillError(
+                f"{path}: refused: it holds a pickled {blocked.group(1) or blocked.group(2)} "
+                "object, which weights-only loading does not build (it could run code); save the "
+                "state dict alone, e.g. torch.save(model.state_dict(), f)"
+            ) from None
         opcode = re.search(r"Unsupported operand (\d+)", str(e))
-        why = (f"pickle instruction {opcode.group(1)} is not one weights-only loading reads: a corrupted file, or "
-               "one saved with pickle_protocol above 2" if opcode else _first_sentence(e))
+        why = (
+            f"pickle instruction {opcode.group(1)} is not one weights-only loading reads: a corrupted file, or "
+            "one saved with pickle_protocol above 2"
+            if opcode
+            else _first_sentence(e)
+        )
         raise AcdistillError(f"{path}: not a readable PyTorch file ({why})") from None
     except Exception as e:  # noqa: BLE001 - torch.load fails on foreign bytes with any exception type (KeyError...)
-        raise AcdistillError(f"{path}: corrupted or not a PyTorch file ({e.__class__.__name__}: "
-                             f"{_first_sentence(e)})") from None
+        raise AcdistillError(
+            f"{path}: corrupted or not a PyTorch file ({e.__class__.__name__}: {_first_sentence(e)})"
+        ) from None

@@ -63,8 +63,9 @@ def download(url: str, sha256: str) -> Path:
         if expected is not None and expected.isdigit() and received != int(expected):
             raise AcdistillError(f"download of {url} was cut off: {received} of {expected} bytes; nothing was kept")
         if digest.hexdigest() != sha256:
-            raise AcdistillError(f"{url}: sha256 {digest.hexdigest()} does not match the expected {sha256}; "
-                                 "nothing was kept")
+            raise AcdistillError(
+                f"{url}: sha256 {digest.hexdigest()} does not match the expected {sha256}; nothing was kept"
+            )
     return target
 
 
@@ -90,11 +91,15 @@ def zoo_file(t: TeacherParams, dataset: str) -> Path:
             with contextlib.redirect_stdout(io.StringIO()):
                 robustbench.utils.download_gdrive_new(entry["gdrive_id"], str(tmp))
         except Exception as e:  # noqa: BLE001 - any failure of the downloader (no network, quota, an HTML page)
-            raise AcdistillError(f"RobustBench model {z.name} is not at {path} and could not be downloaded "
-                                 f"({e.__class__.__name__}); without network, put the file there") from None
+            raise AcdistillError(
+                f"RobustBench model {z.name} is not at {path} and could not be downloaded "
+                f"({e.__class__.__name__}); without network, put the file there"
+            ) from None
         if t.sha256 and sha256_file(tmp) != t.sha256.lower():
-            raise AcdistillError(f"the download of {z.name} has sha256 {sha256_file(tmp)}, not teacher.sha256 "
-                                 f"{t.sha256}; nothing was kept")
+            raise AcdistillError(
+                f"the download of {z.name} has sha256 {sha256_file(tmp)}, not teacher.sha256 "
+                f"{t.sha256}; nothing was kept"
+            )
     return path
 
 
@@ -127,29 +132,59 @@ def open_teacher(t: TeacherParams, dataset: str, arch: str | None = None) -> tup
         body, head = split_head(network, DATASETS.get(dataset).num_classes, z.name)
         model = assemble(PREFIX + z.name, body, head, dataset=dataset, threat_model=z.threat_model)
         mean, std = model.normalization()
-        return model.eval(), {"source": "robustbench", "robustbench": z.model_dump(), "file": str(path),
-                              "file_sha256": digest, "format": "robustbench",
-                              "normalization": f"inside robustbench's code (buffers: mean {mean}, std {std})",
-                              "expected_clean_acc": expected_clean_acc(z.name, dataset, z.threat_model)}
+        return model.eval(), {
+            "source": "robustbench",
+            "robustbench": z.model_dump(),
+            "file": str(path),
+            "file_sha256": digest,
+            "format": "robustbench",
+            "normalization": f"inside robustbench's code (buffers: mean {mean}, std {std})",
+            "expected_clean_acc": expected_clean_acc(z.name, dataset, z.threat_model),
+        }
     path = Path(t.path) if t.source == "file" else download(t.url, t.sha256)
     digest = _check_sha256(path, t.sha256)
     if sidecar_path(path).is_file() and path.suffix == ".safetensors":
-        model = load_model(path, arch=arch, format=t.format, normalize=t.normalization(), dataset=dataset,
-                           checkpoint_key=t.checkpoint_key)
-        return model, {"source": t.source, "file": str(path), "file_sha256": digest, "format": "acdistill checkpoint",
-                       "expected_clean_acc": t.expected_clean_acc}
+        model = load_model(
+            path,
+            arch=arch,
+            format=t.format,
+            normalize=t.normalization(),
+            dataset=dataset,
+            checkpoint_key=t.checkpoint_key,
+        )
+        return model, {
+            "source": t.source,
+            "file": str(path),
+            "file_sha256": digest,
+            "format": "acdistill checkpoint",
+            "expected_clean_acc": t.expected_clean_acc,
+        }
     raw = read_released(path, t.checkpoint_key)
     fmt = detect(raw, t.format)
-    released = build(raw, fmt, arch=arch or (t.arch if fmt.name == OWN else None), normalize=t.normalization(),
-                     dataset=dataset)
-    return released.model, {"source": t.source, "file": str(path), "file_sha256": digest, "format": released.format,
-                            "container": released.container, "normalization": released.normalization,
-                            "expected_clean_acc": t.expected_clean_acc}
+    released = build(
+        raw, fmt, arch=arch or (t.arch if fmt.name == OWN else None), normalize=t.normalization(), dataset=dataset
+    )
+    return released.model, {
+        "source": t.source,
+        "file": str(path),
+        "file_sha256": digest,
+        "format": released.format,
+        "container": released.container,
+        "normalization": released.normalization,
+        "expected_clean_acc": t.expected_clean_acc,
+    }
 
 
-def import_teacher(params: Params, *, out: Path, metrics: Path, data_dir: Path | None, device: torch.device,
-                   arch: str | None = None, progress: Callable[[str, int, int], None] | None = None
-                   ) -> dict[str, Any]:
+def import_teacher(
+    params: Params,
+    *,
+    out: Path,
+    metrics: Path,
+    data_dir: Path | None,
+    device: torch.device,
+    arch: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
     """The fetch-teacher stage for every source but `train`: open the teacher, check its clean accuracy on the
     first CHECK_IMAGES test images, then write `out` (+ sidecar) and `metrics`. A gap of more than ACCURACY_GAP
     points below the source's stated accuracy is a warning, or an error (nothing written) with
@@ -163,13 +198,17 @@ def import_teacher(params: Params, *, out: Path, metrics: Path, data_dir: Path |
     expected = summary["expected_clean_acc"]
     chance = 100 / DATASETS.get(d.dataset).num_classes
     if expected is None and acc < CHANCE_FACTOR * chance:
-        warn(f"the teacher's clean accuracy, {acc:.2f} % on the first {len(check)} test images, is near chance "
-             f"({chance:.0f} %) on {d.dataset}: a wrong dataset, format or normalization is the usual cause (give "
-             "teacher.expected_clean_acc to have it checked)")
+        warn(
+            f"the teacher's clean accuracy, {acc:.2f} % on the first {len(check)} test images, is near chance "
+            f"({chance:.0f} %) on {d.dataset}: a wrong dataset, format or normalization is the usual cause (give "
+            "teacher.expected_clean_acc to have it checked)"
+        )
     if expected is not None and acc < expected - ACCURACY_GAP:
-        message = (f"the teacher's clean accuracy, {acc:.2f} % on the first {len(check)} test images, is "
-                   f"{expected - acc:.1f} points below the {expected:.2f} % its source states: a wrong format, "
-                   "normalization or dataset is the usual cause")
+        message = (
+            f"the teacher's clean accuracy, {acc:.2f} % on the first {len(check)} test images, is "
+            f"{expected - acc:.1f} points below the {expected:.2f} % its source states: a wrong format, "
+            "normalization or dataset is the usual cause"
+        )
         if t.strict_accuracy:
             raise AcdistillError(message + " (teacher.strict_accuracy)")
         warn(f"{message}; --strict-accuracy makes this an error")

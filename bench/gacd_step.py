@@ -3,6 +3,7 @@ float32 and float16 at CIFAR-10 scale (N = 50 000, d = 128), and POT's Sinkhorn 
 
     python -m bench.gacd_step --model resnet20 --batch-size 128 --repeats 3 --json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,9 +57,12 @@ def sinkhorn_times(args) -> dict:
     torch.manual_seed(0)
     a = torch.randn(args.batch_size, 64)
     b = torch.randn(args.batch_size, 64, requires_grad=True)
-    return {"sinkhorn_pot_s": round(best_time(lambda: sinkhorn_cost(cosine_cost(a, b)).backward(), args.repeats), 4),
-            "sinkhorn_handwritten_s": round(best_time(
-                lambda: handwritten_sinkhorn(cosine_cost(a, b)).backward(), args.repeats), 4)}
+    return {
+        "sinkhorn_pot_s": round(best_time(lambda: sinkhorn_cost(cosine_cost(a, b)).backward(), args.repeats), 4),
+        "sinkhorn_handwritten_s": round(
+            best_time(lambda: handwritten_sinkhorn(cosine_cost(a, b)).backward(), args.repeats), 4
+        ),
+    }
 
 
 def main() -> None:
@@ -71,8 +75,13 @@ def main() -> None:
     args = parser.parse_args()
 
     train_set = training_set(args.bank_size)  # the banks' rows: one per training image
-    result = {"model": args.model, "batch_size": args.batch_size, "bank_size": args.bank_size,
-              "threads": torch.get_num_threads(), "cpu": cpu_name()}
+    result = {
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "bank_size": args.bank_size,
+        "threads": torch.get_num_threads(),
+        "cpu": cpu_name(),
+    }
     result["rslad_step_s"] = round(step_time("rslad", {}, args, train_set)[0], 3)
     for dtype in ("float32", "float16"):
         seconds, method = step_time("gacd", {"bank_dtype": dtype}, args, train_set)

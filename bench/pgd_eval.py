@@ -6,6 +6,7 @@ Whole evaluation of a trained checkpoint on the first `--n` test images: `acdist
 clean-correct examples) against the usual torchattacks loop (attack every batch, then count):
     python -m bench.pgd_eval --checkpoint models/teacher.safetensors --n 1000 --batch-size 256 --json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,9 +48,13 @@ def raw_attack(args, device) -> dict:
     for _ in range(args.repeats):
         t_ours.append(timed(ours)[0])
         t_theirs.append(timed(theirs)[0])
-    return {"mode": "raw attack", "model": args.model, "images": args.batch_size,
-            "ours_images_per_s": round(args.batch_size / min(t_ours), 1),
-            "torchattacks_images_per_s": round(args.batch_size / min(t_theirs), 1)}
+    return {
+        "mode": "raw attack",
+        "model": args.model,
+        "images": args.batch_size,
+        "ours_images_per_s": round(args.batch_size / min(t_ours), 1),
+        "torchattacks_images_per_s": round(args.batch_size / min(t_theirs), 1),
+    }
 
 
 def whole_evaluation(args, device) -> dict:
@@ -66,8 +71,9 @@ def whole_evaluation(args, device) -> dict:
     reference = torchattacks.PGD(model, eps=EPS, alpha=ALPHA, steps=args.steps, random_start=True)
 
     def ours():
-        result = evaluate(model, data, ["pgd20"], budget=Budget(EPS, steps=args.steps), batch_size=args.batch_size,
-                          device=device)
+        result = evaluate(
+            model, data, ["pgd20"], budget=Budget(EPS, steps=args.steps), batch_size=args.batch_size, device=device
+        )
         return result["pgd20"]["accuracy"]
 
     def theirs():
@@ -80,10 +86,15 @@ def whole_evaluation(args, device) -> dict:
 
     t_ours, acc_ours = timed(ours)
     t_theirs, acc_theirs = timed(theirs)
-    return {"mode": "whole evaluation", "checkpoint": str(args.checkpoint), "images": len(data),
-            "ours_images_per_s": round(len(data) / t_ours, 1),
-            "torchattacks_images_per_s": round(len(data) / t_theirs, 1),
-            "ours_accuracy": acc_ours, "torchattacks_accuracy": acc_theirs}
+    return {
+        "mode": "whole evaluation",
+        "checkpoint": str(args.checkpoint),
+        "images": len(data),
+        "ours_images_per_s": round(len(data) / t_ours, 1),
+        "torchattacks_images_per_s": round(len(data) / t_theirs, 1),
+        "ours_accuracy": acc_ours,
+        "torchattacks_accuracy": acc_theirs,
+    }
 
 
 def main() -> None:
@@ -101,12 +112,22 @@ def main() -> None:
 
     device = torch.device(args.device)
     result = whole_evaluation(args, device) if args.checkpoint else raw_attack(args, device)
-    result.update({"batch_size": args.batch_size, "steps": args.steps, "device": str(device),
-                   "threads": torch.get_num_threads(), "cpu": cpu_name()})
+    result.update(
+        {
+            "batch_size": args.batch_size,
+            "steps": args.steps,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "cpu": cpu_name(),
+        }
+    )
     result["speedup"] = round(result["ours_images_per_s"] / result["torchattacks_images_per_s"], 3)
-    print(json.dumps(result) if args.json else
-          f"PGD-{args.steps}, {result['mode']}, batch {args.batch_size}: ours {result['ours_images_per_s']} img/s, "
-          f"torchattacks {result['torchattacks_images_per_s']} img/s ({result['speedup']}x)")
+    print(
+        json.dumps(result)
+        if args.json
+        else f"PGD-{args.steps}, {result['mode']}, batch {args.batch_size}: ours {result['ours_images_per_s']} img/s, "
+        f"torchattacks {result['torchattacks_images_per_s']} img/s ({result['speedup']}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ reports each loop's fraction of the ceiling of its own precision.
 `--epoch-images N` also times one whole epoch of the pipeline over N images (50000: an epoch of CIFAR-10).
 `--smoke` runs a seconds-long version (small_cnn, batch 8) to check the harness, not to time anything.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,8 +82,13 @@ class Peak:
 
 def speed_of(args, fast_paths: bool = True) -> SpeedParams:
     """The speed section the command line asks for; without `fast_paths`, no torch.compile and no CUDA graphs."""
-    return SpeedParams(amp=args.amp, channels_last=args.channels_last, cudnn_benchmark=args.cudnn_benchmark,
-                       compile=args.compile if fast_paths else False, step_graph=args.cuda_graph and fast_paths)
+    return SpeedParams(
+        amp=args.amp,
+        channels_last=args.channels_last,
+        cudnn_benchmark=args.cudnn_benchmark,
+        compile=args.compile if fast_paths else False,
+        step_graph=args.cuda_graph and fast_paths,
+    )
 
 
 def pipeline_rate(args, cfg: TrainParams, data: ImageSet, device: torch.device) -> float:
@@ -156,8 +162,10 @@ def kernel_profile(args, cfg: TrainParams, data: ImageSet, device: torch.device,
             step()
         sync(device)
     kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
-    return {"kernels_per_step": round(len(kernels) / steps),
-            "kernel_ms_per_step": round(sum(e.device_time for e in kernels) / 1e3 / steps, 2)}
+    return {
+        "kernels_per_step": round(len(kernels) / steps),
+        "kernel_ms_per_step": round(sum(e.device_time for e in kernels) / 1e3 / steps, 2),
+    }
 
 
 def flops_per_image(args, cfg: TrainParams, data: ImageSet, device: torch.device) -> float:
@@ -226,10 +234,12 @@ def _reference_rate(args, cfg: TrainParams, data: ImageSet, device: torch.device
     student = create_model(args.model).to(device).train()
     teacher = create_model(args.teacher or args.model).to(device).eval()
     optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    transform = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
-                                    transforms.ToTensor()])
-    loader = torch.utils.data.DataLoader(PILDataset(data, transform), batch_size=cfg.batch_size, shuffle=True,
-                                         num_workers=args.workers)
+    transform = transforms.Compose(
+        [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor()]
+    )
+    loader = torch.utils.data.DataLoader(
+        PILDataset(data, transform), batch_size=cfg.batch_size, shuffle=True, num_workers=args.workers
+    )
     a = cfg.attack
 
     def kl_loss(a_, b_):
@@ -244,17 +254,24 @@ def _reference_rate(args, cfg: TrainParams, data: ImageSet, device: torch.device
             for _ in range(a.steps):
                 x_adv.requires_grad_()
                 with torch.enable_grad():
-                    loss_kl = torch.sum(F.kl_div(F.log_softmax(student(x_adv), dim=1), F.softmax(teacher_logits, 1),
-                                                 reduction="none"))
+                    loss_kl = torch.sum(
+                        F.kl_div(F.log_softmax(student(x_adv), dim=1), F.softmax(teacher_logits, 1), reduction="none")
+                    )
                 grad = torch.autograd.grad(loss_kl, [x_adv])[0]
-                x_adv = torch.clamp(torch.min(torch.max(x_adv.detach() + a.step_size * torch.sign(grad.detach()),
-                                                        x - a.eps), x + a.eps), 0.0, 1.0)
+                x_adv = torch.clamp(
+                    torch.min(
+                        torch.max(x_adv.detach() + a.step_size * torch.sign(grad.detach()), x - a.eps), x + a.eps
+                    ),
+                    0.0,
+                    1.0,
+                )
             student.train()
             optimizer.zero_grad()
             adv_logits, nat_logits = student(x_adv), student(x)
             target = F.softmax(teacher_logits.detach(), dim=1)
             loss = 5 / 6.0 * torch.mean(kl_loss(F.log_softmax(adv_logits, dim=1), target)) + 1 / 6.0 * torch.mean(
-                kl_loss(F.log_softmax(nat_logits, dim=1), target))
+                kl_loss(F.log_softmax(nat_logits, dim=1), target)
+            )
         else:  # sat: attack_pgd of rslad_loss.py, then CE on the adversarial batch
             x_adv = torch.clamp(x.detach() + torch.zeros_like(x).uniform_(-a.eps, a.eps), 0, 1)
             for _ in range(a.steps):
@@ -298,35 +315,67 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference loop")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast for the pipeline and bare loops")
     parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
-                        help="torch.compile the networks of the pipeline and bare loops (optionally: a mode, such "
-                             "as reduce-overhead)")
-    parser.add_argument("--cuda-graph", action="store_true",
-                        help="capture the whole training step as a CUDA graph (speed.step_graph)")
-    parser.add_argument("--cudnn-benchmark", action="store_true",
-                        help="cuDNN algorithm search for the pipeline and bare loops (speed.cudnn_benchmark)")
-    parser.add_argument("--reference-cudnn-default", action="store_true",
-                        help="run the reference loop under torch's default cuDNN flags, not its script's "
-                             "cudnn.deterministic = True")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="MODE",
+        help="torch.compile the networks of the pipeline and bare loops (optionally: a mode, such as reduce-overhead)",
+    )
+    parser.add_argument(
+        "--cuda-graph", action="store_true", help="capture the whole training step as a CUDA graph (speed.step_graph)"
+    )
+    parser.add_argument(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="cuDNN algorithm search for the pipeline and bare loops (speed.cudnn_benchmark)",
+    )
+    parser.add_argument(
+        "--reference-cudnn-default",
+        action="store_true",
+        help="run the reference loop under torch's default cuDNN flags, not its script's cudnn.deterministic = True",
+    )
     parser.add_argument("--profile", action="store_true", help="also count the bare step's GPU kernels and their time")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument("--epoch-images", type=int, default=0,
-                        help="also time one pipeline epoch over this many images (50000: CIFAR-10's training set)")
-    parser.add_argument("--gacd-k", type=int, default=64,
-                        help="GACD's negatives per anchor (its default and the presets' is 16384), capped by the "
-                             "method at the other-class images of the training set")
+    parser.add_argument(
+        "--epoch-images",
+        type=int,
+        default=0,
+        help="also time one pipeline epoch over this many images (50000: CIFAR-10's training set)",
+    )
+    parser.add_argument(
+        "--gacd-k",
+        type=int,
+        default=64,
+        help="GACD's negatives per anchor (its default and the presets' is 16384), capped by the "
+        "method at the other-class images of the training set",
+    )
     parser.add_argument("--smoke", action="store_true", help="seconds-long run: checks the harness, times nothing")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.smoke:
         args.model, args.teacher, args.batch_size, args.steps, args.attack_steps, args.workers, args.repeats = (
-            "small_cnn", None, 8, 2, 1, 0, 1)
+            "small_cnn",
+            None,
+            8,
+            2,
+            1,
+            0,
+            1,
+        )
         args.gacd_k = min(args.gacd_k, args.batch_size * args.steps - 1)
     extra = {"gacd": {"k": args.gacd_k}}.get(args.method, {})
     device = resolve_device(args.device)
-    cfg = TrainParams(method=args.method, epochs=1, batch_size=args.batch_size, monitor_n=0, schedule="constant",
-                      attack=TrainAttack(eps=8 / 255, step_size=2 / 255, steps=args.attack_steps),
-                      **({args.method: extra} if extra else {}))
+    cfg = TrainParams(
+        method=args.method,
+        epochs=1,
+        batch_size=args.batch_size,
+        monitor_n=0,
+        schedule="constant",
+        attack=TrainAttack(eps=8 / 255, step_size=2 / 255, steps=args.attack_steps),
+        **({args.method: extra} if extra else {}),
+    )
     data = training_set(args.batch_size * args.steps)
     loops = {"pipeline": pipeline_rate, "bare": bare_rate}
     if args.method in REFERENCE_METHODS:
@@ -343,16 +392,23 @@ def main() -> None:
     if args.epoch_images:
         with peaks["pipeline"]:
             rate = pipeline_rate(args, cfg, training_set(args.epoch_images, seed=1), device)
-        epoch = {"epoch_images": args.epoch_images, "epoch_s": round(args.epoch_images / rate, 2),
-                 "epoch_img_s": round(rate, 2)}
+        epoch = {
+            "epoch_images": args.epoch_images,
+            "epoch_s": round(args.epoch_images / rate, 2),
+            "epoch_img_s": round(rate, 2),
+        }
     flops = flops_per_image(args, cfg, data, device)
     kernels = kernel_profile(args, cfg, data, device) if args.profile and device.type == "cuda" else {}
     if kernels:
         kernels["gpu_busy_fraction_of_bare_step"] = round(
-            kernels["kernel_ms_per_step"] / (1e3 * cfg.batch_size / bare), 3)
+            kernels["kernel_ms_per_step"] / (1e3 * cfg.batch_size / bare), 3
+        )
     # fp32 (no --amp) convolutions run as tf32 on CUDA by default, and the reference loop is fp32.
-    ceilings = ({"bf16": matmul_tflops(device, torch.bfloat16), "tf32": matmul_tflops(device, torch.float32)}
-                if device.type == "cuda" else {})
+    ceilings = (
+        {"bf16": matmul_tflops(device, torch.bfloat16), "tf32": matmul_tflops(device, torch.float32)}
+        if device.type == "cuda"
+        else {}
+    )
 
     def tflops(img_s: float | None, precision: str) -> dict:
         if img_s is None:
@@ -364,28 +420,41 @@ def main() -> None:
 
     ours = "bf16" if args.amp else "tf32"
     result = {
-        "method": args.method, "model": args.model, "teacher": args.teacher or args.model,
-        "batch_size": args.batch_size, "timed_steps": args.steps, "repeats": args.repeats,
+        "method": args.method,
+        "model": args.model,
+        "teacher": args.teacher or args.model,
+        "batch_size": args.batch_size,
+        "timed_steps": args.steps,
+        "repeats": args.repeats,
         "attack_steps": args.attack_steps,
-        "amp_bf16": args.amp, "channels_last": args.channels_last,
-        "pipeline_img_s": round(pipeline, 2), "bare_img_s": round(bare, 2),
+        "amp_bf16": args.amp,
+        "channels_last": args.channels_last,
+        "pipeline_img_s": round(pipeline, 2),
+        "bare_img_s": round(bare, 2),
         "overhead": round(bare / pipeline, 3),
         "reference_img_s": round(reference, 2) if reference else None,
         "speedup_vs_reference": round(pipeline / reference, 3) if reference else None,
         "rounds_img_s": {k: [round(r, 2) for r in v] for k, v in rounds.items() if v},
         **epoch,
         "gflop_per_image": round(flops / 1e9, 3),
-        "arithmetic": {"pipeline": tflops(pipeline, ours), "bare": tflops(bare, ours),
-                       "reference": tflops(reference, "tf32"),
-                       **({"epoch": tflops(epoch["epoch_img_s"], ours)} if epoch else {})},
+        "arithmetic": {
+            "pipeline": tflops(pipeline, ours),
+            "bare": tflops(bare, ours),
+            "reference": tflops(reference, "tf32"),
+            **({"epoch": tflops(epoch["epoch_img_s"], ours)} if epoch else {}),
+        },
         "matmul_ceiling_tflops": {k: round(v, 1) for k, v in ceilings.items()},
         **kernels,
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_device_mb": {k: round(v.mb, 1) for k, v in peaks.items()} if device.type == "cuda" else None,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "compile": args.compile, "cuda_graph": args.cuda_graph, "cudnn_benchmark": args.cudnn_benchmark,
+        "compile": args.compile,
+        "cuda_graph": args.cuda_graph,
+        "cudnn_benchmark": args.cudnn_benchmark,
         "reference_cudnn": "torch default" if args.reference_cudnn_default else "deterministic, as its script",
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": cpu_name(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": cpu_name(),
         "numpy": np.__version__,
     }
     print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))

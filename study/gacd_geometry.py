@@ -15,6 +15,7 @@ Pass `--embed-bn` for a run trained with `embed_bn: true` (the default since it 
 standardized over the n images, where training used each batch. The run must have trained on the first images of
 CIFAR-10's training set in order (a `train_subset: N` run), as bank rows are looked up by dataset index.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,39 +53,56 @@ def main() -> None:
     y, other = data.labels, data.labels[:, None] != data.labels[None, :]
     with torch.no_grad():
         f_t, f_s = teacher.features(x), student.features(x)
-    t, s = (F.linear(f, method[head]["weight"], method[head]["bias"]) for f, head in ((f_t, "embed_t"),
-                                                                                       (f_s, "embed_s")))
+    t, s = (
+        F.linear(f, method[head]["weight"], method[head]["bias"]) for f, head in ((f_t, "embed_t"), (f_s, "embed_s"))
+    )
     if args.embed_bn:
         t, s = (F.batch_norm(v, None, None, training=True) for v in (t, s))
     t, s = F.normalize(t, dim=1), F.normalize(s, dim=1)
     bank, teacher_bank = method["bank"].float()[data.indices], method["teacher_bank"].float()[data.indices]
     print("mean cosine (within class, across classes):")
-    for name, v in (("teacher features", f_t), ("teacher features, centered", f_t - f_t.mean(0)),
-                    ("student features", f_s), ("student features, centered", f_s - f_s.mean(0)),
-                    ("t = normalize(W_t f_T + b)", t), ("s = normalize(W_s f_S + b)", s)):
+    for name, v in (
+        ("teacher features", f_t),
+        ("teacher features, centered", f_t - f_t.mean(0)),
+        ("student features", f_s),
+        ("student features, centered", f_s - f_s.mean(0)),
+        ("t = normalize(W_t f_T + b)", t),
+        ("s = normalize(W_s f_S + b)", s),
+    ):
         print(f"  {name}: {within_across(v, y, other)}")
-    print(f"  |W_t f_T| {F.linear(f_t, method['embed_t']['weight']).norm(dim=1).mean():.1f}, "
-          f"|W_s f_S| {F.linear(f_s, method['embed_s']['weight']).norm(dim=1).mean():.1f}")
+    print(
+        f"  |W_t f_T| {F.linear(f_t, method['embed_t']['weight']).norm(dim=1).mean():.1f}, "
+        f"|W_s f_S| {F.linear(f_s, method['embed_s']['weight']).norm(dim=1).mean():.1f}"
+    )
     scores = t @ s.T
-    print(f"teacher anchors: t.s positive {scores.diag().mean():.3f}, other-class fresh s {scores[other].mean():.3f}, "
-          f"other-class bank rows {(t @ bank.T)[other].mean():.3f}")
-    print(f"student anchors: other-class fresh t {scores.T[other].mean():.3f}, other-class teacher-bank rows "
-          f"{(s @ teacher_bank.T)[other].mean():.3f}")
-    print(f"bank rows against their image's fresh embedding: student {(s * bank).sum(1).mean():.3f}, "
-          f"teacher {(t * teacher_bank).sum(1).mean():.3f}")
+    print(
+        f"teacher anchors: t.s positive {scores.diag().mean():.3f}, other-class fresh s {scores[other].mean():.3f}, "
+        f"other-class bank rows {(t @ bank.T)[other].mean():.3f}"
+    )
+    print(
+        f"student anchors: other-class fresh t {scores.T[other].mean():.3f}, other-class teacher-bank rows "
+        f"{(s @ teacher_bank.T)[other].mean():.3f}"
+    )
+    print(
+        f"bank rows against their image's fresh embedding: student {(s * bank).sum(1).mean():.3f}, "
+        f"teacher {(t * teacher_bank).sum(1).mean():.3f}"
+    )
     print(f"log Z: {method['log_z'].item():.3f} (teacher anchors), {method['log_z_student_anchor'].item():.3f}")
 
     bank_all = method["bank"].float()
     other_all = y[:, None] != load_split("cifar10", True, len(bank_all)).labels[None, :]
     bank_scores = t @ bank_all.T
     # Every bank row as a negative: the expectation of the k sampled ones' term is k times their mean.
-    log_h_pos, log_not_h = critic_log_terms(scores.diag(), bank_scores, tau=args.tau, log_z=method["log_z"],
-                                            log_noise=math.log(args.k / len(bank_all)))
+    log_h_pos, log_not_h = critic_log_terms(
+        scores.diag(), bank_scores, tau=args.tau, log_z=method["log_z"], log_noise=math.log(args.k / len(bank_all))
+    )
     neg_term = -args.k * (log_not_h * other_all).sum(1) / other_all.sum(1)
     pos_term = -log_h_pos
     hardest = bank_scores.masked_fill(~other_all, -math.inf).max(1).values
-    print(f"teacher-anchored NCE per anchor, unweighted (k {args.k}): positive term {pos_term.mean():.2f}, "
-          f"negatives' term {neg_term.mean():.2f}; highest other-class bank-row score {hardest.mean():.3f}")
+    print(
+        f"teacher-anchored NCE per anchor, unweighted (k {args.k}): positive term {pos_term.mean():.2f}, "
+        f"negatives' term {neg_term.mean():.2f}; highest other-class bank-row score {hardest.mean():.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ For the first n test images and one uniform start in the eps ball, this prints t
 between the gradient with respect to the input and the all-fp32 gradient, for the old path (bf16 features, bf16
 solver) and the current one (bf16 features, fp32 solver).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,18 +39,21 @@ def main() -> None:
             cost = cosine_cost(clean, net.features(x_adv))
             cost = cost.to(solver_dtype) if solver_dtype else cost
             marginal = torch.full((len(cost),), 1.0 / len(cost), dtype=cost.dtype)
-            distance = ot.sinkhorn2(marginal, marginal, cost, 0.01, method="sinkhorn_log", numItermax=100,
-                                    warn=False)
+            distance = ot.sinkhorn2(marginal, marginal, cost, 0.01, method="sinkhorn_log", numItermax=100, warn=False)
         (grad,) = torch.autograd.grad(distance, x_adv)
         return distance.item(), grad.float().flatten()
 
     reference_distance, reference = objective_and_grad(False, None)
     print(f"all fp32: OT {reference_distance:.5f}")
-    for name, solver_dtype in (("bf16 features, bf16 solver (the study)", None),
-                               ("bf16 features, fp32 solver (now)", torch.float32)):
+    for name, solver_dtype in (
+        ("bf16 features, bf16 solver (the study)", None),
+        ("bf16 features, fp32 solver (now)", torch.float32),
+    ):
         distance, grad = objective_and_grad(True, solver_dtype)
-        print(f"{name}: OT {distance:.5f}, gradient cosine with all fp32 "
-              f"{F.cosine_similarity(grad, reference, dim=0).item():.3f}")
+        print(
+            f"{name}: OT {distance:.5f}, gradient cosine with all fp32 "
+            f"{F.cosine_similarity(grad, reference, dim=0).item():.3f}"
+        )
 
 
 if __name__ == "__main__":

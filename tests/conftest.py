@@ -7,6 +7,9 @@ import torch
 
 from acdistill.data import load_split
 
+# The toy student, teacher and batch of the method tests, as the fixture `toy`.
+pytest_plugins = ["toy_methods"]
+
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("ACDISTILL_DATA_DIR", REPO.parent / "shared" / "data"))
 
@@ -76,8 +79,9 @@ def mnist_model(mirror):
     train = load_split("mnist", True, 6000, data_dir=mirror)
     model = create_model("small_cnn", num_classes=10, mean=DATASET_STATS["mnist"][0], std=DATASET_STATS["mnist"][1])
     cfg = TrainParams(method="natural", epochs=2, batch_size=64, lr=0.05, monitor_n=0)
-    Trainer(Natural(model, None, cfg.method_params(), cfg.attack), cfg, seed=0,
-            device=torch.device("cpu")).fit(train, None, augment=False)
+    Trainer(Natural(model, None, cfg.method_params(), cfg.attack), cfg, seed=0, device=torch.device("cpu")).fit(
+        train, None, augment=False
+    )
     return model.eval()
 
 

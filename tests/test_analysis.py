@@ -1,4 +1,5 @@
 """The linear probe, the ablation grid, and the data behind each analysis figure."""
+
 from pathlib import Path
 
 import numpy as np
@@ -7,16 +8,21 @@ import torch
 from torch import nn
 
 from acdistill import create_model
-from acdistill.analysis import (correlation_difference, feature_cloud, logit_correlation, read_dvclive_series,
-                                two_class_subset)
+from acdistill.analysis import (
+    correlation_difference,
+    feature_cloud,
+    logit_correlation,
+    read_dvclive_series,
+    two_class_subset,
+)
 from acdistill.attacks import Budget
 from acdistill.cli.ablate import parse_grid_option
-from acdistill.pipeline.ablate import expand, markdown_table, mean_and_sd, with_seeds
-from acdistill.pipeline.figures import student_labels
 from acdistill.data import ImageSet, load_split
 from acdistill.engine import evaluate
 from acdistill.engine.probe import extract_features, fit_linear_head, linear_probe
 from acdistill.errors import AcdistillError
+from acdistill.pipeline.ablate import expand, markdown_table, mean_and_sd, with_seeds
+from acdistill.pipeline.figures import student_labels
 
 
 class PixelFeatures(nn.Module):
@@ -49,8 +55,9 @@ def separable_set(n: int, seed: int) -> ImageSet:
 
 def test_probe_reaches_full_accuracy_on_a_linearly_separable_set():
     net = PixelFeatures().eval()
-    probed = linear_probe(net, separable_set(400, 0), epochs=60, lr=0.05, weight_decay=0.0, batch_size=64, seed=0,
-                          device="cpu")
+    probed = linear_probe(
+        net, separable_set(400, 0), epochs=60, lr=0.05, weight_decay=0.0, batch_size=64, seed=0, device="cpu"
+    )
     result = evaluate(probed, separable_set(200, 1), ["natural"])
     assert result["natural"]["accuracy"] == 100.0
 
@@ -86,16 +93,27 @@ def test_the_head_does_not_depend_on_each_feature_scale():
 
 def test_a_model_without_features_is_refused():
     with pytest.raises(AcdistillError, match="has no features\\(\\)/feature_dim"):
-        linear_probe(nn.Sequential(nn.Flatten(), nn.Linear(3072, 10)), separable_set(8, 0), epochs=1, lr=0.1,
-                     weight_decay=0.0, batch_size=8, seed=0, device="cpu")
+        linear_probe(
+            nn.Sequential(nn.Flatten(), nn.Linear(3072, 10)),
+            separable_set(8, 0),
+            epochs=1,
+            lr=0.1,
+            weight_decay=0.0,
+            batch_size=8,
+            seed=0,
+            device="cpu",
+        )
 
 
 def test_grid_expands_to_the_product_first_key_slowest():
     grid = dict([parse_grid_option("distill.gacd.k=16,256"), parse_grid_option("distill.gacd.reweight=true,false")])
     assert grid == {"distill.gacd.k": [16, 256], "distill.gacd.reweight": [True, False]}
     assert expand(grid) == [
-        {"distill.gacd.k": 16, "distill.gacd.reweight": True}, {"distill.gacd.k": 16, "distill.gacd.reweight": False},
-        {"distill.gacd.k": 256, "distill.gacd.reweight": True}, {"distill.gacd.k": 256, "distill.gacd.reweight": False}]
+        {"distill.gacd.k": 16, "distill.gacd.reweight": True},
+        {"distill.gacd.k": 16, "distill.gacd.reweight": False},
+        {"distill.gacd.k": 256, "distill.gacd.reweight": True},
+        {"distill.gacd.k": 256, "distill.gacd.reweight": False},
+    ]
     assert parse_grid_option("distill.attack.eps=4/255,8/255")[1] == ["4/255", "8/255"]  # validated per point
     with pytest.raises(AcdistillError, match="no empty value"):
         parse_grid_option("distill.gacd.k=16,,4")
@@ -105,14 +123,20 @@ def test_grid_expands_to_the_product_first_key_slowest():
 def test_seeds_give_one_row_per_point_with_each_measured_column_as_mean_and_sample_sd():
     points = [{"distill.gacd.k": 16}, {"distill.gacd.k": 64}]
     runs = with_seeds(points, [0, 1])
-    assert runs == [{"distill.gacd.k": 16, "seed": 0}, {"distill.gacd.k": 16, "seed": 1},
-                    {"distill.gacd.k": 64, "seed": 0}, {"distill.gacd.k": 64, "seed": 1}]
-    rows = [{**point, "pgd20": pgd20, "run": f"ablate/{i}"}
-            for i, (point, pgd20) in enumerate(zip(runs, [10, 12, 20, 23]))]
+    assert runs == [
+        {"distill.gacd.k": 16, "seed": 0},
+        {"distill.gacd.k": 16, "seed": 1},
+        {"distill.gacd.k": 64, "seed": 0},
+        {"distill.gacd.k": 64, "seed": 1},
+    ]
+    rows = [
+        {**point, "pgd20": pgd20, "run": f"ablate/{i}"} for i, (point, pgd20) in enumerate(zip(runs, [10, 12, 20, 23]))
+    ]
     table = mean_and_sd(points, rows)
     assert table == [
         {"distill.gacd.k": 16, "seeds": [0, 1], "pgd20": 11.0, "pgd20_sd": 1.414, "runs": ["ablate/0", "ablate/1"]},
-        {"distill.gacd.k": 64, "seeds": [0, 1], "pgd20": 21.5, "pgd20_sd": 2.121, "runs": ["ablate/2", "ablate/3"]}]
+        {"distill.gacd.k": 64, "seeds": [0, 1], "pgd20": 21.5, "pgd20_sd": 2.121, "runs": ["ablate/2", "ablate/3"]},
+    ]
     page = markdown_table(table, "github")
     assert "| 11.00 ± 1.41 |" in page and "pgd20_sd" not in page and "ablate/0" not in page
     assert mean_and_sd(points[:1], rows[:1])[0]["pgd20_sd"] is None  # one seed: no spread to report
@@ -121,9 +145,13 @@ def test_seeds_give_one_row_per_point_with_each_measured_column_as_mean_and_samp
 
 def test_students_are_labelled_by_file_name_or_by_directory_where_file_names_repeat():
     assert student_labels([Path("models/student.safetensors"), Path("models/student_aft.safetensors")]) == [
-        "student", "student_aft"]
+        "student",
+        "student_aft",
+    ]
     assert student_labels([Path("ablate/gacd/student.safetensors"), Path("ablate/ard/student.safetensors")]) == [
-        "gacd", "ard"]
+        "gacd",
+        "ard",
+    ]
     with pytest.raises(AcdistillError, match="same file and directory names"):
         student_labels([Path("a/gacd/student.safetensors"), Path("b/gacd/student.safetensors")])
 

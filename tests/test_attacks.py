@@ -76,8 +76,15 @@ def test_pgd_agrees_with_torchattacks(mnist_model, mnist_test):
 
 def test_eval_attack_suite_ordering(mnist_model, mnist_test):
     data = mnist_test.take(300)
-    acc = {name: correct_mask(mnist_model, data, EVAL_ATTACKS.get(name).run, budget=Budget(EPS), batch_size=300,
-                              device="cpu").float().mean().item() for name in ["natural", "fgsm", "pgd7", "pgd20"]}
+    acc = {
+        name: correct_mask(
+            mnist_model, data, EVAL_ATTACKS.get(name).run, budget=Budget(EPS), batch_size=300, device="cpu"
+        )
+        .float()
+        .mean()
+        .item()
+        for name in ["natural", "fgsm", "pgd7", "pgd20"]
+    }
     assert acc["natural"] > acc["fgsm"] >= acc["pgd7"] - 0.02 and acc["pgd7"] >= acc["pgd20"] - 0.02
 
 
@@ -174,8 +181,9 @@ def test_apgd_checkpoints_as_transcribed_are_the_papers_at_100_iterations():
 
 
 @pytest.mark.parametrize("steps", [10, 100])
-def test_aa_fast_runs_apgd_with_the_schedule_of_its_iterations_and_5_restarts(mnist_model, mnist_test, steps,
-                                                                            monkeypatch):
+def test_aa_fast_runs_apgd_with_the_schedule_of_its_iterations_and_5_restarts(
+    mnist_model, mnist_test, steps, monkeypatch
+):
     """With --steps, APGD's step-size checkpoints are those of the requested iterations, for APGD-CE and APGD-T
     alike; APGD-CE runs the 5 restarts `acdistill attacks` states. A budget far too small to fool anything keeps
     every image in play for every restart."""

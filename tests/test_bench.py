@@ -4,26 +4,59 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO
 
 
 def test_pgd_benchmark_smoke():
-    done = subprocess.run([sys.executable, "-m", "bench.pgd_eval", "--model", "small_cnn", "--batch-size", "4",
-                           "--steps", "1", "--repeats", "1", "--json"], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.pgd_eval",
+            "--model",
+            "small_cnn",
+            "--batch-size",
+            "4",
+            "--steps",
+            "1",
+            "--repeats",
+            "1",
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["ours_images_per_s"] > 0 and result["torchattacks_images_per_s"] > 0
 
 
 def test_whole_evaluation_benchmark_smoke(tmp_path):
-    from acdistill import create_model, save_model
     from conftest import MIRROR
 
+    from acdistill import create_model, save_model
+
     save_model(create_model("small_cnn"), tmp_path / "m.safetensors", dataset="cifar10")
-    done = subprocess.run([sys.executable, "-m", "bench.pgd_eval", "--checkpoint", str(tmp_path / "m.safetensors"),
-                           "--n", "8", "--steps", "1", "--data-dir", str(MIRROR), "--json"],
-                          cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.pgd_eval",
+            "--checkpoint",
+            str(tmp_path / "m.safetensors"),
+            "--n",
+            "8",
+            "--steps",
+            "1",
+            "--data-dir",
+            str(MIRROR),
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["mode"] == "whole evaluation" and result["images"] == 8
@@ -31,8 +64,25 @@ def test_whole_evaluation_benchmark_smoke(tmp_path):
 
 
 def test_gacd_benchmark_smoke():
-    done = subprocess.run([sys.executable, "-m", "bench.gacd_step", "--model", "small_cnn", "--batch-size", "8",
-                           "--bank-size", "200", "--repeats", "1", "--json"], cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.gacd_step",
+            "--model",
+            "small_cnn",
+            "--batch-size",
+            "8",
+            "--bank-size",
+            "200",
+            "--repeats",
+            "1",
+            "--json",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["gacd_float16_bank_mb"] * 2 == pytest.approx(result["gacd_float32_bank_mb"], abs=0.1)
@@ -41,8 +91,12 @@ def test_gacd_benchmark_smoke():
 
 @pytest.mark.parametrize("method, has_reference", [("rslad", True), ("sat", True), ("gacd", False)])
 def test_throughput_benchmark_smoke(method, has_reference):
-    done = subprocess.run([sys.executable, "-m", "bench.throughput", "--method", method, "--smoke", "--json"],
-                          cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.throughput", "--method", method, "--smoke", "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["pipeline_img_s"] > 0 and result["bare_img_s"] > 0

@@ -9,8 +9,8 @@ import torch
 import acdistill
 from acdistill import create_model, load_model, save_model
 from acdistill.checkpoint import read_sidecar
-from acdistill.formats import read_state_dict
 from acdistill.errors import AcdistillError
+from acdistill.formats import read_state_dict
 from acdistill.provenance import code_info, machine_info, source_digest
 
 

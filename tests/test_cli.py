@@ -1,15 +1,15 @@
 """Every command through Typer's CliRunner on the tiny profile, and every user error: one line, exit code 2,
 nothing already written lost."""
+
 import hashlib
 import json
 import shutil
 
 import pytest
 import torch
-
-from acdistill import create_model, load_model
-from acdistill import teachers
 from conftest import run
+
+from acdistill import create_model, load_model, teachers
 
 
 def digest(path):
@@ -34,8 +34,17 @@ def test_stages_write_checkpoints_metrics_and_curves(here):
 
 
 def test_attack_eval_prints_a_table_and_takes_options(here):
-    out = run("attack-eval", "--model", "models/teacher.safetensors", "--attacks", "natural,fgsm", "--n", "8",
-              "-S", "eval.sweep=null").output
+    out = run(
+        "attack-eval",
+        "--model",
+        "models/teacher.safetensors",
+        "--attacks",
+        "natural,fgsm",
+        "--n",
+        "8",
+        "-S",
+        "eval.sweep=null",
+    ).output
     assert "natural" in out and "fgsm" in out and "pgd20" not in out and "against eps" not in out
 
 
@@ -56,8 +65,17 @@ def test_runs_are_seeded(here):
 
 
 def test_distill_options_override_params(here):
-    run("distill", "--method", "kd", "--out", "models/kd.safetensors", "--metrics", "metrics/kd.json",
-        "-S", "distill.kd.tau=2")
+    run(
+        "distill",
+        "--method",
+        "kd",
+        "--out",
+        "models/kd.safetensors",
+        "--metrics",
+        "metrics/kd.json",
+        "-S",
+        "distill.kd.tau=2",
+    )
     info = json.loads((here / "models/kd.json").read_text())["info"]
     assert info["method"] == "kd" and info["params"]["kd"]["tau"] == 2  # the validated section, defaults filled
 
@@ -68,14 +86,41 @@ def test_aft_lasts_a_tenth_of_the_students_distillation_unless_set(here):
     shutil.copy(here / "models/student.safetensors", here / "models/long.safetensors")
     (here / "models/long.json").write_text(json.dumps(side))
     unset = ["-S", "aft.epochs=null", "--no-resume", "--force"]  # the tiny profile sets aft.epochs: 1
-    run("adv-finetune", "--model", "models/long.safetensors", "--out", "models/long_aft.safetensors",
-        "--metrics", "metrics/long_aft.json", *unset)
+    run(
+        "adv-finetune",
+        "--model",
+        "models/long.safetensors",
+        "--out",
+        "models/long_aft.safetensors",
+        "--metrics",
+        "metrics/long_aft.json",
+        *unset,
+    )
     assert json.loads((here / "metrics/long_aft.json").read_text())["epochs"] == 2
-    run("adv-finetune", "--model", "models/long.safetensors", "--out", "models/long_aft.safetensors",
-        "--metrics", "metrics/long_aft.json", *unset, "--epochs", "1")
+    run(
+        "adv-finetune",
+        "--model",
+        "models/long.safetensors",
+        "--out",
+        "models/long_aft.safetensors",
+        "--metrics",
+        "metrics/long_aft.json",
+        *unset,
+        "--epochs",
+        "1",
+    )
     assert json.loads((here / "metrics/long_aft.json").read_text())["epochs"] == 1
-    result = run("adv-finetune", "--model", "models/teacher.safetensors", "--out", "models/t_aft.safetensors",
-                 "--metrics", "metrics/t_aft.json", *unset, ok=False)
+    result = run(
+        "adv-finetune",
+        "--model",
+        "models/teacher.safetensors",
+        "--out",
+        "models/t_aft.safetensors",
+        "--metrics",
+        "metrics/t_aft.json",
+        *unset,
+        ok=False,
+    )
     assert "aft.epochs is not set, and models/teacher.safetensors records no distillation epochs" in result.output
 
 
@@ -90,8 +135,17 @@ def test_aft_epochs_rule(distill_epochs, aft_epochs):
 def test_fetch_teacher_from_a_third_party_pt(here):
     source = create_model("small_cnn")
     torch.save({"model": {f"module.{k}": v for k, v in source.state_dict().items()}}, here / "third_party.pt")
-    run("fetch-teacher", "--source", "file", "--path", "third_party.pt", "--out", "models/t2.safetensors",
-        "--metrics", "metrics/t2.json")
+    run(
+        "fetch-teacher",
+        "--source",
+        "file",
+        "--path",
+        "third_party.pt",
+        "--out",
+        "models/t2.safetensors",
+        "--metrics",
+        "metrics/t2.json",
+    )
     x = torch.rand(2, 3, 32, 32)
     assert torch.allclose(load_model(here / "models/t2.safetensors")(x), source.eval()(x))
 
@@ -101,22 +155,55 @@ def test_fetch_teacher_by_url_checks_sha256(here, monkeypatch, tmp_path):
     weights = here / "models/teacher.safetensors"
     good = digest(weights)
     url = weights.as_uri()
-    run("fetch-teacher", "--source", "url", "--url", url, "--sha256", "0" * 64, "--out", "models/t3.safetensors",
-        ok=False)
+    run(
+        "fetch-teacher",
+        "--source",
+        "url",
+        "--url",
+        url,
+        "--sha256",
+        "0" * 64,
+        "--out",
+        "models/t3.safetensors",
+        ok=False,
+    )
     assert not any(p.is_file() for p in (tmp_path / "cache").rglob("*"))
     assert not (here / "models/t3.safetensors").exists()
     # Our own safetensors carry the arch's buffers, so a URL teacher loads like a file one.
-    run("fetch-teacher", "--source", "url", "--url", url, "--sha256", good, "--arch", "small_cnn",
-        "--out", "models/t3.safetensors", "--metrics", "metrics/t3.json")
+    run(
+        "fetch-teacher",
+        "--source",
+        "url",
+        "--url",
+        url,
+        "--sha256",
+        good,
+        "--arch",
+        "small_cnn",
+        "--out",
+        "models/t3.safetensors",
+        "--metrics",
+        "metrics/t3.json",
+    )
     assert (tmp_path / "cache" / good / "teacher.safetensors").is_file()
 
 
-@pytest.mark.parametrize("method, terms", [("crdnd", ["relation_nat", "relation_adv", "acm/adv_diag_0"]),
-                                           ("iad", ["kl"]), ("ard", ["kl"])])
+@pytest.mark.parametrize(
+    "method, terms", [("crdnd", ["relation_nat", "relation_adv", "acm/adv_diag_0"]), ("iad", ["kl"]), ("ard", ["kl"])]
+)
 def test_tiny_run_of_each_new_method(here, method, terms):
     reweight = [] if method == "iad" else ["-S", f"distill.{method}.reweight=true"]
-    run("distill", "--method", method, *reweight, "--out", f"models/{method}.safetensors",
-        "--metrics", f"metrics/{method}.json", "--no-resume")
+    run(
+        "distill",
+        "--method",
+        method,
+        *reweight,
+        "--out",
+        f"models/{method}.safetensors",
+        "--metrics",
+        f"metrics/{method}.json",
+        "--no-resume",
+    )
     assert json.loads((here / f"metrics/{method}.json").read_text())["method"] == method
     for term in terms:
         name = term if term.startswith("acm/") else f"loss/{term}"
@@ -129,38 +216,69 @@ def test_listings():
     assert "pgd20" in run("attacks").output
 
 
-@pytest.mark.parametrize("args, message", [
-    (["distill", "--method", "nope"], "unknown method 'nope'; choose from: ard, crdnd, gacd, iad, kd"),
-    (["distill", "--student", "nope"], "unknown model 'nope'; choose from:"),
-    (["distill", "-S", "distill.epohcs=2"], "params.yaml: distill: unknown key 'epohcs'"),
-    (["distill", "-S", "data.dataset=imagenet"], "unknown dataset 'imagenet'"),
-    (["distill", "--teacher", "models/missing.safetensors"], "model file not found"),
-    (["attack-eval", "--model", "models/student.safetensors", "--attacks", "natural,nope"], "unknown attack 'nope'"),
-    (["attack-eval", "--model", "models/student.safetensors", "--n", "33"], "--n 33 is larger than the test set"),
-    (["attack-eval", "--model", "models/student.safetensors", "--eps", "2"], "eval: an L-inf eps must be at most 1"),
-    (["attack-eval", "--model", "models/student.safetensors", "--norm", "L3"],
-     "eval.norm: Input should be 'Linf' or 'L2'"),
-    (["attack-eval", "--model", "models/student.safetensors", "--norm", "L2", "--attacks", "cw-inf"],
-     "attack 'cw-inf' is defined for Linf only, not L2"),
-    (["attack-eval", "--model", "models/student.safetensors", "--steps", "0"],
-     "eval.steps: Input should be greater than or equal to 1"),
-    (["attack-eval", "--model", "models/student.safetensors", "--sweep", "0,x/255"],
-     "eval.sweep.eps.1: expected a number"),
-    (["attack-eval", "--model", "models/student.safetensors", "--sweep", "0,2"], "an L-inf eps must be at most 1"),
-    (["attack-eval", "--model", "models/student.safetensors", "--sanity", "--eps", "0"],
-     "--sanity needs eps > 0"),
-    (["attack-eval", "--model", "models/student.safetensors", "--eps", "-8/255"],
-     "eval.eps: Input should be greater than or equal to 0"),
-    # --force gets past the refusal to overwrite the teacher; the error still comes before anything is written
-    (["fetch-teacher", "--force", "--source", "file", "--path", "nothing.pt"], "model file not found: nothing.pt"),
-    (["fetch-teacher", "--force", "--source", "file", "--path", "models/teacher.safetensors", "--arch", "resnet20"],
-     "holds a small_cnn (its sidecar says), not a resnet20"),
-    (["distill", "--device", "cuda:7"], "not available on this machine"),
-    (["distill", "--out", "models/student.pt"], "checkpoints are written as .safetensors"),
-    (["distill", "--out", "models/x.safetensors", "--metrics", "models/x.json"], "would overwrite the checkpoint"),
-    (["fetch-teacher", "--out", "models/teacher.safetensors", "--metrics", "models/teacher.json"],
-     "would overwrite the checkpoint or its sidecar"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["distill", "--method", "nope"], "unknown method 'nope'; choose from: ard, crdnd, gacd, iad, kd"),
+        (["distill", "--student", "nope"], "unknown model 'nope'; choose from:"),
+        (["distill", "-S", "distill.epohcs=2"], "params.yaml: distill: unknown key 'epohcs'"),
+        (["distill", "-S", "data.dataset=imagenet"], "unknown dataset 'imagenet'"),
+        (["distill", "--teacher", "models/missing.safetensors"], "model file not found"),
+        (
+            ["attack-eval", "--model", "models/student.safetensors", "--attacks", "natural,nope"],
+            "unknown attack 'nope'",
+        ),
+        (["attack-eval", "--model", "models/student.safetensors", "--n", "33"], "--n 33 is larger than the test set"),
+        (
+            ["attack-eval", "--model", "models/student.safetensors", "--eps", "2"],
+            "eval: an L-inf eps must be at most 1",
+        ),
+        (
+            ["attack-eval", "--model", "models/student.safetensors", "--norm", "L3"],
+            "eval.norm: Input should be 'Linf' or 'L2'",
+        ),
+        (
+            ["attack-eval", "--model", "models/student.safetensors", "--norm", "L2", "--attacks", "cw-inf"],
+            "attack 'cw-inf' is defined for Linf only, not L2",
+        ),
+        (
+            ["attack-eval", "--model", "models/student.safetensors", "--steps", "0"],
+            "eval.steps: Input should be greater than or equal to 1",
+        ),
+        (
+            ["attack-eval", "--model", "models/student.safetensors", "--sweep", "0,x/255"],
+            "eval.sweep.eps.1: expected a number",
+        ),
+        (["attack-eval", "--model", "models/student.safetensors", "--sweep", "0,2"], "an L-inf eps must be at most 1"),
+        (["attack-eval", "--model", "models/student.safetensors", "--sanity", "--eps", "0"], "--sanity needs eps > 0"),
+        (
+            ["attack-eval", "--model", "models/student.safetensors", "--eps", "-8/255"],
+            "eval.eps: Input should be greater than or equal to 0",
+        ),
+        # --force gets past the refusal to overwrite the teacher; the error still comes before anything is written
+        (["fetch-teacher", "--force", "--source", "file", "--path", "nothing.pt"], "model file not found: nothing.pt"),
+        (
+            [
+                "fetch-teacher",
+                "--force",
+                "--source",
+                "file",
+                "--path",
+                "models/teacher.safetensors",
+                "--arch",
+                "resnet20",
+            ],
+            "holds a small_cnn (its sidecar says), not a resnet20",
+        ),
+        (["distill", "--device", "cuda:7"], "not available on this machine"),
+        (["distill", "--out", "models/student.pt"], "checkpoints are written as .safetensors"),
+        (["distill", "--out", "models/x.safetensors", "--metrics", "models/x.json"], "would overwrite the checkpoint"),
+        (
+            ["fetch-teacher", "--out", "models/teacher.safetensors", "--metrics", "models/teacher.json"],
+            "would overwrite the checkpoint or its sidecar",
+        ),
+    ],
+)
 def test_user_errors_are_one_line_and_lose_nothing(here, args, message):
     before = {p: digest(p) for p in (here / "models").glob("*.*")}
     result = run(*args, ok=False)
@@ -186,8 +304,9 @@ def test_missing_data_offline_says_where_it_looked(here, tmp_path, monkeypatch):
 def test_bad_params_file(here, tmp_path):
     bad = tmp_path / "p.yaml"
     bad.write_text("eval:\n  attacks: [natural\n")
-    assert "invalid YAML" in run("attack-eval", "--model", "models/student.safetensors", "--params", bad,
-                                 ok=False).output
+    assert (
+        "invalid YAML" in run("attack-eval", "--model", "models/student.safetensors", "--params", bad, ok=False).output
+    )
 
 
 def test_teacher_with_other_class_count_is_refused(here):
@@ -206,22 +325,39 @@ def test_per_class_accuracies_add_up_to_the_total(here):
     for r in results.values():
         counts = [(labels == c).sum().item() for c in range(10)]
         assert sum(a * n / 100 for a, n in zip(r["per_class"], counts) if a is not None) == pytest.approx(
-            r["accuracy"] * 32 / 100, abs=0.05)
+            r["accuracy"] * 32 / 100, abs=0.05
+        )
         assert all((a is None) == (n == 0) for a, n in zip(r["per_class"], counts))
 
 
 def test_attack_eval_of_a_third_party_state_dict(here):
     ours = load_model(here / "models/student.safetensors")
-    torch.save({"state_dict": {f"module.{k}": v for k, v in ours.state_dict().items() if "normalize" not in k}},
-               here / "foreign.pt")
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in ours.state_dict().items() if "normalize" not in k}},
+        here / "foreign.pt",
+    )
     # without its normalize buffers, the state dict does not say what its inputs were: that must be stated
-    assert "do not record how their inputs were normalized" in run(
-        "attack-eval", "--model", "foreign.pt", "--arch", "small_cnn", ok=False).output
-    run("attack-eval", "--model", "foreign.pt", "--arch", "small_cnn", "--normalize", "dataset", "--attacks",
-        "natural,fgsm", "--out", "metrics/foreign.json")
+    assert (
+        "do not record how their inputs were normalized"
+        in run("attack-eval", "--model", "foreign.pt", "--arch", "small_cnn", ok=False).output
+    )
+    run(
+        "attack-eval",
+        "--model",
+        "foreign.pt",
+        "--arch",
+        "small_cnn",
+        "--normalize",
+        "dataset",
+        "--attacks",
+        "natural,fgsm",
+        "--out",
+        "metrics/foreign.json",
+    )
     foreign = json.loads((here / "metrics/foreign.json").read_text())
     assert foreign["natural"] == json.loads((here / "metrics/eval_student.json").read_text())["natural"] | {
-        "seconds": foreign["natural"]["seconds"]}
+        "seconds": foreign["natural"]["seconds"]
+    }
 
 
 def test_attack_eval_refuses_pickled_code(here):
@@ -243,9 +379,26 @@ def test_attack_eval_warns_when_clean_accuracy_is_far_below_the_record(here):
 
 
 def test_attack_eval_sweep_and_sanity_outputs(here):
-    out = run("attack-eval", "--model", "models/student.safetensors", "--attacks", "natural,pgd20", "--steps", "3",
-              "--sweep", "0,4/255,8/255", "--sanity", "-S", "eval.sanity.n=16", "-S", "eval.sanity.square_queries=20",
-              "-S", "eval.sanity.steps=2", "--out", "metrics/sweep.json").output
+    out = run(
+        "attack-eval",
+        "--model",
+        "models/student.safetensors",
+        "--attacks",
+        "natural,pgd20",
+        "--steps",
+        "3",
+        "--sweep",
+        "0,4/255,8/255",
+        "--sanity",
+        "-S",
+        "eval.sanity.n=16",
+        "-S",
+        "eval.sanity.square_queries=20",
+        "-S",
+        "eval.sanity.steps=2",
+        "--out",
+        "metrics/sweep.json",
+    ).output
     assert "gradient-masking checks" in out and "more_steps" in out and "against eps" in out
     results = json.loads((here / "metrics/sweep.json").read_text())
     assert results["pgd20"]["steps"] == 3
@@ -260,6 +413,15 @@ def test_attack_eval_sweep_and_sanity_outputs(here):
 
 
 def test_attack_eval_l2(here):
-    out = run("attack-eval", "--model", "models/student.safetensors", "--attacks", "natural,fgsm,pgd20",
-              "--norm", "L2", "--eps", "0.5").output
+    out = run(
+        "attack-eval",
+        "--model",
+        "models/student.safetensors",
+        "--attacks",
+        "natural,fgsm,pgd20",
+        "--norm",
+        "L2",
+        "--eps",
+        "0.5",
+    ).output
     assert "L2 eps 0.50000" in out

@@ -1,21 +1,26 @@
 """transfer-probe, ablate, figures and report through the CLI on the tiny profile, with their user errors."""
+
 import hashlib
 import json
 import statistics
 from pathlib import Path
 
 import pytest
+from conftest import run
 from PIL import Image
 
 from acdistill.io import LOCK_NAME
 from acdistill.provenance import code_info, machine_info, source_digest
-from conftest import run
 
 
 def digests(*dirs):
     """Every result file's hash; the lock files say who holds a directory, not what it holds."""
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for d in dirs for p in sorted(d.rglob("*"))
-            if p.is_file() and p.name != LOCK_NAME}
+    return {
+        p: hashlib.sha256(p.read_bytes()).hexdigest()
+        for d in dirs
+        for p in sorted(d.rglob("*"))
+        if p.is_file() and p.name != LOCK_NAME
+    }
 
 
 def test_transfer_probe_writes_the_head_and_clean_and_pgd7_accuracy(here):
@@ -43,7 +48,11 @@ def test_ablate_runs_each_point_once_and_resumes_without_rerunning(here):
     assert all(digests(here / "ablate")[p] == h for p, h in finished.items() if "dvclive" not in str(p))
     points = json.loads((here / "metrics/ablate.json").read_text())["points"]
     assert [(p["distill.gacd.reweight"], p["distill.gacd.tau"]) for p in points] == [
-        (True, 0.1), (True, 0.2), (False, 0.1), (False, 0.2)]
+        (True, 0.1),
+        (True, 0.2),
+        (False, 0.1),
+        (False, 0.2),
+    ]
     table = (here / "metrics/ablate.md").read_text()
     assert table.count("\n| ") == 5 and "distill.gacd.tau" in table  # header + 4 points
 
@@ -57,8 +66,10 @@ def test_an_interrupted_point_resumes_from_its_epoch_state(here):
 
 
 def test_explicit_points_and_a_fine_tuned_point_that_starts_from_its_distilled_point(here):
-    points = ("ablate.points=[{name: kd-aft, distill.method: kd, adv_finetune: true, aft.lr: 0.02}, "
-              "{name: kd, distill.method: kd}]")
+    points = (
+        "ablate.points=[{name: kd-aft, distill.method: kd, adv_finetune: true, aft.lr: 0.02}, "
+        "{name: kd, distill.method: kd}]"
+    )
     out = run("ablate", "-S", points, "-S", "ablate.grid={}", "--out", "metrics/ablate_points.json").output
     assert "first the distilled point distill.method=kd: running in" in out  # the fine-tuned point needs it first
     assert "ablate point 2/2 kd: finished before, reused" in out
@@ -96,8 +107,9 @@ def test_ablate_over_seeds_tabulates_mean_and_sd_and_reuses_the_run_at_the_param
 
 def test_a_run_reused_from_other_acdistill_code_is_named_in_the_output_and_the_table(here):
     run("ablate", "--out", "metrics/ablate.json")
-    first, second = (Path(p["run"]) / "result.json" for p in json.loads((here / "metrics/ablate.json").read_text())[
-        "points"])
+    first, second = (
+        Path(p["run"]) / "result.json" for p in json.loads((here / "metrics/ablate.json").read_text())["points"]
+    )
     assert json.loads(first.read_text())["code"] == code_info()
     assert json.loads(first.read_text())["machine"] == machine_info()
     assert json.loads((first.parent / "student.json").read_text())["code"] == code_info()
@@ -114,8 +126,10 @@ def test_a_run_reused_from_other_acdistill_code_is_named_in_the_output_and_the_t
     assert f"(source 0123456789ab, now {source_digest()})" in out and "(source unrecorded, now " in out
     result = json.loads((here / "metrics/ablate_other_code.json").read_text())
     assert result["reused_from_other_code"] == ["distill.gacd.reweight=True", "distill.gacd.reweight=False"]
-    assert "reused: distill.gacd.reweight=True, distill.gacd.reweight=False." in (
-        here / "metrics/ablate_other_code.md").read_text()
+    assert (
+        "reused: distill.gacd.reweight=True, distill.gacd.reweight=False."
+        in (here / "metrics/ablate_other_code.md").read_text()
+    )
     again = run("ablate", "--out", "metrics/ablate_other_code.json").output
     assert "other acdistill code" not in again
     assert json.loads((here / "metrics/ablate_other_code.json").read_text())["reused_from_other_code"] == []
@@ -133,8 +147,7 @@ def test_figures_are_written_with_readable_sizes(here):
     summary = json.loads((here / "figures/figures.json").read_text())
     assert set(summary["logit_corr_mean_abs_diff"]) == {"student", "student_aft"}
     assert set(summary["tsne_fooled_percent"]) == {"teacher", "student", "student_aft"}
-    for name, min_width in (("logit_corr_student", 800), ("tsne", 1000), ("training_curves", 1000),
-                            ("eps_sweep", 500)):
+    for name, min_width in (("logit_corr_student", 800), ("tsne", 1000), ("training_curves", 1000), ("eps_sweep", 500)):
         with Image.open(here / f"figures/{name}.png") as im:
             assert im.width >= min_width and im.height >= 300, name
 
@@ -151,33 +164,44 @@ def test_report_lists_every_run_with_its_teacher(here):
     assert "## Ablation" in page and "## Linear probe" in page and "figures/tsne.png" in page
 
 
-@pytest.mark.parametrize("args, message", [
-    (["ablate", "--grid", "distill.gacd.kk=1,2"],
-     "ablate point distill.gacd.kk=1: params.yaml: distill: gacd.kk: unknown key"),
-    (["ablate", "--grid", "distill.gacd.k=many,2"],
-     "ablate point distill.gacd.k=many: params.yaml: distill: gacd.k: Input should be a valid integer"),
-    (["ablate", "--grid", "teacher.arch=resnet20,small_cnn"], "'teacher.arch': a grid point can change only"),
-    (["ablate", "--grid", "distill.epochs=1", "--sort-by", "robustness"], "cannot sort by 'robustness'"),
-    (["ablate", "-S", "ablate.points=[{teacher.epochs: 2}]"], "'teacher.epochs': a grid point can change only"),
-    (["ablate", "-S", "ablate.points=[{adv_finetune: 1}]"], "'adv_finetune' takes true or false"),
-    (["ablate", "-S", "ablate.grid={}"], "ablate: no points"),
-    (["ablate", "-S", "ablate.points=[{name: a/b}]"], "point name 'a/b': use letters"),
-    (["ablate", "-S", "ablate.points=[{name: a}, {name: a}]"], "point names must differ: a, a"),
-    (["ablate", "--grid", "distill.gacd.k"], "is not KEY=VALUE"),
-    (["ablate", "--seeds", "0,0"], "seeds must differ: 0, 0"),
-    (["ablate", "--seeds", "0,one"], "ablate.seeds.1: Input should be a valid integer"),
-    (["ablate", "--seeds", "0,1", "--grid", "seed=2,3"], "'seed' is set by ablate.seeds"),
-    (["transfer-probe", "--force", "--model", "models/none.safetensors"],
-     "model file not found: models/none.safetensors"),
-    (["transfer-probe", "--head", "metrics/probe.json"], "the head is written as .safetensors"),
-    (["transfer-probe", "--out", "metrics/probe.md"], "the results are written as .json"),
-    (["attack-eval", "--model", "models/student.safetensors", "--out", "metrics/e.md"],
-     "the results are written as .json"),
-    (["figures", "-S", "figures.tsne_classes=[0,10]"], "cifar10 has 10 classes"),
-    (["report", "--models", "nowhere"], "no runs: nowhere is not a directory"),
-    (["distill", "--force", "--out", "/proc/acdistill/s.safetensors"], "cannot write to /proc/acdistill"),
-    (["report", "--experiments", "--out", "metrics/exp.md"], "--experiments: "),  # not a DVC repository
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["ablate", "--grid", "distill.gacd.kk=1,2"],
+            "ablate point distill.gacd.kk=1: params.yaml: distill: gacd.kk: unknown key",
+        ),
+        (
+            ["ablate", "--grid", "distill.gacd.k=many,2"],
+            "ablate point distill.gacd.k=many: params.yaml: distill: gacd.k: Input should be a valid integer",
+        ),
+        (["ablate", "--grid", "teacher.arch=resnet20,small_cnn"], "'teacher.arch': a grid point can change only"),
+        (["ablate", "--grid", "distill.epochs=1", "--sort-by", "robustness"], "cannot sort by 'robustness'"),
+        (["ablate", "-S", "ablate.points=[{teacher.epochs: 2}]"], "'teacher.epochs': a grid point can change only"),
+        (["ablate", "-S", "ablate.points=[{adv_finetune: 1}]"], "'adv_finetune' takes true or false"),
+        (["ablate", "-S", "ablate.grid={}"], "ablate: no points"),
+        (["ablate", "-S", "ablate.points=[{name: a/b}]"], "point name 'a/b': use letters"),
+        (["ablate", "-S", "ablate.points=[{name: a}, {name: a}]"], "point names must differ: a, a"),
+        (["ablate", "--grid", "distill.gacd.k"], "is not KEY=VALUE"),
+        (["ablate", "--seeds", "0,0"], "seeds must differ: 0, 0"),
+        (["ablate", "--seeds", "0,one"], "ablate.seeds.1: Input should be a valid integer"),
+        (["ablate", "--seeds", "0,1", "--grid", "seed=2,3"], "'seed' is set by ablate.seeds"),
+        (
+            ["transfer-probe", "--force", "--model", "models/none.safetensors"],
+            "model file not found: models/none.safetensors",
+        ),
+        (["transfer-probe", "--head", "metrics/probe.json"], "the head is written as .safetensors"),
+        (["transfer-probe", "--out", "metrics/probe.md"], "the results are written as .json"),
+        (
+            ["attack-eval", "--model", "models/student.safetensors", "--out", "metrics/e.md"],
+            "the results are written as .json",
+        ),
+        (["figures", "-S", "figures.tsne_classes=[0,10]"], "cifar10 has 10 classes"),
+        (["report", "--models", "nowhere"], "no runs: nowhere is not a directory"),
+        (["distill", "--force", "--out", "/proc/acdistill/s.safetensors"], "cannot write to /proc/acdistill"),
+        (["report", "--experiments", "--out", "metrics/exp.md"], "--experiments: "),  # not a DVC repository
+    ],
+)
 def test_user_errors_name_the_problem_and_write_nothing(here, args, message):
     before = digests(here / "models", here / "metrics")
     result = run(*args, ok=False)

@@ -1,9 +1,9 @@
 import pytest
+from conftest import REPO
 
 from acdistill.config import fingerprint, load_params, parse_override
 from acdistill.errors import AcdistillError
 from acdistill.methods.ard import ARDParams
-from conftest import REPO
 
 
 def test_repo_params_validate():
@@ -25,20 +25,28 @@ def test_method_section_is_validated_by_the_method():
     assert load_params(None, {"distill.method": "ard"}).distill.method_params() == ARDParams()
 
 
-@pytest.mark.parametrize("override, expected", [
-    ({"distill.foo": 1}, "distill: unknown key 'foo'"),
-    ({"distill.ard.tauu": 1}, "distill: ard.tauu: unknown key"),
-    ({"distill.ard.tau": -1}, "ard.tau: Input should be greater than 0"),
-    ({"distill.method": "nope"},
-     "unknown method 'nope'; choose from: ard, crdnd, gacd, iad, kd, natural, rslad, sat, trades"),
-    ({"eval.attacks": ["nope"]}, "unknown attack 'nope'; choose from:"),
-    ({"data.dataset": "imagenet"}, "unknown dataset 'imagenet'; choose from: cifar10, cifar100, mnist, stl10, svhn"),
-    ({"teacher.source": "url"}, "source 'url' needs 'url' and 'sha256'"),
-    ({"distill.attack.eps": "8/0"}, "distill.attack.eps: expected a number or a fraction"),
-    ({"distill.epochs": 0}, "distill.epochs: Input should be greater than or equal to 1"),
-    ({"eval.n_per_attack": {"pgd99": 5}}, "unknown attack 'pgd99'"),
-    ({"eval.n_per_attack": {"aa-fast": 0}}, "n_per_attack: aa-fast: 0 images; give at least 1"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ({"distill.foo": 1}, "distill: unknown key 'foo'"),
+        ({"distill.ard.tauu": 1}, "distill: ard.tauu: unknown key"),
+        ({"distill.ard.tau": -1}, "ard.tau: Input should be greater than 0"),
+        (
+            {"distill.method": "nope"},
+            "unknown method 'nope'; choose from: ard, crdnd, gacd, iad, kd, natural, rslad, sat, trades",
+        ),
+        ({"eval.attacks": ["nope"]}, "unknown attack 'nope'; choose from:"),
+        (
+            {"data.dataset": "imagenet"},
+            "unknown dataset 'imagenet'; choose from: cifar10, cifar100, mnist, stl10, svhn",
+        ),
+        ({"teacher.source": "url"}, "source 'url' needs 'url' and 'sha256'"),
+        ({"distill.attack.eps": "8/0"}, "distill.attack.eps: expected a number or a fraction"),
+        ({"distill.epochs": 0}, "distill.epochs: Input should be greater than or equal to 1"),
+        ({"eval.n_per_attack": {"pgd99": 5}}, "unknown attack 'pgd99'"),
+        ({"eval.n_per_attack": {"aa-fast": 0}}, "n_per_attack: aa-fast: 0 images; give at least 1"),
+    ],
+)
 def test_bad_params_name_the_key(override, expected):
     with pytest.raises(AcdistillError) as err:
         load_params(None, override)
@@ -70,8 +78,9 @@ def test_fractions_and_overrides():
         parse_override("distill.epochs")
 
 
-@pytest.mark.parametrize("preset", sorted(set((REPO / "configs").glob("*.yaml")) - {REPO / "configs/study.yaml"}),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "preset", sorted(set((REPO / "configs").glob("*.yaml")) - {REPO / "configs/study.yaml"}), ids=lambda p: p.name
+)
 def test_paper_scale_presets_validate(preset):
     p = load_params(preset)
     assert p.data.train_subset is None and p.distill.epochs >= 100

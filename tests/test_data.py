@@ -75,5 +75,5 @@ def test_epoch_order_is_a_function_of_the_seed(mirror):
     assert all(torch.equal(u, v) for u, v in zip(a, b)) and not torch.equal(a[0], c[0])
     assert sorted(torch.cat(a).tolist()) == list(range(300))
     batch = next(iterate(data, 8))
-    assert batch.x.dtype == torch.float32 and 0 <= batch.x.min() and batch.x.max() <= 1
+    assert batch.x.dtype == torch.float32 and batch.x.min() >= 0 and batch.x.max() <= 1
     assert np.allclose(batch.x.numpy() * 255, data.images[:8].numpy())

@@ -1,5 +1,6 @@
 """Data parallelism as torchrun runs it, on CPU with gloo: two processes take the same steps as one process over
 the same global batch, and the CLI runs under torchrun with rank 0 alone writing."""
+
 import os
 import socket
 import subprocess
@@ -9,17 +10,17 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import MIRROR, REPO
+from test_methods import Featured
 from torch import nn
 
 from acdistill import load_model
 from acdistill.config import TrainParams
 from acdistill.data import ImageSet
-from acdistill.engine import Trainer
 from acdistill.distributed import Ranks, check_processes
+from acdistill.engine import Trainer
 from acdistill.errors import AcdistillError
 from acdistill.methods import METHODS
-from conftest import MIRROR, REPO
-from test_methods import Featured
 
 
 def free_port() -> int:
@@ -37,8 +38,7 @@ def mlp(seed: int) -> Featured:
 
 # Per method: its params, and whether a run is random beyond the data order (attack starts, sampled negatives),
 # which differs between one process and two ranks.
-SETTINGS = {"natural": {}, "kd": {}, "crdnd": {"attack": {"steps": 0}},
-            "gacd": {"gacd": {"k": 16, "scatter_steps": 0}}}
+SETTINGS = {"natural": {}, "kd": {}, "crdnd": {"attack": {"steps": 0}}, "gacd": {"gacd": {"k": 16, "scatter_steps": 0}}}
 
 
 def train(rank: int, world: int, port: int, method: str, out: str) -> None:
@@ -48,15 +48,23 @@ def train(rank: int, world: int, port: int, method: str, out: str) -> None:
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
     # 99 = 3 batches of 32 and one of 3, which the 2 ranks split unevenly (2 + 1)
-    data = ImageSet("toy", torch.randint(0, 256, (99, 3, 32, 32), generator=g, dtype=torch.uint8),
-                    torch.randint(0, 10, (99,), generator=g), torch.arange(99), 10, "test")
+    data = ImageSet(
+        "toy",
+        torch.randint(0, 256, (99, 3, 32, 32), generator=g, dtype=torch.uint8),
+        torch.randint(0, 10, (99,), generator=g),
+        torch.arange(99),
+        10,
+        "test",
+    )
     cfg = TrainParams(method=method, epochs=2, batch_size=32, lr=0.05, monitor_n=0, **SETTINGS[method])
     student, teacher = mlp(1), mlp(2).requires_grad_(False)
     built = METHODS.get(method)(student, teacher, cfg.method_params(), cfg.attack)
     trainer = Trainer(built, cfg, seed=0, device=torch.device("cpu"), ranks=Ranks(rank, world))
     history = trainer.fit(data, augment=True, resume=False)
-    torch.save({"losses": [h["loss/total"] for h in history], "weights": student.state_dict(),
-                "method": built.state_dict()}, f"{out}.{rank}")
+    torch.save(
+        {"losses": [h["loss/total"] for h in history], "weights": student.state_dict(), "method": built.state_dict()},
+        f"{out}.{rank}",
+    )
     if world > 1:
         dist.destroy_process_group()
 
@@ -84,8 +92,9 @@ def test_crdnd_relations_and_statistics_span_the_ranks(tmp_path):
     for name, w in one["weights"].items():
         assert torch.allclose(two["weights"][name], w, atol=1e-4), name
     for key in ("accuracy_nat", "accuracy_adv"):  # the ACM statistics count the whole epoch, on every rank
-        assert torch.equal(two["method"][key], one["method"][key]) and torch.equal(two["method"][key],
-                                                                                  other_rank["method"][key])
+        assert torch.equal(two["method"][key], one["method"][key]) and torch.equal(
+            two["method"][key], other_rank["method"][key]
+        )
 
 
 def test_gacd_bank_and_normalizer_are_the_same_on_every_rank(tmp_path):
@@ -102,15 +111,39 @@ def test_gacd_bank_and_normalizer_are_the_same_on_every_rank(tmp_path):
 
 def torchrun(cwd, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ACDISTILL_DATA_DIR": str(MIRROR), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                           "--master-port", str(free_port()), "-m", "acdistill", *args],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(free_port()),
+            "-m",
+            "acdistill",
+            *args,
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("method", ["kd", "gacd"])
 def test_the_cli_under_torchrun_writes_once_from_rank_0(workdir, method):
-    done = torchrun(workdir, "distill", "--method", method, "--out", f"models/{method}_ddp.safetensors",
-                    "--metrics", f"metrics/{method}_ddp.json")
+    done = torchrun(
+        workdir,
+        "distill",
+        "--method",
+        method,
+        "--out",
+        f"models/{method}_ddp.safetensors",
+        "--metrics",
+        f"metrics/{method}_ddp.json",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count(f"distill: wrote models/{method}_ddp.safetensors") == 1
     assert load_model(workdir / f"models/{method}_ddp.safetensors").arch == "small_cnn"

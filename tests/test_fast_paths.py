@@ -1,6 +1,7 @@
 """The fast paths compute the same step as a plain one: the trainer's loop (in-memory batches, batched augmentation,
 the teacher's clean logits computed once per batch) is bit-identical to a plain fp32 loop; channels_last matches
 the plain losses and gradients to float tolerance; bf16 autocast stays close."""
+
 import pytest
 import torch
 
@@ -16,8 +17,15 @@ from acdistill.models import create_model
 @pytest.mark.parametrize("method", ["rslad", "gacd"])
 def test_the_trainer_equals_a_plain_fp32_loop_bit_for_bit(mirror, method):
     data = load_split("cifar10", True, 64, data_dir=mirror)
-    cfg = TrainParams(method=method, epochs=1, batch_size=32, monitor_n=0, schedule="constant", attack={"steps": 2},
-                      **({"gacd": {"k": 8}} if method == "gacd" else {}))
+    cfg = TrainParams(
+        method=method,
+        epochs=1,
+        batch_size=32,
+        monitor_n=0,
+        schedule="constant",
+        attack={"steps": 2},
+        **({"gacd": {"k": 8}} if method == "gacd" else {}),
+    )
     teacher = create_model("small_cnn").eval().requires_grad_(False)
 
     def fresh():
@@ -29,14 +37,18 @@ def test_the_trainer_equals_a_plain_fp32_loop_bit_for_bit(mirror, method):
     Trainer(piped, cfg, seed=3, device=torch.device("cpu")).fit(data, augment=False, resume=False)
 
     plain = fresh()
-    optimizer = torch.optim.SGD(list(plain.student.parameters()) + list(plain.parameters()), lr=cfg.lr,
-                                momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.SGD(
+        list(plain.student.parameters()) + list(plain.parameters()),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
     plain.setup(data)  # where the trainer calls it: the GACD bank's random start comes from the same RNG state
     plain.student.train()
     torch.manual_seed(_epoch_seed(3, 0))
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(_epoch_seed(3, 0)))
     for start in range(0, len(data), cfg.batch_size):
-        idx = order[start:start + cfg.batch_size]
+        idx = order[start : start + cfg.batch_size]
         batch = Batch(data.images[idx].float() / 255, data.labels[idx], data.indices[idx])
         x_adv = plain.perturb(batch)
         plain._teacher_cache = None  # the plain loop runs the teacher again for the loss
@@ -104,13 +116,15 @@ def test_compile_trains_to_the_plain_losses_and_weights(mirror):
     data = load_split("cifar10", True, 64, data_dir=mirror)
     results = []
     for compile_ in (False, True):
-        cfg = TrainParams(method="rslad", epochs=1, batch_size=32, monitor_n=0, schedule="constant",
-                          attack={"steps": 2})
+        cfg = TrainParams(
+            method="rslad", epochs=1, batch_size=32, monitor_n=0, schedule="constant", attack={"steps": 2}
+        )
         torch.manual_seed(0)
         teacher = create_model("small_cnn").eval().requires_grad_(False)
         method = METHODS.get("rslad")(create_model("small_cnn"), teacher, cfg.method_params(), cfg.attack)
         history = Trainer(method, cfg, seed=3, device=torch.device("cpu"), speed=SpeedParams(compile=compile_)).fit(
-            data, augment=True, resume=False)
+            data, augment=True, resume=False
+        )
         assert (method.student._compiled_call_impl is not None) == compile_  # what nn.Module.compile sets
         results.append((history[0], torch.cat([p.detach().flatten() for p in method.student.parameters()])))
     (plain, plain_weights), (compiled, compiled_weights) = results

@@ -1,5 +1,6 @@
 """Every module imports on its own, first, in a fresh interpreter: an import cycle that the usual import order
 hides (a module that works only once another has been imported) fails here."""
+
 import importlib
 import multiprocessing
 import pkgutil
@@ -8,7 +9,9 @@ import traceback
 import acdistill
 
 # acdistill.__main__ runs the CLI when imported, as `python -m acdistill` needs.
-MODULES = sorted(m.name for m in pkgutil.walk_packages(acdistill.__path__, "acdistill.") if m.name != "acdistill.__main__")
+MODULES = sorted(
+    m.name for m in pkgutil.walk_packages(acdistill.__path__, "acdistill.") if m.name != "acdistill.__main__"
+)
 # Third-party modules preloaded in the fork server, so that each fresh child pays only for acdistill's own imports.
 PRELOAD = ["torch", "numpy", "pydantic", "typer", "rich", "yaml", "safetensors.torch", "tabulate"]
 

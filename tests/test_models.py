@@ -27,8 +27,18 @@ def x() -> torch.Tensor:
 
 def test_all_families_registered():
     expected = {
-        "resnet20", "resnet32", "resnet56", "resnet18", "preact_resnet18", "mobilenet_v2",
-        "small_cnn", "wrn_16_2", "wrn_34_2", "wrn_34_10", "wrn_40_2", "wrn_70_16",
+        "resnet20",
+        "resnet32",
+        "resnet56",
+        "resnet18",
+        "preact_resnet18",
+        "mobilenet_v2",
+        "small_cnn",
+        "wrn_16_2",
+        "wrn_34_2",
+        "wrn_34_10",
+        "wrn_40_2",
+        "wrn_70_16",
     }
     assert expected <= set(list_models())
     assert list_models() == sorted(list_models())
@@ -48,25 +58,29 @@ def test_exact_param_counts(name, kwargs, expected):
     assert n_params(create_model(name, num_classes=10, **kwargs)) == expected
 
 
-@pytest.mark.parametrize(
-    "name, expected, rel", [("wrn_34_10", 46.16e6, 0.005), ("wrn_70_16", 266.8e6, 0.01)]
-)
+@pytest.mark.parametrize("name, expected, rel", [("wrn_34_10", 46.16e6, 0.005), ("wrn_70_16", 266.8e6, 0.01)])
 def test_wide_resnet_param_counts(name, expected, rel):
     with torch.device("meta"):  # counts shapes without allocating the weights
         model = create_model(name, num_classes=10)
     assert n_params(model) == pytest.approx(expected, rel=rel)
 
 
-@pytest.mark.parametrize("name, kwargs, reference", [
-    ("wrn_28_10", {}, lambda: WideResNet(depth=28, widen_factor=10)),
-    ("wrn_34_20", {}, lambda: WideResNet(depth=34, widen_factor=20)),
-    ("resnet50", {}, ResNet50),
-    ("preact_resnet18", {"shortcut": "raw", "final_bn": True},
-     lambda: PreActResNet(PreActBlock, [2, 2, 2, 2], bn_before_fc=True)),
-    ("dm_wrn_70_16", {}, lambda: DMWideResNet(depth=70, width=16, activation_fn=Swish)),
-    ("dm_wrn_28_10", {"activation": "relu"}, lambda: DMWideResNet(depth=28, width=10)),
-    ("dm_preact_resnet18", {}, lambda: DMPreActResNet(depth=18, activation_fn=Swish)),
-])
+@pytest.mark.parametrize(
+    "name, kwargs, reference",
+    [
+        ("wrn_28_10", {}, lambda: WideResNet(depth=28, widen_factor=10)),
+        ("wrn_34_20", {}, lambda: WideResNet(depth=34, widen_factor=20)),
+        ("resnet50", {}, ResNet50),
+        (
+            "preact_resnet18",
+            {"shortcut": "raw", "final_bn": True},
+            lambda: PreActResNet(PreActBlock, [2, 2, 2, 2], bn_before_fc=True),
+        ),
+        ("dm_wrn_70_16", {}, lambda: DMWideResNet(depth=70, width=16, activation_fn=Swish)),
+        ("dm_wrn_28_10", {"activation": "relu"}, lambda: DMWideResNet(depth=28, width=10)),
+        ("dm_preact_resnet18", {}, lambda: DMPreActResNet(depth=18, activation_fn=Swish)),
+    ],
+)
 def test_param_counts_equal_robustbench_definitions(name, kwargs, reference):
     with torch.device("meta"):
         assert n_params(create_model(name, num_classes=10, **kwargs)) == n_params(reference())

@@ -1,13 +1,14 @@
 """Property-based: whatever a user writes into params.yaml or -S, the answer is a valid config or one line that
 says what is wrong (an AcdistillError; through the CLI, exit code 2), never a traceback."""
+
 import pytest
 import yaml
+from conftest import REPO, run
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from acdistill.config import load_params, parse_override
 from acdistill.errors import AcdistillError
-from conftest import REPO, run
 
 DEFAULTS = yaml.safe_load((REPO / "params.yaml").read_text())
 
@@ -22,12 +23,24 @@ def dotted_keys(node: dict, prefix: str = "") -> list[str]:
 
 
 KNOWN_KEYS = dotted_keys(DEFAULTS)
-scalars = (st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True, allow_infinity=True)
-           | st.text(max_size=12) | st.sampled_from(["8/255", "1/0", "x/255", "-3", "1e400", "[", "cifar10", "gacd"]))
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-    st.text(max_size=6) | st.integers(0, 3), inner, max_size=3), max_leaves=6)
-keys = st.sampled_from(KNOWN_KEYS) | st.builds(lambda k, extra: f"{k}.{extra}", st.sampled_from(KNOWN_KEYS),
-                                               st.text("abcdefgh_.", min_size=1, max_size=6))
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+    | st.sampled_from(["8/255", "1/0", "x/255", "-3", "1e400", "[", "cifar10", "gacd"])
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6) | st.integers(0, 3), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+keys = st.sampled_from(KNOWN_KEYS) | st.builds(
+    lambda k, extra: f"{k}.{extra}", st.sampled_from(KNOWN_KEYS), st.text("abcdefgh_.", min_size=1, max_size=6)
+)
 edits = st.lists(st.tuples(keys, values), min_size=1, max_size=4)
 
 

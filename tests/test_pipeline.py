@@ -1,4 +1,5 @@
 """`dvc repro` of the real dvc.yaml on the tiny profile, in a fresh git + DVC repository."""
+
 import json
 import os
 import shutil
@@ -8,13 +9,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import MIRROR, REPO
 
 
 def sh(cwd: Path, *cmd: str) -> str:
-    env = {**os.environ, "ACDISTILL_DATA_DIR": str(MIRROR), "DVC_NO_ANALYTICS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "ACDISTILL_DATA_DIR": str(MIRROR),
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr
@@ -44,13 +48,25 @@ def repo(tmp_path_factory):
 
 def test_repro_runs_everything_then_nothing_then_only_what_changed(repo):
     first = sh(repo, "dvc", "repro")
-    for stage in ("fetch-teacher", "distill", "adv-finetune", "attack-eval@teacher", "attack-eval@student",
-                  "attack-eval@student_aft", "transfer-probe", "ablate", "figures", "report"):
+    for stage in (
+        "fetch-teacher",
+        "distill",
+        "adv-finetune",
+        "attack-eval@teacher",
+        "attack-eval@student",
+        "attack-eval@student_aft",
+        "transfer-probe",
+        "ablate",
+        "figures",
+        "report",
+    ):
         assert f"Running stage '{stage}'" in first
     for name in ("teacher", "student", "student_aft"):
         assert json.loads((repo / f"metrics/eval_{name}.json").read_text())["pgd20"]["n"] == 32
         assert [r["eps"] for r in json.loads((repo / f"metrics/eval_{name}_sweep.json").read_text())] == [
-            0.0, round(8 / 255, 6)]
+            0.0,
+            round(8 / 255, 6),
+        ]
     assert json.loads((repo / "metrics/distill.json").read_text())["method"] == "gacd"  # the default method
     sh(repo, "dvc", "plots", "show", "-o", "plots_html")
     page = (repo / "plots_html" / "index.html").read_text()

@@ -37,9 +37,7 @@ STUDY_SIZES = {
     "eval": {"n": 8, "n_per_attack": {"aa-fast": 4}, "steps": 1},
     "figures": {"n": 16, "tsne_classes": [0, 9], "tsne_per_class": 2},
 }
-MAIN_ABLATION = {
-    "ablate": {"grid": {}, "points": [{"name": "tuned", "adv_finetune": True}]}
-}
+MAIN_ABLATION = {"ablate": {"grid": {}, "points": [{"name": "tuned", "adv_finetune": True}]}}
 
 
 def merged(base: dict, update: dict) -> dict:
@@ -69,11 +67,7 @@ def declared_sections(entries: list) -> set[str]:
     """`seed`, `distill.epochs` or {file: [keys]} entries, as top-level sections."""
     keys = []
     for entry in entries:
-        keys += (
-            [entry]
-            if isinstance(entry, str)
-            else [k for ks in entry.values() for k in ks]
-        )
+        keys += [entry] if isinstance(entry, str) else [k for ks in entry.values() for k in ks]
     return {key.split(".")[0] for key in keys}
 
 
@@ -93,9 +87,7 @@ def recorded_reads(monkeypatch):
         yield read
 
 
-def reads_per_stage(
-    dvc_yaml: Path, cwd: Path, monkeypatch
-) -> dict[str, tuple[set[str], set[str]]]:
+def reads_per_stage(dvc_yaml: Path, cwd: Path, monkeypatch) -> dict[str, tuple[set[str], set[str]]]:
     """stage -> (sections its command read, sections dvc.yaml declares), each command run in `cwd`."""
     monkeypatch.chdir(cwd)
     out = {}
@@ -113,9 +105,7 @@ def mirror_env(monkeypatch, mirror):
     monkeypatch.setenv("ACDISTILL_DATA_DIR", str(mirror))
 
 
-def test_the_main_pipeline_declares_what_each_stage_reads(
-    tmp_path, monkeypatch, mirror_env
-):
+def test_the_main_pipeline_declares_what_each_stage_reads(tmp_path, monkeypatch, mirror_env):
     tiny = yaml.safe_load((REPO / "tests" / "tiny_params.yaml").read_text())
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(merged(tiny, MAIN_ABLATION)))
     reads = reads_per_stage(REPO / "dvc.yaml", tmp_path, monkeypatch)
@@ -126,19 +116,13 @@ def test_the_main_pipeline_declares_what_each_stage_reads(
 
 
 @pytest.mark.slow
-def test_the_study_pipeline_declares_what_each_stage_reads(
-    tmp_path, monkeypatch, mirror_env
-):
+def test_the_study_pipeline_declares_what_each_stage_reads(tmp_path, monkeypatch, mirror_env):
     (tmp_path / "configs").mkdir()
     (tmp_path / "study").mkdir()
     study = yaml.safe_load((REPO / "configs" / "study.yaml").read_text())
-    (tmp_path / "configs" / "study.yaml").write_text(
-        yaml.safe_dump(merged(study, STUDY_SIZES))
-    )
+    (tmp_path / "configs" / "study.yaml").write_text(yaml.safe_dump(merged(study, STUDY_SIZES)))
     shutil.copy(REPO / "study" / "dvc.yaml", tmp_path / "study" / "dvc.yaml")
-    reads = reads_per_stage(
-        tmp_path / "study" / "dvc.yaml", tmp_path / "study", monkeypatch
-    )
+    reads = reads_per_stage(tmp_path / "study" / "dvc.yaml", tmp_path / "study", monkeypatch)
     assert {label: read for label, (read, _) in reads.items()} == {
         label: declared for label, (_, declared) in reads.items()
     }

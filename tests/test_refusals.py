@@ -70,12 +70,8 @@ REFUSED = [
 ]
 
 
-@pytest.mark.parametrize(
-    "args, message", REFUSED, ids=lambda a: " ".join(a) if isinstance(a, list) else None
-)
-def test_a_refused_command_in_an_empty_directory_creates_nothing(
-    tmp_path, monkeypatch, args, message
-):
+@pytest.mark.parametrize("args, message", REFUSED, ids=lambda a: " ".join(a) if isinstance(a, list) else None)
+def test_a_refused_command_in_an_empty_directory_creates_nothing(tmp_path, monkeypatch, args, message):
     """No params file here: the message names no params.yaml, and no directory or lock file appears."""
     monkeypatch.chdir(tmp_path)
     output = run(*args, ok=False).output
@@ -118,9 +114,7 @@ def completions(*words: str) -> list[str]:
 def test_shell_completion_offers_the_registries_names():
     assert completions("distill", "--method", "") == METHODS.names()
     assert completions("distill", "--method", "r") == ["rslad"]
-    assert completions("distill", "--student", "resnet") == [
-        m for m in list_models() if m.startswith("resnet")
-    ]
+    assert completions("distill", "--student", "resnet") == [m for m in list_models() if m.startswith("resnet")]
     assert completions("attack-eval", "--attacks", "natural,pgd") == [
         f"natural,{name}" for name in EVAL_ATTACKS.names() if name.startswith("pgd")
     ]

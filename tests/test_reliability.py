@@ -1,6 +1,7 @@
 """Faults injected into real runs: SIGKILL at any moment, a kill then --resume (bit-identical weights), a truncated
 download, a second run on the same output directory, an existing result without --force, a NaN loss; and the
 mode of the files written."""
+
 import hashlib
 import http.server
 import json
@@ -16,16 +17,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import MIRROR, REPO, run
 from safetensors.torch import load_file
+from test_trainer import make_trainer
 
-from acdistill import load_model
-from acdistill import teachers
+from acdistill import load_model, teachers
 from acdistill.config import TrainParams
 from acdistill.data import load_split
 from acdistill.errors import AcdistillError
 from acdistill.io import LOCK_NAME, write_json
-from conftest import MIRROR, REPO, run
-from test_trainer import make_trainer
 
 # Enough images that an epoch of the tiny models lasts about a second: room to kill a run between epochs.
 SLOW = ["-S", "data.train_subset=768", "-S", "distill.monitor_n=0"]
@@ -33,8 +33,14 @@ SLOW = ["-S", "data.train_subset=768", "-S", "distill.monitor_n=0"]
 
 def start(cwd: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "ACDISTILL_DATA_DIR": str(MIRROR), "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "acdistill", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "acdistill", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_for(condition, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -97,20 +103,43 @@ def test_a_second_run_on_the_same_directory_refuses_until_the_first_dies(workdir
     wait_for(lambda: (d / "models" / LOCK_NAME).is_file() and (d / "models" / LOCK_NAME).read_text(), first)
     monkeypatch.chdir(d)
     monkeypatch.setenv("ACDISTILL_DATA_DIR", str(MIRROR))
-    refused = run("distill", "--out", "models/other.safetensors", "--metrics", "models/other_metrics.json",
-                  ok=False).output
+    refused = run(
+        "distill", "--out", "models/other.safetensors", "--metrics", "models/other_metrics.json", ok=False
+    ).output
     assert f"models is in use by another acdistill run (pid {first.pid}: acdistill distill" in refused
     first.send_signal(signal.SIGKILL)
     first.wait()
     # The kernel dropped the dead run's lock: the next run goes ahead.
-    run("attack-eval", "--model", "models/teacher.safetensors", "--attacks", "natural", "--n", "8",
-        "--out", "models/eval.json", "-S", "eval.sweep=null")
+    run(
+        "attack-eval",
+        "--model",
+        "models/teacher.safetensors",
+        "--attacks",
+        "natural",
+        "--n",
+        "8",
+        "--out",
+        "models/eval.json",
+        "-S",
+        "eval.sweep=null",
+    )
 
 
 def test_a_finished_result_is_kept_unless_force(here):
     before = hashlib.sha256((here / "metrics/eval_student.json").read_bytes()).hexdigest()
-    args = ["attack-eval", "--model", "models/student.safetensors", "--attacks", "natural", "--n", "8",
-            "--out", "metrics/eval_student.json", "-S", "eval.sweep=null"]
+    args = [
+        "attack-eval",
+        "--model",
+        "models/student.safetensors",
+        "--attacks",
+        "natural",
+        "--n",
+        "8",
+        "--out",
+        "metrics/eval_student.json",
+        "-S",
+        "eval.sweep=null",
+    ]
     assert "already holds a finished result; pass --force" in run(*args, ok=False).output
     assert hashlib.sha256((here / "metrics/eval_student.json").read_bytes()).hexdigest() == before
     run(*args, "--force")
@@ -138,8 +167,20 @@ def test_a_truncated_download_is_an_error_and_nothing_is_kept(here, tmp_path, mo
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/teacher.safetensors"
-        result = run("fetch-teacher", "--source", "url", "--url", url, "--sha256", "0" * 64,
-                     "--out", "models/t_url.safetensors", "--metrics", "metrics/t_url.json", ok=False)
+        result = run(
+            "fetch-teacher",
+            "--source",
+            "url",
+            "--url",
+            url,
+            "--sha256",
+            "0" * 64,
+            "--out",
+            "models/t_url.safetensors",
+            "--metrics",
+            "metrics/t_url.json",
+            ok=False,
+        )
     finally:
         server.shutdown()
     assert f"download of {url} was cut off: 100 of 10000 bytes; nothing was kept" in result.output

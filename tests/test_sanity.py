@@ -1,4 +1,5 @@
 """The gradient-masking checks pass on a normally trained model and fail on deliberately masked ones."""
+
 import pytest
 import torch
 from torch import nn

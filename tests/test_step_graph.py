@@ -3,6 +3,7 @@ bit in fp32, closely in bf16.
 
 The equality tests need a CUDA device and are skipped without one (CI has none); they ran on the device machine
 (BENCHMARKS.md). The refusals are checked everywhere."""
+
 import math
 
 import pytest
@@ -32,10 +33,12 @@ def train(method: str, device: torch.device, **settings):
     torch.manual_seed(0)
     teacher = create_model("resnet20").to(device).eval().requires_grad_(False)
     cls = METHODS.get(method)
-    m = cls(create_model("resnet20").to(device), teacher if cls.needs_teacher else None, cfg.method_params(),
-            cfg.attack)
-    history = Trainer(m, cfg, seed=1, device=device, speed=SpeedParams(**settings)).fit(random_set(100), augment=True,
-                                                                                       resume=False)
+    m = cls(
+        create_model("resnet20").to(device), teacher if cls.needs_teacher else None, cfg.method_params(), cfg.attack
+    )
+    history = Trainer(m, cfg, seed=1, device=device, speed=SpeedParams(**settings)).fit(
+        random_set(100), augment=True, resume=False
+    )
     return [{k: v for k, v in r.items() if k.startswith("loss/")} for r in history], m.student.state_dict()
 
 
@@ -81,15 +84,22 @@ def test_step_graph_refuses_methods_with_per_step_state_and_falls_back_on_cpu(ca
 
 def test_speed_settings_are_left_out_of_fingerprints_and_set_once():
     cfg = TrainParams(method="rslad")
-    plain = Trainer(METHODS.get("rslad")(create_model("small_cnn"), create_model("small_cnn"), cfg.method_params(),
-                                          cfg.attack), cfg, seed=0, device=torch.device("cpu"))
-    fast = Trainer(METHODS.get("rslad")(create_model("small_cnn"), create_model("small_cnn"), cfg.method_params(),
-                                         cfg.attack), cfg, seed=0, device=torch.device("cpu"),
-                   speed=SpeedParams(amp=True, channels_last=True, step_graph=True, cudnn_benchmark=True))
+    plain = Trainer(
+        METHODS.get("rslad")(create_model("small_cnn"), create_model("small_cnn"), cfg.method_params(), cfg.attack),
+        cfg,
+        seed=0,
+        device=torch.device("cpu"),
+    )
+    fast = Trainer(
+        METHODS.get("rslad")(create_model("small_cnn"), create_model("small_cnn"), cfg.method_params(), cfg.attack),
+        cfg,
+        seed=0,
+        device=torch.device("cpu"),
+        speed=SpeedParams(amp=True, channels_last=True, step_graph=True, cudnn_benchmark=True),
+    )
     assert plain.fingerprint == fast.fingerprint  # a run may resume with them switched
     for key, moved in [("amp", "amp"), ("channels_last", "channels_last"), ("cuda_graph", "step_graph")]:
-        with pytest.raises(AcdistillError, match=f"'{key}' is now set once for every training stage, as "
-                                                 f"speed.{moved}"):
+        with pytest.raises(AcdistillError, match=f"'{key}' is now set once for every training stage, as speed.{moved}"):
             load_params(None, {f"distill.{key}": True})
 
 

@@ -21,10 +21,21 @@ import acdistill
 from acdistill.models.zoo import import_robustbench
 
 rb = import_robustbench()
-from robustbench.model_zoo.architectures.dm_wide_resnet import (CIFAR10_MEAN, CIFAR10_STD,  # noqa: E402
-                                                                  DMPreActResNet, DMWideResNet, Swish)
-from robustbench.model_zoo.architectures.resnet import (BasicBlock, Bottleneck, PreActBlock,  # noqa: E402
-                                                          PreActBlockV2, PreActResNet, ResNet)
+from robustbench.model_zoo.architectures.dm_wide_resnet import (  # noqa: E402
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    DMPreActResNet,
+    DMWideResNet,
+    Swish,
+)
+from robustbench.model_zoo.architectures.resnet import (  # noqa: E402
+    BasicBlock,
+    Bottleneck,
+    PreActBlock,
+    PreActBlockV2,
+    PreActResNet,
+    ResNet,
+)
 from robustbench.model_zoo.architectures.wide_resnet import WideResNet  # noqa: E402
 from robustbench.model_zoo.cifar10 import Engstrom2019RobustnessNet, Rice2020OverfittingNet  # noqa: E402
 
@@ -93,8 +104,10 @@ class MobileNetV2Block(nn.Module):
         self.bn3 = nn.BatchNorm2d(out_planes)
         self.shortcut = nn.Sequential()
         if stride == 1 and in_planes != out_planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=1, padding=0,
-                                                    bias=False), nn.BatchNorm2d(out_planes))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=1, padding=0, bias=False),
+                nn.BatchNorm2d(out_planes),
+            )
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -104,8 +117,7 @@ class MobileNetV2Block(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    cfg = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-           (6, 320, 1, 1)]
+    cfg = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 
     def __init__(self, num_classes=10):
         super().__init__()
@@ -178,9 +190,18 @@ def save_madrylab(net, path):
     """robustness/train.py: `ch.save(sd_info, path, pickle_module=dill)` of a DataParallel AttackerModel."""
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, 50)
-    torch.save({"model": {f"module.{k}": v for k, v in net.state_dict().items()}, "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "epoch": 150, "amp": None, "nat_prec1": torch.tensor(87.0)},
-               path, pickle_module=dill)
+    torch.save(
+        {
+            "model": {f"module.{k}": v for k, v in net.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "epoch": 150,
+            "amp": None,
+            "nat_prec1": torch.tensor(87.0),
+        },
+        path,
+        pickle_module=dill,
+    )
 
 
 # id: (build the original network, what it computes on [0, 1] images, how its project saves it, fetch-teacher
@@ -188,48 +209,132 @@ def save_madrylab(net, path):
 NONE = ([0.0] * 3, [1.0] * 3)
 CIFAR10 = (list(CIFAR10_MEAN), list(CIFAR10_STD))
 FAMILIES = {
-    "trades-wrn (TRADES, zip file)": (lambda: WideResNet(depth=10, widen_factor=2, sub_block1=True), None,
-                                      save_plain, ["--normalize", "none"], "trades-wrn", "wrn_10_2", NONE),
-    "trades-wrn (legacy file, DataParallel)": (lambda: WideResNet(depth=16, widen_factor=1, sub_block1=True), None,
-                                               save_legacy_dataparallel, ["--normalize", "none"], "trades-wrn",
-                                               "wrn_16_1", NONE),
+    "trades-wrn (TRADES, zip file)": (
+        lambda: WideResNet(depth=10, widen_factor=2, sub_block1=True),
+        None,
+        save_plain,
+        ["--normalize", "none"],
+        "trades-wrn",
+        "wrn_10_2",
+        NONE,
+    ),
+    "trades-wrn (legacy file, DataParallel)": (
+        lambda: WideResNet(depth=16, widen_factor=1, sub_block1=True),
+        None,
+        save_legacy_dataparallel,
+        ["--normalize", "none"],
+        "trades-wrn",
+        "wrn_16_1",
+        NONE,
+    ),
     "trades-wrn without sub_block1 (RobustBench container)": (
-        lambda: WideResNet(depth=10, widen_factor=2), None, save_robustbench, ["--normalize", "none"], "trades-wrn",
-        "wrn_10_2", NONE),
+        lambda: WideResNet(depth=10, widen_factor=2),
+        None,
+        save_robustbench,
+        ["--normalize", "none"],
+        "trades-wrn",
+        "wrn_10_2",
+        NONE,
+    ),
     "RobustBench WRN with mu/sigma (Rice2020Overfitting)": (
-        lambda: Rice2020OverfittingNet(depth=10, widen_factor=1), None, save_robustbench, [], "trades-wrn", "wrn_10_1",
-        CIFAR10),
-    "kuangliu ResNet-18 (ARD container)": (lambda: ResNet(BasicBlock, [2, 2, 2, 2]), None, save_ard,
-                                          ["--normalize", "none"], "kuangliu-resnet", "resnet18", NONE),
-    "kuangliu MobileNetV2 (RSLAD, DataParallel)": (MobileNetV2, None, save_legacy_dataparallel,
-                                                   ["--normalize", "none"], "kuangliu-mobilenetv2", "mobilenet_v2",
-                                                   NONE),
+        lambda: Rice2020OverfittingNet(depth=10, widen_factor=1),
+        None,
+        save_robustbench,
+        [],
+        "trades-wrn",
+        "wrn_10_1",
+        CIFAR10,
+    ),
+    "kuangliu ResNet-18 (ARD container)": (
+        lambda: ResNet(BasicBlock, [2, 2, 2, 2]),
+        None,
+        save_ard,
+        ["--normalize", "none"],
+        "kuangliu-resnet",
+        "resnet18",
+        NONE,
+    ),
+    "kuangliu MobileNetV2 (RSLAD, DataParallel)": (
+        MobileNetV2,
+        None,
+        save_legacy_dataparallel,
+        ["--normalize", "none"],
+        "kuangliu-mobilenetv2",
+        "mobilenet_v2",
+        NONE,
+    ),
     "MadryLab robustness ResNet-50 (dill)": (
-        lambda: AttackerModel(ResNet(Bottleneck, [3, 4, 6, 3]), MADRY_CIFAR_MEAN, MADRY_CIFAR_STD), None,
-        save_madrylab, [], "kuangliu-resnet", "resnet50", (list(MADRY_CIFAR_MEAN), list(MADRY_CIFAR_STD))),
+        lambda: AttackerModel(ResNet(Bottleneck, [3, 4, 6, 3]), MADRY_CIFAR_MEAN, MADRY_CIFAR_STD),
+        None,
+        save_madrylab,
+        [],
+        "kuangliu-resnet",
+        "resnet50",
+        (list(MADRY_CIFAR_MEAN), list(MADRY_CIFAR_STD)),
+    ),
     "RobustBench Engstrom2019Robustness ResNet-50": (
-        Engstrom2019RobustnessNet, None, save_robustbench, [], "kuangliu-resnet", "resnet50",
-        (list(MADRY_CIFAR_MEAN), list(MADRY_CIFAR_STD))),
+        Engstrom2019RobustnessNet,
+        None,
+        save_robustbench,
+        [],
+        "kuangliu-resnet",
+        "resnet50",
+        (list(MADRY_CIFAR_MEAN), list(MADRY_CIFAR_STD)),
+    ),
     "fast_adversarial PreActResNet-18": (
-        lambda: PreActResNet(PreActBlock, [2, 2, 2, 2], bn_before_fc=True), CIFAR10, save_plain,
-        ["--format", "fast-adversarial-preact", "--normalize", "dataset"], "fast-adversarial-preact",
-        "preact_resnet18", CIFAR10),
+        lambda: PreActResNet(PreActBlock, [2, 2, 2, 2], bn_before_fc=True),
+        CIFAR10,
+        save_plain,
+        ["--format", "fast-adversarial-preact", "--normalize", "dataset"],
+        "fast-adversarial-preact",
+        "preact_resnet18",
+        CIFAR10,
+    ),
     "RobustBench Wong2020Fast PreActResNet-18": (
-        rb.model_zoo.cifar10.Wong2020FastNet, None, save_robustbench, ["--format", "fast-adversarial-preact"],
-        "fast-adversarial-preact", "preact_resnet18", CIFAR10),
-    "kuangliu PreActResNet-18": (lambda: PreActResNet(PreActBlockV2, [2, 2, 2, 2]), None, save_plain,
-                                 ["--format", "kuangliu-preact", "--normalize", "none"], "kuangliu-preact",
-                                 "preact_resnet18", NONE),
+        rb.model_zoo.cifar10.Wong2020FastNet,
+        None,
+        save_robustbench,
+        ["--format", "fast-adversarial-preact"],
+        "fast-adversarial-preact",
+        "preact_resnet18",
+        CIFAR10,
+    ),
+    "kuangliu PreActResNet-18": (
+        lambda: PreActResNet(PreActBlockV2, [2, 2, 2, 2]),
+        None,
+        save_plain,
+        ["--format", "kuangliu-preact", "--normalize", "none"],
+        "kuangliu-preact",
+        "preact_resnet18",
+        NONE,
+    ),
     "DeepMind WRN, Swish (Gowal 2020, Rebuffi 2021)": (
-        lambda: DMWideResNet(depth=10, width=2, activation_fn=Swish, mean=(0.0,) * 3, std=(1.0,) * 3), CIFAR10,
-        save_plain, ["--format", "deepmind", "--normalize", "dataset"], "deepmind", "dm_wrn_10_2", CIFAR10),
+        lambda: DMWideResNet(depth=10, width=2, activation_fn=Swish, mean=(0.0,) * 3, std=(1.0,) * 3),
+        CIFAR10,
+        save_plain,
+        ["--format", "deepmind", "--normalize", "dataset"],
+        "deepmind",
+        "dm_wrn_10_2",
+        CIFAR10,
+    ),
     "DeepMind WRN, ReLU": (
-        lambda: DMWideResNet(depth=10, width=1, mean=(0.0,) * 3, std=(1.0,) * 3), CIFAR10, save_plain,
-        ["--format", "deepmind-relu", "--normalize", "dataset"], "deepmind-relu", "dm_wrn_10_1", CIFAR10),
+        lambda: DMWideResNet(depth=10, width=1, mean=(0.0,) * 3, std=(1.0,) * 3),
+        CIFAR10,
+        save_plain,
+        ["--format", "deepmind-relu", "--normalize", "dataset"],
+        "deepmind-relu",
+        "dm_wrn_10_1",
+        CIFAR10,
+    ),
     "DeepMind PreActResNet-18, Swish": (
-        lambda: DMPreActResNet(depth=18, activation_fn=Swish, mean=(0.0,) * 3, std=(1.0,) * 3), CIFAR10,
-        save_robustbench, ["--format", "deepmind", "--normalize", "dataset"], "deepmind", "dm_preact_resnet18",
-        CIFAR10),
+        lambda: DMPreActResNet(depth=18, activation_fn=Swish, mean=(0.0,) * 3, std=(1.0,) * 3),
+        CIFAR10,
+        save_robustbench,
+        ["--format", "deepmind", "--normalize", "dataset"],
+        "deepmind",
+        "dm_preact_resnet18",
+        CIFAR10,
+    ),
 }
 
 
@@ -241,8 +346,18 @@ def test_every_released_family_gives_the_original_logits(workdir, family, record
     # the function the project computes on [0, 1] images: some normalize them outside the network
     original = with_random_batchnorm(released if normalized_by is None else Normalized(released, *normalized_by))
     save(released, workdir / "w.pt")
-    out = run("fetch-teacher", "--source", "file", "--path", "w.pt", *options, "--out", "models/t.safetensors",
-              "--metrics", "metrics/t.json").output
+    out = run(
+        "fetch-teacher",
+        "--source",
+        "file",
+        "--path",
+        "w.pt",
+        *options,
+        "--out",
+        "models/t.safetensors",
+        "--metrics",
+        "metrics/t.json",
+    ).output
     assert f"({fmt}, {arch})" in out
     teacher = acdistill.load_model(workdir / "models/t.safetensors")
     x = probe()
@@ -258,8 +373,12 @@ def test_every_released_family_gives_the_original_logits(workdir, family, record
     assert side["mean"] == pytest.approx(normalization[0]) and side["std"] == pytest.approx(normalization[1])
     assert side["info"]["file_sha256"] == acdistill.checkpoint.sha256_file(workdir / "w.pt")
     # the Python API reads the same file without a sidecar
-    direct = acdistill.load_model(workdir / "w.pt", format=fmt, normalize=None if "--normalize" not in options else
-                                  options[options.index("--normalize") + 1], dataset="cifar10")
+    direct = acdistill.load_model(
+        workdir / "w.pt",
+        format=fmt,
+        normalize=None if "--normalize" not in options else options[options.index("--normalize") + 1],
+        dataset="cifar10",
+    )
     with torch.no_grad():
         assert torch.allclose(direct(x), teacher(x), atol=1e-6)
 
@@ -271,17 +390,24 @@ def files_under(root: Path) -> set[Path]:
 def refused(workdir: Path, *args: str) -> str:
     """fetch-teacher fails with one line and exit code 2, and writes nothing, not even a directory."""
     before = set(workdir.rglob("*"))
-    output = run("fetch-teacher", *args, "--out", "models/t.safetensors", "--metrics", "metrics/t.json",
-                 ok=False).output
+    output = run(
+        "fetch-teacher", *args, "--out", "models/t.safetensors", "--metrics", "metrics/t.json", ok=False
+    ).output
     assert set(workdir.rglob("*")) == before
     return output
 
 
-@pytest.mark.parametrize("fmt, other, build", [
-    ("kuangliu-preact", "fast-adversarial-preact", lambda: PreActResNet(PreActBlockV2, [2, 2, 2, 2])),
-    ("deepmind", "deepmind-relu",
-     lambda: DMWideResNet(depth=10, width=1, activation_fn=Swish, mean=(0.0,) * 3, std=(1.0,) * 3)),
-])
+@pytest.mark.parametrize(
+    "fmt, other, build",
+    [
+        ("kuangliu-preact", "fast-adversarial-preact", lambda: PreActResNet(PreActBlockV2, [2, 2, 2, 2])),
+        (
+            "deepmind",
+            "deepmind-relu",
+            lambda: DMWideResNet(depth=10, width=1, activation_fn=Swish, mean=(0.0,) * 3, std=(1.0,) * 3),
+        ),
+    ],
+)
 def test_look_alike_layouts_never_load_silently(workdir, fmt, other, build):
     """Two projects save the same keys and shapes for different functions: the layout alone cannot tell them
     apart, so auto detection refuses, and each named format computes its own project's function."""
@@ -306,8 +432,7 @@ def test_weights_that_record_no_normalization_need_one_stated(workdir):
 
 
 def test_a_stated_normalization_must_agree_with_the_files_own(workdir):
-    save_madrylab(AttackerModel(ResNet(BasicBlock, [2, 2, 2, 2]), MADRY_CIFAR_MEAN, MADRY_CIFAR_STD),
-                  workdir / "w.pt")
+    save_madrylab(AttackerModel(ResNet(BasicBlock, [2, 2, 2, 2]), MADRY_CIFAR_MEAN, MADRY_CIFAR_STD), workdir / "w.pt")
     message = refused(workdir, "--source", "file", "--path", "w.pt", "--normalize", "dataset")
     assert "carries its normalization" in message and "MadryLab" in message
 
@@ -329,8 +454,15 @@ def test_compiled_ddp_prefixes_and_numpy_metadata_load(workdir):
     import numpy as np
 
     net = with_random_batchnorm(WideResNet(depth=10, widen_factor=1))
-    torch.save({"state_dict": {f"_orig_mod.module.{k}": v for k, v in net.state_dict().items()},
-                "best_acc": np.float64(0.56), "dtype": np.dtype("float32"), "history": np.arange(3)}, workdir / "w.pt")
+    torch.save(
+        {
+            "state_dict": {f"_orig_mod.module.{k}": v for k, v in net.state_dict().items()},
+            "best_acc": np.float64(0.56),
+            "dtype": np.dtype("float32"),
+            "history": np.arange(3),
+        },
+        workdir / "w.pt",
+    )
     with torch.no_grad():
         assert (acdistill.load_model(workdir / "w.pt", normalize="none")(probe()) - net(probe())).abs().max() <= 1e-4
 
@@ -349,12 +481,15 @@ def test_other_pickled_objects_are_refused_by_name_and_never_built(workdir, payl
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["-S", "teacher.format=trades"], "unknown format 'trades'; choose from: auto, acdistill, deepmind"),
-    (["--format", "nope"], "unknown format 'nope'"),
-    (["--normalize", "0.5,0.5"], "--normalize '0.5,0.5': give none, dataset or MEAN/STD"),
-    (["--path", "missing.pt"], "model file not found: missing.pt"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["-S", "teacher.format=trades"], "unknown format 'trades'; choose from: auto, acdistill, deepmind"),
+        (["--format", "nope"], "unknown format 'nope'"),
+        (["--normalize", "0.5,0.5"], "--normalize '0.5,0.5': give none, dataset or MEAN/STD"),
+        (["--path", "missing.pt"], "model file not found: missing.pt"),
+    ],
+)
 def test_bad_file_options(workdir, args, message):
     save_plain(WideResNet(depth=10, widen_factor=1), workdir / "w.pt")
     assert message in refused(workdir, "--source", "file", "--path", "w.pt", *args)
@@ -368,8 +503,9 @@ def test_a_class_count_other_than_the_datasets_is_refused(workdir):
 
 def test_an_unknown_layout_names_its_keys(workdir):
     torch.save({"encoder.weight": torch.zeros(3), "decoder.weight": torch.zeros(3)}, workdir / "w.pt")
-    assert "no known checkpoint layout (keys such as decoder.weight" in refused(workdir, "--source", "file",
-                                                                               "--path", "w.pt")
+    assert "no known checkpoint layout (keys such as decoder.weight" in refused(
+        workdir, "--source", "file", "--path", "w.pt"
+    )
 
 
 # RobustBench by name. The zoo's weights are not reachable here, so each test puts a file where robustbench keeps
@@ -382,14 +518,21 @@ def zoo_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("robustbench")
     net = rb.model_zoo.cifar10.Wong2020FastNet()
     with_random_batchnorm(net)
-    save_robustbench(net, (root / "cifar10" / "Linf").mkdir(parents=True) or root / "cifar10" / "Linf" /
-                     f"{ZOO_NAME}.pt")
+    save_robustbench(
+        net, (root / "cifar10" / "Linf").mkdir(parents=True) or root / "cifar10" / "Linf" / f"{ZOO_NAME}.pt"
+    )
     return root
 
 
 def zoo(zoo_dir: Path, name: str = ZOO_NAME) -> list[str]:
-    return ["-S", "teacher.source=robustbench", "-S", f"teacher.robustbench.name={name}", "-S",
-            f"teacher.robustbench.model_dir={zoo_dir}"]
+    return [
+        "-S",
+        "teacher.source=robustbench",
+        "-S",
+        f"teacher.robustbench.name={name}",
+        "-S",
+        f"teacher.robustbench.model_dir={zoo_dir}",
+    ]
 
 
 def test_a_robustbench_teacher_by_name_offline_then_distilled_with_gacd(workdir, zoo_dir):
@@ -404,8 +547,7 @@ def test_a_robustbench_teacher_by_name_offline_then_distilled_with_gacd(workdir,
     side = json.loads((workdir / "models/teacher.json").read_text())
     assert side["arch"] == f"robustbench:{ZOO_NAME}" and side["info"]["expected_clean_acc"] == 83.34
     assert side["mean"] == pytest.approx(list(CIFAR10_MEAN)) and side["std"] == pytest.approx(list(CIFAR10_STD))
-    assert side["info"]["file_sha256"] == acdistill.checkpoint.sha256_file(zoo_dir / "cifar10/Linf" /
-                                                                           f"{ZOO_NAME}.pt")
+    assert side["info"]["file_sha256"] == acdistill.checkpoint.sha256_file(zoo_dir / "cifar10/Linf" / f"{ZOO_NAME}.pt")
     run("distill", "--method", "gacd")
     assert json.loads((workdir / "metrics/distill.json").read_text())["method"] == "gacd"
 
@@ -416,12 +558,15 @@ def test_a_teacher_far_below_its_stated_accuracy_warns_and_strict_refuses(workdi
     assert "teacher.strict_accuracy" in refused(workdir, *zoo(zoo_dir), "--strict-accuracy", "--force")
 
 
-@pytest.mark.parametrize("name, message", [
-    ("Wong2020Fsat", "unknown RobustBench model 'Wong2020Fsat' for cifar10 Linf; did you mean Wong2020Fast?"),
-    ("Augustin2020Adversarial_34_10_extra", "it is a cifar10 L2 model"),
-    ("Chen2020Adversarial", "is an ensemble of 3 networks, not a single logit model"),
-    ("Debenedetti2022Light_XCiT-S12", "is served from the Hugging Face hub through timm"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("Wong2020Fsat", "unknown RobustBench model 'Wong2020Fsat' for cifar10 Linf; did you mean Wong2020Fast?"),
+        ("Augustin2020Adversarial_34_10_extra", "it is a cifar10 L2 model"),
+        ("Chen2020Adversarial", "is an ensemble of 3 networks, not a single logit model"),
+        ("Debenedetti2022Light_XCiT-S12", "is served from the Hugging Face hub through timm"),
+    ],
+)
 def test_zoo_entries_that_cannot_be_used_are_refused(workdir, zoo_dir, name, message):
     assert message in refused(workdir, *zoo(zoo_dir, name))
 
@@ -496,11 +641,13 @@ def test_full_size_deepmind_wrn_70_16_cifar100(tmp_path):
     Swish and CIFAR-100's statistics. No CIFAR-100 data here, so through the Python API."""
     from robustbench.model_zoo.architectures.dm_wide_resnet import CIFAR100_MEAN, CIFAR100_STD
 
-    original = with_random_batchnorm(DMWideResNet(num_classes=100, depth=70, width=16, activation_fn=Swish,
-                                                  mean=CIFAR100_MEAN, std=CIFAR100_STD))
+    original = with_random_batchnorm(
+        DMWideResNet(num_classes=100, depth=70, width=16, activation_fn=Swish, mean=CIFAR100_MEAN, std=CIFAR100_STD)
+    )
     save_plain(original, tmp_path / "cifar100_linf_wrn70-16_without.pt")
-    model = acdistill.load_model(tmp_path / "cifar100_linf_wrn70-16_without.pt", format="deepmind",
-                                 normalize="dataset", dataset="cifar100")
+    model = acdistill.load_model(
+        tmp_path / "cifar100_linf_wrn70-16_without.pt", format="deepmind", normalize="dataset", dataset="cifar100"
+    )
     assert model.arch == "dm_wrn_70_16"
     assert model.normalization() == (pytest.approx(list(CIFAR100_MEAN)), pytest.approx(list(CIFAR100_STD)))
     with torch.no_grad():
@@ -529,10 +676,12 @@ def test_what_a_caller_states_of_an_acdistill_checkpoint_must_agree_with_its_sid
     path = workdir / "models/teacher.safetensors"
     with torch.no_grad():
         assert (acdistill.load_model(path)(probe()) - original(probe())).abs().max() <= 1e-4
-    for stated, message in [({"arch": "dm_wrn_10_2"}, "holds a dm_wrn_10_1 (its sidecar says), not a dm_wrn_10_2"),
-                            ({"normalize": "dataset"}, "normalizes with mean [0.0, 0.0, 0.0]"),
-                            ({"format": "deepmind"}, "is an acdistill checkpoint (it has a sidecar), not a deepmind"),
-                            ({"dataset": "svhn"}, "was trained on cifar10 (its sidecar says), not svhn")]:
+    for stated, message in [
+        ({"arch": "dm_wrn_10_2"}, "holds a dm_wrn_10_1 (its sidecar says), not a dm_wrn_10_2"),
+        ({"normalize": "dataset"}, "normalizes with mean [0.0, 0.0, 0.0]"),
+        ({"format": "deepmind"}, "is an acdistill checkpoint (it has a sidecar), not a deepmind"),
+        ({"dataset": "svhn"}, "was trained on cifar10 (its sidecar says), not svhn"),
+    ]:
         with pytest.raises(acdistill.errors.AcdistillError, match=re.escape(message)):
             acdistill.load_model(path, **stated)
     assert acdistill.load_model(path, arch="dm_wrn_10_1", normalize="none", dataset="cifar10") is not None
@@ -548,11 +697,16 @@ def test_a_bare_state_dict_cannot_name_an_architecture_whose_function_it_does_no
     assert acdistill.load_model(workdir / "plain.pt", arch="resnet20").arch == "resnet20"
 
 
-@pytest.mark.parametrize("normalize, message", [
-    ("nan/1", "mean must be finite numbers"), ("0.5/inf", "std must be finite numbers"),
-    ("0.5,0.5/0.5", "mean needs 1 or 3 values, got 2"), ("0.5/0", "std must be positive"),
-    ("0.5", "give none, dataset or MEAN/STD"),
-])
+@pytest.mark.parametrize(
+    "normalize, message",
+    [
+        ("nan/1", "mean must be finite numbers"),
+        ("0.5/inf", "std must be finite numbers"),
+        ("0.5,0.5/0.5", "mean needs 1 or 3 values, got 2"),
+        ("0.5/0", "std must be positive"),
+        ("0.5", "give none, dataset or MEAN/STD"),
+    ],
+)
 def test_a_bad_normalization_is_one_line_wherever_it_is_given(workdir, normalize, message):
     save_plain(WideResNet(depth=10, widen_factor=1), workdir / "w.pt")
     assert message in refused(workdir, "--source", "file", "--path", "w.pt", "--normalize", normalize)
@@ -569,10 +723,13 @@ def test_the_python_api_takes_every_spelling_of_a_normalization(workdir):
         assert model.normalization() == ([0.5] * 3, [0.25] * 3)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"hello, not a checkpoint", "corrupted or not a PyTorch file"),
-    (None, "not a readable PyTorch file (pickle instruction"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"hello, not a checkpoint", "corrupted or not a PyTorch file"),
+        (None, "not a readable PyTorch file (pickle instruction"),
+    ],
+)
 def test_files_that_are_not_checkpoints_are_one_line(workdir, content, message):
     if content is None:  # a real state dict that torch's weights-only reader cannot read
         torch.save(WideResNet(depth=10, widen_factor=1).state_dict(), workdir / "w.pt", pickle_protocol=4)
@@ -586,8 +743,10 @@ def test_files_that_are_not_checkpoints_are_one_line(workdir, content, message):
 
 def test_an_imported_teacher_at_chance_level_is_named(workdir):
     save_plain(WideResNet(depth=10, widen_factor=1), workdir / "w.pt")  # untrained: chance
-    assert "is near chance (10 %) on cifar10" in run("fetch-teacher", "--source", "file", "--path", "w.pt",
-                                                     "--normalize", "none").output
+    assert (
+        "is near chance (10 %) on cifar10"
+        in run("fetch-teacher", "--source", "file", "--path", "w.pt", "--normalize", "none").output
+    )
 
 
 def test_a_zoo_file_of_another_architecture_is_one_line(workdir, tmp_path):
@@ -598,5 +757,6 @@ def test_a_zoo_file_of_another_architecture_is_one_line(workdir, tmp_path):
 
 def test_options_that_do_not_apply_to_a_zoo_teacher_are_refused(workdir, zoo_dir):
     assert "--arch does not apply to source robustbench" in refused(workdir, *zoo(zoo_dir), "--arch", "resnet18")
-    assert "'normalize' does not apply to source 'robustbench'" in refused(workdir, *zoo(zoo_dir), "--normalize",
-                                                                          "none")
+    assert "'normalize' does not apply to source 'robustbench'" in refused(
+        workdir, *zoo(zoo_dir), "--normalize", "none"
+    )

@@ -14,8 +14,14 @@ def make_trainer(tmp_path, cfg, state=True, speed=SpeedParams()):
     torch.manual_seed(0)
     model = create_model("small_cnn")
     method = METHODS.get(cfg.method)(model, None, cfg.method_params(), cfg.attack)
-    return Trainer(method, cfg, seed=1, device=torch.device("cpu"), speed=speed,
-                   state_path=tmp_path / "state.pt" if state else None)
+    return Trainer(
+        method,
+        cfg,
+        seed=1,
+        device=torch.device("cpu"),
+        speed=speed,
+        state_path=tmp_path / "state.pt" if state else None,
+    )
 
 
 def test_resume_after_an_interruption_gives_the_same_weights(tmp_path, mirror):

@@ -36,9 +36,7 @@ class Net(nn.Module):
         self.linear = nn.Linear(6, 10)
 
     def features(self, x):
-        return self.bn1d(
-            F.adaptive_avg_pool2d(F.relu(self.bn2d(self.conv(x))), 1).flatten(1)
-        )
+        return self.bn1d(F.adaptive_avg_pool2d(F.relu(self.bn2d(self.conv(x))), 1).flatten(1))
 
     def head(self, f):
         return self.linear(f)
@@ -84,14 +82,10 @@ def as_found(net: nn.Module):
 
 def assert_untouched(net: nn.Module, before) -> None:
     state, modes, grads = before
-    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items()), (
-        "weights or buffers changed"
-    )
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items()), "weights or buffers changed"
     assert [m.training for m in net.modules()] == modes, "train/eval modes changed"
     assert [p.requires_grad for p in net.parameters()] == grads, "requires_grad changed"
-    assert all(p.grad is None for p in net.parameters()), (
-        "gradients were written into .grad"
-    )
+    assert all(p.grad is None for p in net.parameters()), "gradients were written into .grad"
 
 
 def x_y(data):
@@ -112,12 +106,8 @@ def probe(net, data):
 
 
 ENTRY_POINTS = {
-    "evaluate": lambda net, data: evaluate(
-        net, data, ["natural", "fgsm", "pgd20", "cw2"], budget=Budget(EPS, steps=2)
-    ),
-    "eps_sweep": lambda net, data: eps_sweep(
-        net, data, "pgd20", [0.0, EPS], budget=Budget(EPS, steps=2)
-    ),
+    "evaluate": lambda net, data: evaluate(net, data, ["natural", "fgsm", "pgd20", "cw2"], budget=Budget(EPS, steps=2)),
+    "eps_sweep": lambda net, data: eps_sweep(net, data, "pgd20", [0.0, EPS], budget=Budget(EPS, steps=2)),
     "correct_mask": lambda net, data: correct_mask(
         net,
         data,
@@ -132,20 +122,14 @@ ENTRY_POINTS = {
     ),
     "fgsm": lambda net, data: fgsm(net, *x_y(data), EPS),
     "cw_l2": lambda net, data: cw_l2(net, *x_y(data), steps=3),
-    "extract_features": lambda net, data: extract_features(
-        net, data, batch_size=8, device="cpu"
-    ),
+    "extract_features": lambda net, data: extract_features(net, data, batch_size=8, device="cpu"),
     "linear_probe": lambda net, data: probe(net, data),
     "logits_of": lambda net, data: logits_of(net, x_y(data)[0]),
-    "correlation_difference": lambda net, data: correlation_difference(
-        net, net, x_y(data)[0]
-    ),
+    "correlation_difference": lambda net, data: correlation_difference(net, net, x_y(data)[0]),
     "adversarial_images": lambda net, data: adversarial_images(
         net, data, Budget(EPS), batch_size=8, seed=0, device="cpu"
     ),
-    "targeted_pgd": lambda net, data: targeted_pgd(
-        net, x_y(data)[0], torch.zeros(16, dtype=torch.long), Budget(EPS)
-    ),
+    "targeted_pgd": lambda net, data: targeted_pgd(net, x_y(data)[0], torch.zeros(16, dtype=torch.long), Budget(EPS)),
     "feature_cloud": lambda net, data: feature_cloud(
         net,
         data,

@@ -1,6 +1,7 @@
 """A toy student and teacher and one fixed batch, shared by the method tests: each method's loss on them is
 checked against a formula written out in its own test file, tests/methods/test_<name>.py (the paper's, with the
 reference code's reduction), and against golden values so that a change of scale cannot slip in."""
+
 import pytest
 import torch
 from torch import nn
@@ -77,21 +78,29 @@ def train_mode_passes(name: str, epoch: int = 0, **params) -> tuple[list[str], i
     """The student's forward passes in train mode during one training step (perturb, then loss), in order, each
     'clean' (on the batch) or 'adv'; and how many times its batch norm updated its running statistics."""
     torch.manual_seed(0)
-    student = Featured(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                                     nn.AdaptiveAvgPool2d(1), nn.Flatten()), 4, C)
+    student = Featured(
+        nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        ),
+        4,
+        C,
+    )
     teacher = Featured(nn.Flatten(), 3 * 8 * 8, C).eval().requires_grad_(False)
     batch = Batch(torch.rand(6, 3, 8, 8), torch.randint(0, C, (6,)), torch.arange(6))
     method = build(name, student, teacher, TrainAttack(eps=4 / 255, step_size=2 / 255, steps=2), batch, **params)
     method.on_epoch_start(epoch, 10)
     passes = []
     student.register_forward_pre_hook(
-        lambda module, args: passes.append("clean" if torch.equal(args[0], batch.x) else "adv")
-        if module.training else None)
+        lambda module, args: (
+            passes.append("clean" if torch.equal(args[0], batch.x) else "adv") if module.training else None
+        )
+    )
     sum(method.loss(batch, method.perturb(batch)).values()).backward()
     return passes, student.body[1].num_batches_tracked.item()
 
 
-ATTACK_STEPS = ["adv", "adv"]  # the 2 steps of train_mode_passes' training attack, for methods that attack in train mode
+# the 2 steps of train_mode_passes' training attack, for methods that attack in train mode
+ATTACK_STEPS = ["adv", "adv"]
 
 
 def check_reference_passes(name: str, epoch: int, reference: list[str]) -> None:

@@ -6,6 +6,7 @@ compare a zoo teacher with the accuracy its entry states, offline.
 
     git clone https://github.com/RobustBench/robustbench && python tools/robustbench_clean_acc.py robustbench
 """
+
 import json
 import subprocess
 import sys
@@ -16,8 +17,9 @@ THREAT_MODELS = ("Linf", "L2", "corruptions")
 
 
 def main(checkout: Path) -> None:
-    commit = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
-                            check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     table: dict = {"source": f"RobustBench/robustbench model_info at {commit}"}
     for dataset in DATASETS:
         for threat in THREAT_MODELS:

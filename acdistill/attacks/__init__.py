@@ -1,5 +1,14 @@
 from acdistill.attacks.pgd import ce_objective, cw_l2, cw_objective, fgsm, kl_objective, pgd
 from acdistill.attacks.suite import EVAL_ATTACKS, Budget, EvalAttack
 
-__all__ = ["EVAL_ATTACKS", "Budget", "EvalAttack", "ce_objective", "cw_l2", "cw_objective", "fgsm", "kl_objective",
-           "pgd"]
+__all__ = [
+    "EVAL_ATTACKS",
+    "Budget",
+    "EvalAttack",
+    "ce_objective",
+    "cw_l2",
+    "cw_objective",
+    "fgsm",
+    "kl_objective",
+    "pgd",
+]

@@ -7,6 +7,7 @@ iterations, it matches exact OT on small problems (tests/test_gacd.py), and it w
 log-domain loop on a 128 x 128 problem (`python -m bench.gacd_step`, results in BENCHMARKS.md). With reg 0.01 and
 costs in [0, 2], exp(-C / reg) underflows float32, so only the log-domain method works.
 """
+
 from __future__ import annotations
 
 import torch

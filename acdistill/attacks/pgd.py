@@ -5,9 +5,11 @@ the eps-ball and [0, 1] after every step. The attacks that take a model (`fgsm`,
 give it back as they found it (acdistill/untouched.py); `pgd` takes an objective, so that a training method can
 attack its student in the mode its reference code uses.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +24,17 @@ Norm = Literal["Linf", "L2"]
 NORMS: tuple[Norm, ...] = ("Linf", "L2")
 
 
-def pgd(objective: Objective, x: torch.Tensor, *, eps: float, step_size: float, steps: int,
-        start: Start = "uniform", normal_std: float = 0.001, norm: Norm = "Linf") -> torch.Tensor:
+def pgd(
+    objective: Objective,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    step_size: float,
+    steps: int,
+    start: Start = "uniform",
+    normal_std: float = 0.001,
+    norm: Norm = "Linf",
+) -> torch.Tensor:
     """Maximize ``objective`` over the ``norm`` ball of radius ``eps`` around ``x``.
 
     L-inf takes signed-gradient steps (Madry); L2 takes steps along the gradient scaled to L2 length
@@ -99,8 +110,17 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: N
 
 
 @leaves_model_untouched
-def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, c: float = 1.0, kappa: float = 0.0,
-          steps: int = 100, lr: float = 0.01, max_norm: float = 0.5) -> torch.Tensor:
+def cw_l2(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    c: float = 1.0,
+    kappa: float = 0.0,
+    steps: int = 100,
+    lr: float = 0.01,
+    max_norm: float = 0.5,
+) -> torch.Tensor:
     """Carlini & Wagner L2 (as torchattacks.CW, without its early stop): Adam on w with x' = (tanh(w) + 1) / 2,
     minimizing ||x' - x||^2 + c * max(z_y - max_{j!=y} z_j, -kappa). Returns, per example, the closest
     misclassified x' found if its L2 distance is at most `max_norm`, else x itself (the example counts as robust).
@@ -122,5 +142,5 @@ def cw_l2(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, c: float = 1.0,
             better = (logits.argmax(1) != y) & (sq < best_sq)
             best_sq = torch.where(better, sq, best_sq)
             best[better] = x_adv[better]
-    close_enough = best_sq <= max_norm ** 2
+    close_enough = best_sq <= max_norm**2
     return torch.where(close_enough[:, None, None, None], best, x).detach()

@@ -1,9 +1,10 @@
 """Evaluation attacks by name, L-inf by default; each one's protocol is in its description below. Each one runs the
 model in eval mode and gives it back as it found it (acdistill/untouched.py)."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
@@ -54,8 +55,7 @@ class EvalAttack:
 EVAL_ATTACKS: Registry[EvalAttack] = Registry("attack")
 
 
-def _add(name: str, description: str, run: AttackFn, steps: int | None = None,
-         norms: tuple[Norm, ...] = NORMS) -> None:
+def _add(name: str, description: str, run: AttackFn, steps: int | None = None, norms: tuple[Norm, ...] = NORMS) -> None:
     EVAL_ATTACKS.register(name)(EvalAttack(name, leaves_model_untouched(run), description, steps, norms))
 
 
@@ -69,8 +69,9 @@ def _pgd_ce(default_steps: int, linf_step: float, start: str) -> AttackFn:
     def run(model, x, y, budget: Budget):
         steps = budget.steps or default_steps
         step = linf_step if budget.norm == "Linf" else crossing_step(budget.eps, steps)
-        return pgd(ce_objective(model, y), x, eps=budget.eps, step_size=step, steps=steps, start=start,
-                   norm=budget.norm)
+        return pgd(
+            ce_objective(model, y), x, eps=budget.eps, step_size=step, steps=steps, start=start, norm=budget.norm
+        )
 
     return run
 
@@ -86,8 +87,17 @@ def with_iterations(apgd, n_iter: int):
     """
     from pyautoattack.autopgd_base import APGDAttack_targeted
 
-    common = dict(n_iter=n_iter, norm=apgd.norm, n_restarts=apgd.n_restarts, eps=apgd.eps, seed=apgd.seed,
-                  eot_iter=apgd.eot_iter, rho=apgd.thr_decr, device=apgd.device, logger=apgd.logger)
+    common = dict(
+        n_iter=n_iter,
+        norm=apgd.norm,
+        n_restarts=apgd.n_restarts,
+        eps=apgd.eps,
+        seed=apgd.seed,
+        eot_iter=apgd.eot_iter,
+        rho=apgd.thr_decr,
+        device=apgd.device,
+        logger=apgd.logger,
+    )
     if isinstance(apgd, APGDAttack_targeted):
         return APGDAttack_targeted(apgd.model, n_target_classes=apgd.n_target_classes, **common)
     return type(apgd)(apgd.model, loss=apgd.loss, **common)
@@ -97,8 +107,9 @@ def _autoattack(version: str, attacks: list[str] | None = None) -> AttackFn:
     def run(model, x, y, budget: Budget):
         from pyautoattack import AutoAttack
 
-        adversary = AutoAttack(model, attacks=attacks, eps=budget.eps, norm=budget.norm, version=version,
-                               device=x.device, seed=0)
+        adversary = AutoAttack(
+            model, attacks=attacks, eps=budget.eps, norm=budget.norm, version=version, device=x.device, seed=0
+        )
         if version == "custom" and budget.steps is not None:
             adversary.apgd = with_iterations(adversary.apgd, budget.steps)
             adversary.apgd_targeted = with_iterations(adversary.apgd_targeted, budget.steps)
@@ -109,19 +120,38 @@ def _autoattack(version: str, attacks: list[str] | None = None) -> AttackFn:
 
 
 _add("natural", "clean accuracy", lambda model, x, y, budget: x)
-_add("fgsm", "one signed-gradient step of size eps, no random start (L2: along the normalized gradient)",
-     lambda model, x, y, budget: fgsm(model, x, y, budget.eps, budget.norm))
+_add(
+    "fgsm",
+    "one signed-gradient step of size eps, no random start (L2: along the normalized gradient)",
+    lambda model, x, y, budget: fgsm(model, x, y, budget.eps, budget.norm),
+)
 _add("pgd20", "PGD_SAT: CE, uniform start, step 2/255, 20 steps", _pgd_ce(20, 2 / 255, "uniform"), steps=20)
 _add("pgd7", "CE, uniform start, step 2/255, 7 steps", _pgd_ce(7, 2 / 255, "uniform"), steps=7)
 _add("pgd-trades", "CE, start x + 0.001 N(0,1), step 0.003, 20 steps", _pgd_ce(20, 0.003, "normal"), steps=20)
-_add("cw-inf", "PGD on the C&W margin loss (kappa 50), step 2/255, 30 steps",
-     lambda model, x, y, budget: pgd(cw_objective(model, y), x, eps=budget.eps, step_size=2 / 255,
-                                     steps=budget.steps or 30, start="uniform"),
-     steps=30, norms=("Linf",))
-_add("cw2", "C&W L2 (c 1, kappa 0, 100 Adam steps, lr 0.01); robust if it fails or needs L2 > 0.5; ignores eps",
-     lambda model, x, y, budget: cw_l2(model, x, y, steps=budget.steps or 100), steps=100)
-_add("aa", "AutoAttack standard (apgd-ce, apgd-t, fab-t, square) through pyautoattack; a fixed protocol",
-     _autoattack("standard"))
-_add("aa-fast", "AutoAttack version custom through pyautoattack: apgd-ce with 5 restarts + apgd-t on 9 target classes, "
-     "100 iterations each",
-     _autoattack("custom", ["apgd-ce", "apgd-t"]), steps=100)
+_add(
+    "cw-inf",
+    "PGD on the C&W margin loss (kappa 50), step 2/255, 30 steps",
+    lambda model, x, y, budget: pgd(
+        cw_objective(model, y), x, eps=budget.eps, step_size=2 / 255, steps=budget.steps or 30, start="uniform"
+    ),
+    steps=30,
+    norms=("Linf",),
+)
+_add(
+    "cw2",
+    "C&W L2 (c 1, kappa 0, 100 Adam steps, lr 0.01); robust if it fails or needs L2 > 0.5; ignores eps",
+    lambda model, x, y, budget: cw_l2(model, x, y, steps=budget.steps or 100),
+    steps=100,
+)
+_add(
+    "aa",
+    "AutoAttack standard (apgd-ce, apgd-t, fab-t, square) through pyautoattack; a fixed protocol",
+    _autoattack("standard"),
+)
+_add(
+    "aa-fast",
+    "AutoAttack version custom through pyautoattack: apgd-ce with 5 restarts + apgd-t on 9 target classes, "
+    "100 iterations each",
+    _autoattack("custom", ["apgd-ce", "apgd-t"]),
+    steps=100,
+)

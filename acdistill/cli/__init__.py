@@ -1,8 +1,18 @@
 """The `acdistill` command: one module per stage, each registering its command here."""
+
 import typer
 
-from acdistill.cli import (ablate, adv_finetune, attack_eval, distill, fetch_teacher, figures, listing, report,
-                           transfer_probe)
+from acdistill.cli import (
+    ablate,
+    adv_finetune,
+    attack_eval,
+    distill,
+    fetch_teacher,
+    figures,
+    listing,
+    report,
+    transfer_probe,
+)
 
 app = typer.Typer(
     name="acdistill",
@@ -12,6 +22,5 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (fetch_teacher, distill, adv_finetune, attack_eval, transfer_probe, ablate, figures, report,
-                listing):
+for _module in (fetch_teacher, distill, adv_finetune, attack_eval, transfer_probe, ablate, figures, report, listing):
     _module.register(app)

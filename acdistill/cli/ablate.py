@@ -1,9 +1,10 @@
 """acdistill ablate: distill and evaluate one student per point of a parameter grid (or a list of points), then
 tabulate them (see acdistill.pipeline.ablate)."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -23,19 +24,29 @@ def parse_grid_option(text: str) -> tuple[str, list[Any]]:
 
 
 def ablate(
-    grid: Annotated[Optional[list[str]], typer.Option(
-        help="KEY=V1,V2,... (repeatable); replaces ablate.grid, e.g. --grid distill.gacd.k=16,256,4096")] = None,
-    sort_by: Annotated[Optional[str], typer.Option(
-        help="sort the table by this column, descending (an attack name or train_minutes); default: grid order")]
-    = None,
-    seeds: Annotated[Optional[str], typer.Option(
-        help="S1,S2,...: run every point at each seed and tabulate mean ± standard deviation; replaces "
-             "ablate.seeds")] = None,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=V1,V2,... (repeatable); replaces ablate.grid, e.g. --grid distill.gacd.k=16,256,4096"),
+    ] = None,
+    sort_by: Annotated[
+        str | None,
+        typer.Option(
+            help="sort the table by this column, descending (an attack name or train_minutes); default: grid order"
+        ),
+    ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(
+            help="S1,S2,...: run every point at each seed and tabulate mean ± standard deviation; replaces ablate.seeds"
+        ),
+    ] = None,
     teacher: Annotated[Path, typer.Option(help="teacher checkpoint every point distills from")] = Path(
-        "models/teacher.safetensors"),
+        "models/teacher.safetensors"
+    ),
     runs: Annotated[Path, typer.Option(help="directory holding one sub-directory per point")] = Path("ablate"),
     out: Annotated[Path, typer.Option(help="collected JSON; the markdown table goes beside it (.md)")] = Path(
-        "metrics/ablate.json"),
+        "metrics/ablate.json"
+    ),
     params_file: ParamsOpt = Path("params.yaml"),
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,

@@ -1,13 +1,23 @@
 """acdistill adv-finetune: short PGD-AT of a distilled student (GACD's AFT stage)."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ForceOpt, ParamsOpt, ResumeOpt, SetOpt, load,
-                                  user_errors)
+from acdistill.cli.common import (
+    DataDirOpt,
+    DeviceOpt,
+    EpochsOpt,
+    ForceOpt,
+    ParamsOpt,
+    ResumeOpt,
+    SetOpt,
+    load,
+    user_errors,
+)
 from acdistill.pipeline import finetune
 
 
@@ -15,9 +25,10 @@ def adv_finetune(
     params_file: ParamsOpt = Path("params.yaml"),
     model: Annotated[Path, typer.Option(help="student checkpoint to fine-tune")] = Path("models/student.safetensors"),
     epochs: EpochsOpt = None,
-    lr: Annotated[Optional[float], typer.Option(help="override aft.lr")] = None,
+    lr: Annotated[float | None, typer.Option(help="override aft.lr")] = None,
     teacher: Annotated[Path, typer.Option(help="teacher, for an aft.method that needs one")] = Path(
-        "models/teacher.safetensors"),
+        "models/teacher.safetensors"
+    ),
     out: Annotated[Path, typer.Option(help="checkpoint to write")] = Path("models/student_aft.safetensors"),
     metrics: Annotated[Path, typer.Option(help="metrics JSON to write")] = Path("metrics/aft.json"),
     data_dir: DataDirOpt = None,
@@ -28,8 +39,17 @@ def adv_finetune(
 ) -> None:
     """Adversarially fine-tune a student (params section `aft`, PGD-AT with a small lr by default)."""
     params = load(params_file, set_, **{"aft.epochs": epochs, "aft.lr": lr})
-    finetune(params, model=model, teacher=teacher, out=out, metrics=metrics, data_dir=data_dir, device=device,
-             resume=resume, force=force)
+    finetune(
+        params,
+        model=model,
+        teacher=teacher,
+        out=out,
+        metrics=metrics,
+        data_dir=data_dir,
+        device=device,
+        resume=resume,
+        force=force,
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,14 +1,26 @@
 """acdistill attack-eval: accuracy of a model under each attack, as JSON, a terminal table and markdown."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from acdistill.attacks import EVAL_ATTACKS
-from acdistill.cli.common import (DataDirOpt, DeviceOpt, ForceOpt, FormatOpt, NormalizeOpt, ParamsOpt, SetOpt,
-                                  completion, load, parse_normalize, user_errors)
+from acdistill.cli.common import (
+    DataDirOpt,
+    DeviceOpt,
+    ForceOpt,
+    FormatOpt,
+    NormalizeOpt,
+    ParamsOpt,
+    SetOpt,
+    completion,
+    load,
+    parse_normalize,
+    user_errors,
+)
 from acdistill.models import list_models
 from acdistill.pipeline import evaluate_checkpoint
 
@@ -19,29 +31,56 @@ def parse_eps_list(text: str) -> list[str]:
 
 
 def attack_eval(
-    model: Annotated[Path, typer.Option(help="checkpoint: ours (.safetensors + .json sidecar), or a released state "
-                                             "dict (.safetensors / .pt, read with weights_only=True)")],
-    arch: Annotated[Optional[str], typer.Option(
-        help="architecture of a bare state dict in acdistill's layout (released layouts name their own; see "
-             "`acdistill models`)", autocompletion=completion(list_models))] = None,
+    model: Annotated[
+        Path,
+        typer.Option(
+            help="checkpoint: ours (.safetensors + .json sidecar), or a released state "
+            "dict (.safetensors / .pt, read with weights_only=True)"
+        ),
+    ],
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help="architecture of a bare state dict in acdistill's layout (released layouts name their own; see "
+            "`acdistill models`)",
+            autocompletion=completion(list_models),
+        ),
+    ] = None,
     fmt: FormatOpt = None,
     normalize: NormalizeOpt = None,
-    attacks: Annotated[Optional[str], typer.Option(
-        help=f"comma-separated, from: {', '.join(EVAL_ATTACKS.names())} (see `acdistill attacks`)",
-        autocompletion=completion(EVAL_ATTACKS.names, comma_separated=True))] = None,
-    n: Annotated[Optional[int], typer.Option(help="evaluate the first n test images")] = None,
-    eps: Annotated[Optional[str], typer.Option(help="budget, e.g. 8/255 (L-inf) or 0.5 (L2)")] = None,
-    norm: Annotated[Optional[str], typer.Option(help="threat model: Linf or L2")] = None,
-    steps: Annotated[Optional[int], typer.Option(
-        help="iterations of every iterative attack (pgd*, cw*, aa-fast) instead of their own")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="attack batch size")] = None,
-    sweep: Annotated[Optional[str], typer.Option(
-        help="accuracy-vs-eps curve at these comma-separated eps (e.g. 0,2/255,4/255,8/255,16/255) for the attack "
-             "eval.sweep.attack (default pgd20)")] = None,
-    sanity: Annotated[bool, typer.Option(
-        "--sanity", help="also run the gradient-masking checks (more steps, larger eps, Square, huge eps)")] = False,
-    out: Annotated[Optional[Path], typer.Option(
-        help="JSON to write; a markdown report goes beside it (.md), the sweep as _sweep.json and _sweep.png")] = None,
+    attacks: Annotated[
+        str | None,
+        typer.Option(
+            help=f"comma-separated, from: {', '.join(EVAL_ATTACKS.names())} (see `acdistill attacks`)",
+            autocompletion=completion(EVAL_ATTACKS.names, comma_separated=True),
+        ),
+    ] = None,
+    n: Annotated[int | None, typer.Option(help="evaluate the first n test images")] = None,
+    eps: Annotated[str | None, typer.Option(help="budget, e.g. 8/255 (L-inf) or 0.5 (L2)")] = None,
+    norm: Annotated[str | None, typer.Option(help="threat model: Linf or L2")] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="iterations of every iterative attack (pgd*, cw*, aa-fast) instead of their own")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="attack batch size")] = None,
+    sweep: Annotated[
+        str | None,
+        typer.Option(
+            help="accuracy-vs-eps curve at these comma-separated eps (e.g. 0,2/255,4/255,8/255,16/255) for the attack "
+            "eval.sweep.attack (default pgd20)"
+        ),
+    ] = None,
+    sanity: Annotated[
+        bool,
+        typer.Option(
+            "--sanity", help="also run the gradient-masking checks (more steps, larger eps, Square, huge eps)"
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON to write; a markdown report goes beside it (.md), the sweep as _sweep.json and _sweep.png"
+        ),
+    ] = None,
     force: ForceOpt = False,
     params_file: ParamsOpt = Path("params.yaml"),
     data_dir: DataDirOpt = None,
@@ -50,11 +89,31 @@ def attack_eval(
 ) -> None:
     """Evaluate a model under attacks on the params' test subset (section `eval`)."""
     attack_list = [a.strip() for a in attacks.split(",") if a.strip()] if attacks is not None else None
-    params = load(params_file, set_, **{"eval.attacks": attack_list, "eval.n": n, "eval.eps": eps, "eval.norm": norm,
-                                        "eval.steps": steps, "eval.batch_size": batch_size,
-                                        "eval.sweep.eps": parse_eps_list(sweep) if sweep is not None else None})
-    evaluate_checkpoint(params, model=model, out=out, arch=arch, format=fmt, normalize=parse_normalize(normalize),
-                        sanity=sanity, force=force, data_dir=data_dir, device=device)
+    params = load(
+        params_file,
+        set_,
+        **{
+            "eval.attacks": attack_list,
+            "eval.n": n,
+            "eval.eps": eps,
+            "eval.norm": norm,
+            "eval.steps": steps,
+            "eval.batch_size": batch_size,
+            "eval.sweep.eps": parse_eps_list(sweep) if sweep is not None else None,
+        },
+    )
+    evaluate_checkpoint(
+        params,
+        model=model,
+        out=out,
+        arch=arch,
+        format=fmt,
+        normalize=parse_normalize(normalize),
+        sanity=sanity,
+        force=force,
+        data_dir=data_dir,
+        device=device,
+    )
 
 
 def register(app: typer.Typer) -> None:

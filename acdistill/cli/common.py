@@ -1,11 +1,12 @@
 """Options and helpers shared by the commands: the option types, shell completion from the registries, the
 one-line error, and params from the params file, -S overrides and the command's own options."""
+
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -15,12 +16,18 @@ from acdistill.errors import AcdistillError
 from acdistill.formats import format_names
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params file (missing params.yaml = all defaults)")]
-SetOpt = Annotated[Optional[list[str]], typer.Option(
-    "--set", "-S", help="override any params key, e.g. -S distill.ard.tau=10 (repeatable)")]
-DataDirOpt = Annotated[Optional[Path], typer.Option(
-    "--data-dir", help="offline mirror of .npz files (default: $ACDISTILL_DATA_DIR, else torchvision download)")]
-DeviceOpt = Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps (default: params 'device')")]
-EpochsOpt = Annotated[Optional[int], typer.Option(help="override the section's epochs")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-S", help="override any params key, e.g. -S distill.ard.tau=10 (repeatable)"),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir", help="offline mirror of .npz files (default: $ACDISTILL_DATA_DIR, else torchvision download)"
+    ),
+]
+DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps (default: params 'device')")]
+EpochsOpt = Annotated[int | None, typer.Option(help="override the section's epochs")]
 ResumeOpt = Annotated[bool, typer.Option(help="continue from the last epoch checkpoint if its settings match")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite a finished result already at the output path")]
 
@@ -37,12 +44,22 @@ def completion(names: Callable[[], list[str]], comma_separated: bool = False) ->
     return complete
 
 
-FormatOpt = Annotated[Optional[str], typer.Option(
-    "--format", help=f"checkpoint layout of a state dict without a sidecar: {', '.join(format_names())} (default "
-                     "auto; see `acdistill formats`)", autocompletion=completion(format_names))]
-NormalizeOpt = Annotated[Optional[str], typer.Option(
-    help="input normalization of weights that record none: none ([0, 1] inputs), dataset, or MEAN/STD with one "
-         "or three values each (e.g. 0.5/0.25)")]
+FormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help=f"checkpoint layout of a state dict without a sidecar: {', '.join(format_names())} (default "
+        "auto; see `acdistill formats`)",
+        autocompletion=completion(format_names),
+    ),
+]
+NormalizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="input normalization of weights that record none: none ([0, 1] inputs), dataset, or MEAN/STD with one "
+        "or three values each (e.g. 0.5/0.25)"
+    ),
+]
 
 
 def user_errors(command: Callable) -> Callable:

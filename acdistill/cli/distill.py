@@ -1,13 +1,24 @@
 """acdistill distill: train a student from the frozen teacher with a distillation method."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ForceOpt, ParamsOpt, ResumeOpt, SetOpt, completion,
-                                  load, user_errors)
+from acdistill.cli.common import (
+    DataDirOpt,
+    DeviceOpt,
+    EpochsOpt,
+    ForceOpt,
+    ParamsOpt,
+    ResumeOpt,
+    SetOpt,
+    completion,
+    load,
+    user_errors,
+)
 from acdistill.methods import METHODS
 from acdistill.models import list_models
 from acdistill.pipeline import distill as run
@@ -15,11 +26,17 @@ from acdistill.pipeline import distill as run
 
 def distill(
     params_file: ParamsOpt = Path("params.yaml"),
-    method: Annotated[Optional[str], typer.Option(
-        help=f"distillation method: {', '.join(METHODS.names())} (see `acdistill methods`)",
-        autocompletion=completion(METHODS.names))] = None,
-    student: Annotated[Optional[str], typer.Option(
-        help=f"student architecture: {', '.join(list_models())}", autocompletion=completion(list_models))] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            help=f"distillation method: {', '.join(METHODS.names())} (see `acdistill methods`)",
+            autocompletion=completion(METHODS.names),
+        ),
+    ] = None,
+    student: Annotated[
+        str | None,
+        typer.Option(help=f"student architecture: {', '.join(list_models())}", autocompletion=completion(list_models)),
+    ] = None,
     epochs: EpochsOpt = None,
     teacher: Annotated[Path, typer.Option(help="teacher checkpoint")] = Path("models/teacher.safetensors"),
     out: Annotated[Path, typer.Option(help="student checkpoint to write")] = Path("models/student.safetensors"),
@@ -31,10 +48,8 @@ def distill(
     set_: SetOpt = None,
 ) -> None:
     """Distill a student from the teacher (params section `distill`)."""
-    params = load(params_file, set_, **{"distill.method": method, "distill.student": student,
-                                        "distill.epochs": epochs})
-    run(params, teacher=teacher, out=out, metrics=metrics, data_dir=data_dir, device=device, resume=resume,
-        force=force)
+    params = load(params_file, set_, **{"distill.method": method, "distill.student": student, "distill.epochs": epochs})
+    run(params, teacher=teacher, out=out, metrics=metrics, data_dir=data_dir, device=device, resume=resume, force=force)
 
 
 def register(app: typer.Typer) -> None:

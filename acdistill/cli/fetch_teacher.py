@@ -1,29 +1,48 @@
 """acdistill fetch-teacher: a teacher from a RobustBench name, a released checkpoint file, a URL, or trained here."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from acdistill.cli.common import (DataDirOpt, DeviceOpt, EpochsOpt, ForceOpt, FormatOpt, NormalizeOpt, ParamsOpt,
-                                  ResumeOpt, SetOpt, load, parse_normalize, user_errors)
+from acdistill.cli.common import (
+    DataDirOpt,
+    DeviceOpt,
+    EpochsOpt,
+    ForceOpt,
+    FormatOpt,
+    NormalizeOpt,
+    ParamsOpt,
+    ResumeOpt,
+    SetOpt,
+    load,
+    parse_normalize,
+    user_errors,
+)
 from acdistill.pipeline import fetch_teacher as fetch
 
 
 def fetch_teacher(
     params_file: ParamsOpt = Path("params.yaml"),
-    source: Annotated[Optional[str], typer.Option(
-        help="robustbench, file, url or train (default: params teacher.source)")] = None,
-    path: Annotated[Optional[Path], typer.Option(help="local .safetensors or .pt (source file)")] = None,
-    url: Annotated[Optional[str], typer.Option(help="download URL (source url, needs --sha256)")] = None,
-    sha256: Annotated[Optional[str], typer.Option(help="expected sha256 of the download")] = None,
-    arch: Annotated[Optional[str], typer.Option(
-        help="architecture to train, or of a bare state dict in acdistill's layout (see `acdistill models`)")] = None,
+    source: Annotated[
+        str | None, typer.Option(help="robustbench, file, url or train (default: params teacher.source)")
+    ] = None,
+    path: Annotated[Path | None, typer.Option(help="local .safetensors or .pt (source file)")] = None,
+    url: Annotated[str | None, typer.Option(help="download URL (source url, needs --sha256)")] = None,
+    sha256: Annotated[str | None, typer.Option(help="expected sha256 of the download")] = None,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help="architecture to train, or of a bare state dict in acdistill's layout (see `acdistill models`)"
+        ),
+    ] = None,
     format: FormatOpt = None,
     normalize: NormalizeOpt = None,
-    strict_accuracy: Annotated[bool, typer.Option(
-        "--strict-accuracy", help="fail when the clean accuracy is over 5 points below the source's")] = False,
+    strict_accuracy: Annotated[
+        bool, typer.Option("--strict-accuracy", help="fail when the clean accuracy is over 5 points below the source's")
+    ] = False,
     epochs: EpochsOpt = None,
     out: Annotated[Path, typer.Option(help="teacher checkpoint to write")] = Path("models/teacher.safetensors"),
     metrics: Annotated[Path, typer.Option(help="metrics JSON to write")] = Path("metrics/teacher.json"),
@@ -34,11 +53,21 @@ def fetch_teacher(
     set_: SetOpt = None,
 ) -> None:
     """Get the robust teacher: a RobustBench entry, a released checkpoint (file or url), or train one here."""
-    params = load(params_file, set_, **{"teacher.source": source, "teacher.path": str(path) if path else None,
-                                        "teacher.url": url, "teacher.sha256": sha256, "teacher.arch": arch,
-                                        "teacher.format": format, "teacher.normalize": parse_normalize(normalize),
-                                        "teacher.strict_accuracy": strict_accuracy or None,
-                                        "teacher.train.epochs": epochs})
+    params = load(
+        params_file,
+        set_,
+        **{
+            "teacher.source": source,
+            "teacher.path": str(path) if path else None,
+            "teacher.url": url,
+            "teacher.sha256": sha256,
+            "teacher.arch": arch,
+            "teacher.format": format,
+            "teacher.normalize": parse_normalize(normalize),
+            "teacher.strict_accuracy": strict_accuracy or None,
+            "teacher.train.epochs": epochs,
+        },
+    )
     fetch(params, out=out, metrics=metrics, data_dir=data_dir, device=device, resume=resume, force=force, arch=arch)
 
 

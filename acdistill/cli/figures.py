@@ -1,9 +1,10 @@
 """acdistill figures: the GACD paper's analysis figures for a teacher and its students, plus training curves and
 eps sweeps of the pipeline's runs, as PNG files (DVC lists them as plots)."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,10 +14,12 @@ from acdistill.pipeline import figures as run
 
 def figures(
     teacher: Annotated[Path, typer.Option(help="teacher checkpoint")] = Path("models/teacher.safetensors"),
-    student: Annotated[Optional[list[Path]], typer.Option(
-        help="student checkpoint (repeatable); default: models/student.safetensors")] = None,
-    live: Annotated[Path, typer.Option(help="dvclive directory: one sub-directory of curves per training stage")]
-    = Path("dvclive"),
+    student: Annotated[
+        list[Path] | None, typer.Option(help="student checkpoint (repeatable); default: models/student.safetensors")
+    ] = None,
+    live: Annotated[
+        Path, typer.Option(help="dvclive directory: one sub-directory of curves per training stage")
+    ] = Path("dvclive"),
     metrics_dir: Annotated[Path, typer.Option(help="where attack-eval wrote its *_sweep.json files")] = Path("metrics"),
     out_dir: Annotated[Path, typer.Option(help="directory for the PNG files and figures.json")] = Path("figures"),
     params_file: ParamsOpt = Path("params.yaml"),
@@ -27,8 +30,16 @@ def figures(
     """Logit-correlation differences to the teacher on natural and PGD-20 inputs (paper Fig. 3-4), t-SNE of two
     classes and attacked images (Fig. 5), training curves and eps sweeps (params section `figures`)."""
     params = load(params_file, set_)
-    run(params, teacher=teacher, students=student, live=live, metrics_dir=metrics_dir, out_dir=out_dir,
-        data_dir=data_dir, device=device)
+    run(
+        params,
+        teacher=teacher,
+        students=student,
+        live=live,
+        metrics_dir=metrics_dir,
+        out_dir=out_dir,
+        data_dir=data_dir,
+        device=device,
+    )
 
 
 def register(app: typer.Typer) -> None:

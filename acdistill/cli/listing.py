@@ -1,4 +1,5 @@
 """acdistill models / methods / attacks / formats: what the registries hold."""
+
 import typer
 
 from acdistill.attacks import EVAL_ATTACKS

@@ -5,6 +5,7 @@ sidecar); its accuracies come from metrics/eval_<name>.json when attack-eval has
 the linear probe and the figures are added when their files exist; with --experiments, the evaluations of every
 commit and `dvc exp` experiment too.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,9 +22,14 @@ def report(
     metrics: Annotated[Path, typer.Option(help="directory of metrics JSON")] = Path("metrics"),
     figures: Annotated[Path, typer.Option(help="directory of figures (acdistill figures)")] = Path("figures"),
     out: Annotated[Path, typer.Option(help="markdown page to write")] = Path("report.md"),
-    experiments: Annotated[bool, typer.Option(
-        "--experiments", help="add every commit and `dvc exp` experiment of the repository (from `dvc exp show`); "
-                              "not inside `dvc repro`, which holds the repository lock")] = False,
+    experiments: Annotated[
+        bool,
+        typer.Option(
+            "--experiments",
+            help="add every commit and `dvc exp` experiment of the repository (from `dvc exp show`); "
+            "not inside `dvc repro`, which holds the repository lock",
+        ),
+    ] = False,
 ) -> None:
     """Write one markdown page: every run (teacher, students; method, time, accuracy per attack), the ablation,
     the linear probe, and links to the figures."""

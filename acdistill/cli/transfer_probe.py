@@ -1,8 +1,9 @@
 """acdistill transfer-probe: do a model's frozen features transfer to another dataset, and stay robust there?"""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,12 +13,15 @@ from acdistill.pipeline import probe
 
 def transfer_probe(
     model: Annotated[Path, typer.Option(help="checkpoint whose features are probed (frozen)")] = Path(
-        "models/student.safetensors"),
-    dataset: Annotated[Optional[str], typer.Option(help="target dataset (default: probe.dataset)")] = None,
+        "models/student.safetensors"
+    ),
+    dataset: Annotated[str | None, typer.Option(help="target dataset (default: probe.dataset)")] = None,
     out: Annotated[Path, typer.Option(help="metrics JSON to write; a markdown table goes beside it (.md)")] = Path(
-        "metrics/probe.json"),
+        "metrics/probe.json"
+    ),
     head: Annotated[Path, typer.Option(help="the trained linear head (.safetensors + .json sidecar)")] = Path(
-        "models/probe_head.safetensors"),
+        "models/probe_head.safetensors"
+    ),
     force: ForceOpt = False,
     params_file: ParamsOpt = Path("params.yaml"),
     data_dir: DataDirOpt = None,

@@ -7,13 +7,14 @@ per-image PIL work.
 Sources, in order: the offline mirror of `.npz` files (``--data-dir`` or ``ACDISTILL_DATA_DIR``) when it has the
 dataset, else torchvision (``download=True``) under ``root``.
 """
+
 from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -40,16 +41,23 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def to(self, device: torch.device | str) -> "ImageSet":
-        return ImageSet(self.name, self.images.to(device), self.labels.to(device), self.indices.to(device),
-                        self.num_classes, self.source)
+    def to(self, device: torch.device | str) -> ImageSet:
+        return ImageSet(
+            self.name,
+            self.images.to(device),
+            self.labels.to(device),
+            self.indices.to(device),
+            self.num_classes,
+            self.source,
+        )
 
-    def take(self, n: int) -> "ImageSet":
+    def take(self, n: int) -> ImageSet:
         return self.select(slice(0, n))
 
-    def select(self, which: slice | torch.Tensor) -> "ImageSet":
-        return ImageSet(self.name, self.images[which], self.labels[which], self.indices[which], self.num_classes,
-                        self.source)
+    def select(self, which: slice | torch.Tensor) -> ImageSet:
+        return ImageSet(
+            self.name, self.images[which], self.labels[which], self.indices[which], self.num_classes, self.source
+        )
 
 
 @dataclass(frozen=True)
@@ -101,8 +109,14 @@ def _tv_mnist(root: str, train: bool):
     return ds.data.numpy(), ds.targets.numpy()
 
 
-_register(DatasetSpec("cifar10", 10, _tv_cifar("CIFAR10"),
-                      (MirrorFile("cifar10_lossless_subset.npz", True), MirrorFile("cifar10_jpeg.npz", False))))
+_register(
+    DatasetSpec(
+        "cifar10",
+        10,
+        _tv_cifar("CIFAR10"),
+        (MirrorFile("cifar10_lossless_subset.npz", True), MirrorFile("cifar10_jpeg.npz", False)),
+    )
+)
 _register(DatasetSpec("cifar100", 100, _tv_cifar("CIFAR100")))
 _register(DatasetSpec("svhn", 10, _tv_split("SVHN")))
 _register(DatasetSpec("stl10", 10, _tv_split("STL10")))
@@ -176,8 +190,13 @@ def subset_indices(subset: int | str | None) -> np.ndarray | None:
     return read_index_file(subset)
 
 
-def load_split(name: str, train: bool, subset: int | str | None = None, root: str = "data",
-               data_dir: str | os.PathLike | None = None) -> ImageSet:
+def load_split(
+    name: str,
+    train: bool,
+    subset: int | str | None = None,
+    root: str = "data",
+    data_dir: str | os.PathLike | None = None,
+) -> ImageSet:
     spec = DATASETS.get(name)
     wanted = subset_indices(subset)
     need = 0 if wanted is None else int(wanted.max()) + 1
@@ -196,8 +215,10 @@ def load_split(name: str, train: bool, subset: int | str | None = None, root: st
         if fits:
             mf, path = fits[0], mirror / fits[0].filename
             if not mf.exact:
-                warn(f"{name}: using the lossy (JPEG) mirror copy {path}; accuracies differ slightly from the "
-                     "original images")
+                warn(
+                    f"{name}: using the lossy (JPEG) mirror copy {path}; accuracies differ slightly from the "
+                    "original images"
+                )
             loaded = (*_read_npz(path, train), f"mirror:{path.name}")
     if loaded is None:
         try:

@@ -1,8 +1,9 @@
 """Batches from an in-memory ImageSet, with the standard CIFAR augmentation applied to whole batches."""
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -46,17 +47,28 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) 
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
-def iterate(data: ImageSet, batch_size: int, *, shuffle: bool = False, augment: bool = False,
-            seed: int = 0, device: torch.device | str = "cpu", drop_last: bool = False) -> Iterator[Batch]:
+def iterate(
+    data: ImageSet,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    augment: bool = False,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    drop_last: bool = False,
+) -> Iterator[Batch]:
     """Yield batches; with ``shuffle``/``augment`` the order and crops are a pure function of ``seed``, so an
     epoch can be replayed exactly on resume. Data already on `device` (see `ImageSet.to`) is cropped there."""
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(data), generator=gen) if shuffle else torch.arange(len(data))
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     for start in range(0, stop, batch_size):
-        idx = to_device(order[start:start + batch_size], data.images.device)
+        idx = to_device(order[start : start + batch_size], data.images.device)
         x = data.images[idx]
         if augment:
             x = random_crop_flip(x, gen)
-        yield Batch(x.to(device, non_blocking=True).float().div_(255),
-                    data.labels[idx].to(device, non_blocking=True), data.indices[idx].to(device, non_blocking=True))
+        yield Batch(
+            x.to(device, non_blocking=True).float().div_(255),
+            data.labels[idx].to(device, non_blocking=True),
+            data.indices[idx].to(device, non_blocking=True),
+        )

@@ -1,9 +1,10 @@
 """Accuracy under attack: the loop shared by `attack-eval` and the trainer's per-epoch monitor."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import torch
 from torch import nn
@@ -16,8 +17,16 @@ from acdistill.untouched import leaves_model_untouched
 
 
 @leaves_model_untouched
-def correct_mask(model: nn.Module, data: ImageSet, attack: AttackFn, *, budget: Budget, batch_size: int,
-                 device: torch.device | str, on_batch: Callable[[int], None] | None = None) -> torch.Tensor:
+def correct_mask(
+    model: nn.Module,
+    data: ImageSet,
+    attack: AttackFn,
+    *,
+    budget: Budget,
+    batch_size: int,
+    device: torch.device | str,
+    on_batch: Callable[[int], None] | None = None,
+) -> torch.Tensor:
     """Boolean [N]: whether the model, in eval mode, classifies each attacked example correctly."""
     out = []
     for batch in iterate(data, batch_size, device=device):
@@ -32,8 +41,10 @@ def correct_mask(model: nn.Module, data: ImageSet, attack: AttackFn, *, budget: 
 def summarize(correct: torch.Tensor, labels: torch.Tensor, num_classes: int, seconds: float) -> dict:
     """per_class is a list indexed by class (None where the subset has no example of it): a list, so that
     `dvc metrics show` keeps to the scalar columns."""
-    per_class = [round(100.0 * correct[labels == c].float().mean().item(), 2) if (labels == c).any() else None
-                 for c in range(num_classes)]
+    per_class = [
+        round(100.0 * correct[labels == c].float().mean().item(), 2) if (labels == c).any() else None
+        for c in range(num_classes)
+    ]
     present = [a for a in per_class if a is not None]
     return {
         "accuracy": round(100.0 * correct.float().mean().item(), 2) if len(correct) else 0.0,
@@ -61,10 +72,19 @@ def check_model_outputs(model: nn.Module, data: ImageSet, device: torch.device |
 
 
 @leaves_model_untouched
-def evaluate(model: nn.Module, data: ImageSet, attacks: list[str], *, budget: Budget = Budget(),
-             batch_size: int = 256, n: int | None = None, limits: dict[str, int] | None = None, seed: int = 0,
-             device: torch.device | str = "cpu", progress: Callable[[str, int, int], None] | None = None
-             ) -> dict[str, dict]:
+def evaluate(
+    model: nn.Module,
+    data: ImageSet,
+    attacks: list[str],
+    *,
+    budget: Budget = Budget(),
+    batch_size: int = 256,
+    n: int | None = None,
+    limits: dict[str, int] | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, dict]:
     """Evaluate `model` on the first `n` examples of `data` under each named attack (SPEC definitions).
 
     As AutoAttack does, an attack runs only on the examples the model classifies correctly when clean; the
@@ -97,8 +117,9 @@ def evaluate(model: nn.Module, data: ImageSet, attacks: list[str], *, budget: Bu
             still_correct = data.take(m).select(clean[:m])
             step = (lambda k, name=spec.name, total=len(still_correct): progress(name, k, total)) if progress else None
             correct = clean[:m].clone()
-            correct[clean[:m]] = correct_mask(model, still_correct, spec.run, budget=budget, batch_size=batch_size,
-                                              device=device, on_batch=step)
+            correct[clean[:m]] = correct_mask(
+                model, still_correct, spec.run, budget=budget, batch_size=batch_size, device=device, on_batch=step
+            )
             seconds = time.perf_counter() - start
         results[spec.name] = summarize(correct, data.labels[:m], data.num_classes, seconds)
         if spec.steps is not None:
@@ -106,13 +127,22 @@ def evaluate(model: nn.Module, data: ImageSet, attacks: list[str], *, budget: Bu
         k = min(len(robust_all), m)
         robust_all = robust_all[:k] & correct[:k]
     if len(specs) > 1:
-        results["all_attacks"] = summarize(robust_all, data.labels[:len(robust_all)], data.num_classes,
-                                           sum(r["seconds"] for r in results.values()))
+        results["all_attacks"] = summarize(
+            robust_all, data.labels[: len(robust_all)], data.num_classes, sum(r["seconds"] for r in results.values())
+        )
     return results
 
 
-def eps_sweep(model: nn.Module, data: ImageSet, attack: str, eps_values: list[float], *, budget: Budget = Budget(),
-              progress: Callable[[str, int, int], None] | None = None, **kwargs) -> list[dict]:
+def eps_sweep(
+    model: nn.Module,
+    data: ImageSet,
+    attack: str,
+    eps_values: list[float],
+    *,
+    budget: Budget = Budget(),
+    progress: Callable[[str, int, int], None] | None = None,
+    **kwargs,
+) -> list[dict]:
     """Accuracy under `attack` at each eps, by the `evaluate` protocol (so the point at the evaluation's eps equals
     its table entry on the same examples): rows {eps, accuracy} as DVC plots read them. kwargs go to `evaluate`."""
     rows = []

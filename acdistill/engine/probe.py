@@ -5,6 +5,7 @@ The extractor runs in eval mode, so its batch-norm statistics cannot drift and i
 of the image: they are computed once and the head trains on the cached tensor. The caller's model comes back as it
 was found (acdistill/untouched.py); the probed model holds a frozen copy of it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -44,8 +45,17 @@ def extract_features(model: nn.Module, data: ImageSet, *, batch_size: int, devic
     return torch.cat(out)
 
 
-def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, *, epochs: int, lr: float,
-                    weight_decay: float, batch_size: int, seed: int) -> nn.Linear:
+def fit_linear_head(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    seed: int,
+) -> nn.Linear:
     """Softmax regression on fixed features: Adam with a cosine decay, mini-batches in a seeded order.
 
     It trains on standardized features (raw post-ReLU features differ in scale by orders of magnitude, which
@@ -63,7 +73,7 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: i
     for _ in range(epochs):
         order = torch.randperm(len(labels), generator=gen)
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             loss = F.cross_entropy(head(z[idx]), labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -75,12 +85,29 @@ def fit_linear_head(features: torch.Tensor, labels: torch.Tensor, num_classes: i
     return head.requires_grad_(False)
 
 
-def linear_probe(backbone: nn.Module, train: ImageSet, *, epochs: int, lr: float, weight_decay: float,
-                 batch_size: int, seed: int, device: torch.device | str) -> Probed:
+def linear_probe(
+    backbone: nn.Module,
+    train: ImageSet,
+    *,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    seed: int,
+    device: torch.device | str,
+) -> Probed:
     """Fit a head on `train` through the frozen `backbone`, and return a frozen copy of the backbone with the head.
     The backbone itself is not touched: weights, buffers, mode and requires_grad stay as they were."""
     feature_dim(backbone, "the model", PROBE_NEEDS)
     feats = extract_features(backbone, train, batch_size=batch_size, device=device)
-    head = fit_linear_head(feats, train.labels, train.num_classes, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                           batch_size=batch_size, seed=seed)
+    head = fit_linear_head(
+        feats,
+        train.labels,
+        train.num_classes,
+        epochs=epochs,
+        lr=lr,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        seed=seed,
+    )
     return Probed(copy.deepcopy(backbone), head.to(device)).eval().requires_grad_(False)

@@ -11,11 +11,12 @@ leads away from errors then shows up as accuracy rising with steps or eps, which
 (only clean-correct examples are attacked) would hide. All PGD runs use CE, a uniform random start, the same
 seed, and step 2.5 eps / steps, so that every run can cross the ball whatever its step count.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from typing import Callable
 
 import torch
 from torch import nn
@@ -41,8 +42,15 @@ class Check:
 
 def _pgd(steps: int) -> Callable:
     def run(model, x, y, budget: Budget):
-        return pgd(ce_objective(model, y), x, eps=budget.eps, step_size=crossing_step(budget.eps, steps),
-                   steps=steps, start="uniform", norm=budget.norm)
+        return pgd(
+            ce_objective(model, y),
+            x,
+            eps=budget.eps,
+            step_size=crossing_step(budget.eps, steps),
+            steps=steps,
+            start="uniform",
+            norm=budget.norm,
+        )
 
     return run
 
@@ -52,8 +60,9 @@ def _square(queries: int, seed: int) -> Callable:
         from pyautoattack.square import SquareAttack
 
         with torch.no_grad():
-            return SquareAttack(model, norm=budget.norm, n_queries=queries, eps=budget.eps, seed=seed,
-                                device=x.device).perturb(x, y)
+            return SquareAttack(
+                model, norm=budget.norm, n_queries=queries, eps=budget.eps, seed=seed, device=x.device
+            ).perturb(x, y)
 
     return run
 
@@ -67,10 +76,21 @@ def _trend(name: str, what: str, points: dict[str, float], tolerance: float) -> 
 
 
 @leaves_model_untouched
-def sanity_checks(model: nn.Module, data: ImageSet, budget: Budget, *, steps: int = 20, more_steps_factor: int = 5,
-                  square_queries: int = 1000, tolerance: float = 1.0, huge_eps_max_accuracy: float = 2.0,
-                  batch_size: int = 256, seed: int = 0, device: torch.device | str = "cpu",
-                  progress: Callable[[str, int, int], None] | None = None) -> list[Check]:
+def sanity_checks(
+    model: nn.Module,
+    data: ImageSet,
+    budget: Budget,
+    *,
+    steps: int = 20,
+    more_steps_factor: int = 5,
+    square_queries: int = 1000,
+    tolerance: float = 1.0,
+    huge_eps_max_accuracy: float = 2.0,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: Callable[[str, int, int], None] | None = None,
+) -> list[Check]:
     """Run the four checks on every example of `data`; `tolerance` is in points. The model runs in eval mode and
     comes back as it was found (acdistill/untouched.py)."""
     if budget.eps <= 0:
@@ -85,9 +105,11 @@ def sanity_checks(model: nn.Module, data: ImageSet, budget: Budget, *, steps: in
     eps = budget.eps
     by_steps = {f"{s}": accuracy(f"sanity: PGD-{s}", _pgd(s), budget) for s in (1, steps, steps * more_steps_factor)}
     larger = min(2 * eps, 1.0) if budget.norm == "Linf" else 2 * eps
-    by_eps = {f"{eps / 2:.4f}": accuracy(f"sanity: PGD-{steps} at eps/2", _pgd(steps), replace(budget, eps=eps / 2)),
-              f"{eps:.4f}": by_steps[f"{steps}"],
-              f"{larger:.4f}": accuracy(f"sanity: PGD-{steps} at 2 eps", _pgd(steps), replace(budget, eps=larger))}
+    by_eps = {
+        f"{eps / 2:.4f}": accuracy(f"sanity: PGD-{steps} at eps/2", _pgd(steps), replace(budget, eps=eps / 2)),
+        f"{eps:.4f}": by_steps[f"{steps}"],
+        f"{larger:.4f}": accuracy(f"sanity: PGD-{steps} at 2 eps", _pgd(steps), replace(budget, eps=larger)),
+    }
     white = by_steps[f"{steps}"]
     black = accuracy(f"sanity: Square ({square_queries} queries)", _square(square_queries, seed), budget)
     # L-inf eps 1 reaches every image; in L2 the diagonal of the unit cube does.
@@ -96,11 +118,17 @@ def sanity_checks(model: nn.Module, data: ImageSet, budget: Budget, *, steps: in
     return [
         _trend("more_steps", "steps", by_steps, tolerance),
         _trend("larger_eps", "eps", by_eps, tolerance),
-        Check("whitebox_vs_square", white <= black + tolerance,
-              f"PGD-{steps} {white:.1f} % vs Square {black:.1f} %: "
-              + ("white-box is at least as strong" if white <= black + tolerance else "black-box is STRONGER"),
-              {f"pgd{steps}": white, "square": black}),
-        Check("huge_eps", at_huge <= huge_eps_max_accuracy,
-              f"PGD-{steps} at eps {huge:g} leaves {at_huge:.1f} % (at most {huge_eps_max_accuracy:g} % allowed)",
-              {f"eps {huge:g}": at_huge}),
+        Check(
+            "whitebox_vs_square",
+            white <= black + tolerance,
+            f"PGD-{steps} {white:.1f} % vs Square {black:.1f} %: "
+            + ("white-box is at least as strong" if white <= black + tolerance else "black-box is STRONGER"),
+            {f"pgd{steps}": white, "square": black},
+        ),
+        Check(
+            "huge_eps",
+            at_huge <= huge_eps_max_accuracy,
+            f"PGD-{steps} at eps {huge:g} leaves {at_huge:.1f} % (at most {huge_eps_max_accuracy:g} % allowed)",
+            {f"eps {huge:g}": at_huge},
+        ),
     ]

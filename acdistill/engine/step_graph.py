@@ -10,9 +10,10 @@ moment, and tensors the step reads must be updated in place, never rebound. A me
 this (`Method.cuda_graphs = "whole_step"`); the trainer captures anew every epoch (`release`), so state set per epoch
 (`on_epoch_start`) is safe.
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -49,8 +50,7 @@ class GraphedStep:
         if self.graph is None:
             self._capture(batch)
         else:
-            for static, fresh in ((self.static.x, batch.x), (self.static.y, batch.y),
-                                  (self.static.index, batch.index)):
+            for static, fresh in ((self.static.x, batch.x), (self.static.y, batch.y), (self.static.index, batch.index)):
                 static.copy_(fresh, non_blocking=True)
         self.graph.replay()
         return self.terms

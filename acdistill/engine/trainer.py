@@ -5,6 +5,7 @@ Per epoch it logs every term's mean, the learning rate, and clean / PGD accuracy
 then writes a resumable state file atomically. Epoch e's data order, augmentation and attack noise are a pure
 function of (seed, e), so a run resumed at an epoch boundary replays exactly what an uninterrupted run does.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,14 +67,30 @@ def configure_backends(speed: SpeedParams, device: torch.device) -> None:
 def make_optimizer(params: list[torch.Tensor], cfg: TrainParams, device: torch.device) -> torch.optim.SGD:
     """SGD with momentum; on CUDA the fused kernel, one launch per step where the multi-tensor path takes a dozen
     (a ResNet-18 step at batch 128 waits on launches, BENCHMARKS.md)."""
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           fused=True if device.type == "cuda" else None)
+    return torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        fused=True if device.type == "cuda" else None,
+    )
 
 
 class Trainer:
-    def __init__(self, method: Method, cfg: TrainParams, *, seed: int, device: torch.device,
-                 speed: SpeedParams = SpeedParams(), state_path: Path | None = None, live_dir: Path | None = None,
-                 label: str = "train", context: dict[str, Any] | None = None, ranks: Ranks = Ranks()):
+    def __init__(
+        self,
+        method: Method,
+        cfg: TrainParams,
+        *,
+        seed: int,
+        device: torch.device,
+        speed: SpeedParams = SpeedParams(),
+        state_path: Path | None = None,
+        live_dir: Path | None = None,
+        label: str = "train",
+        context: dict[str, Any] | None = None,
+        ranks: Ranks = Ranks(),
+    ):
         """`context`: whatever else decides the result (data, teacher hash, architecture); a saved state is
         resumed only if it and `cfg` are unchanged. `speed`: how the steps run (not part of the fingerprint).
         `ranks`: the torchrun processes training together; only rank 0 monitors, logs and saves."""
@@ -87,18 +104,24 @@ class Trainer:
         if speed.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if speed.compile == "reduce-overhead" and method.cuda_graphs == "none":
-            raise AcdistillError(f"speed.compile: reduce-overhead (CUDA graphs) does not work with {method.name}, "
-                                 "which runs its networks outside their forward; use compile: true")
+            raise AcdistillError(
+                f"speed.compile: reduce-overhead (CUDA graphs) does not work with {method.name}, "
+                "which runs its networks outside their forward; use compile: true"
+            )
         step_graphs = speed.step_graph and device.type == "cuda"
         if speed.step_graph and not step_graphs:
             warn(f"{label}: speed.step_graph needs a CUDA device; the steps run without it on {device}")
         if step_graphs:
             if method.cuda_graphs != "whole_step":
-                raise AcdistillError(f"speed.step_graph: {method.name} keeps per-step state outside its tensors, "
-                                     "which a replayed step would not update; run it without step_graph")
+                raise AcdistillError(
+                    f"speed.step_graph: {method.name} keeps per-step state outside its tensors, "
+                    "which a replayed step would not update; run it without step_graph"
+                )
             if speed.compile == "reduce-overhead":
-                raise AcdistillError("speed.step_graph already replays the whole step; use it with compile: true, "
-                                     "not compile: reduce-overhead")
+                raise AcdistillError(
+                    "speed.step_graph already replays the whole step; use it with compile: true, "
+                    "not compile: reduce-overhead"
+                )
             if ranks.world > 1:
                 raise AcdistillError("speed.step_graph works in a single process only; run torchrun without it")
         if speed.compile:
@@ -106,8 +129,9 @@ class Trainer:
         configure_backends(speed, device)
         self.params = list(self.model.parameters()) + list(method.parameters())
         self.optimizer = make_optimizer(self.params, cfg, device)
-        self.graphed_step = (GraphedStep(self.train_step, cfg.batch_size, torch.cuda.Stream(device))
-                             if step_graphs else None)
+        self.graphed_step = (
+            GraphedStep(self.train_step, cfg.batch_size, torch.cuda.Stream(device)) if step_graphs else None
+        )
         self.fingerprint = fingerprint(cfg, seed=seed, **(context or {}))
 
     def _autocast(self):
@@ -157,17 +181,26 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.method.load_state_dict(state["method"])
         except (RuntimeError, KeyError, ValueError) as e:  # torch's report of mismatched keys spans many lines
-            raise AcdistillError(f"{self.state_path} does not fit this run ({' '.join(str(e).split())[:200]}); "
-                                 "delete it to start over") from None
+            raise AcdistillError(
+                f"{self.state_path} does not fit this run ({' '.join(str(e).split())[:200]}); delete it to start over"
+            ) from None
         return state["epoch"], state["history"]
 
     def _save_state(self, epoch: int, history: list[dict]) -> None:
         if self.state_path is None or not self.ranks.main:
             return
         with atomic_path(self.state_path) as tmp:
-            torch.save({"fingerprint": self.fingerprint, "epoch": epoch, "history": history,
-                        "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                        "method": self.method.state_dict()}, tmp)
+            torch.save(
+                {
+                    "fingerprint": self.fingerprint,
+                    "epoch": epoch,
+                    "history": history,
+                    "model": self.model.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "method": self.method.state_dict(),
+                },
+                tmp,
+            )
 
     def monitor(self, data: ImageSet | None) -> dict[str, float]:
         if data is None or len(data) == 0:
@@ -181,13 +214,13 @@ class Trainer:
         torch.manual_seed(self.seed)
         out = {}
         for name, attack in (("clean_acc", EVAL_ATTACKS.get("natural").run), (f"pgd{steps}_acc", pgd_attack)):
-            correct = correct_mask(self.model, data, attack, budget=Budget(a.eps), batch_size=256,
-                                   device=self.device)
+            correct = correct_mask(self.model, data, attack, budget=Budget(a.eps), batch_size=256, device=self.device)
             out[name] = round(100.0 * correct.float().mean().item(), 2)
         return out
 
-    def fit(self, train_set: ImageSet, monitor_set: ImageSet | None = None, *, augment: bool = True,
-            resume: bool = True) -> list[dict[str, Any]]:
+    def fit(
+        self, train_set: ImageSet, monitor_set: ImageSet | None = None, *, augment: bool = True, resume: bool = True
+    ) -> list[dict[str, Any]]:
         cfg = self.cfg
         if self.device.type != "cpu":  # resident uint8 images (150 MB for CIFAR-10): batching and crops run there
             train_set = train_set.to(self.device)
@@ -209,8 +242,14 @@ class Trainer:
             for record in history:
                 self._log(live, record)
         self.model.train()
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+        )
         with Progress(*columns, console=console, transient=True, disable=not self.ranks.main) as bar:
             task = bar.add_task(self.label, total=(cfg.epochs - start_epoch) * steps_per_epoch, info="")
             for epoch in range(start_epoch, cfg.epochs):
@@ -218,9 +257,14 @@ class Trainer:
                 record.update(self.monitor(monitor_set if self.ranks.main else None))
                 history.append(record)
                 if self.ranks.main:
-                    console.print(f"{self.label} epoch {epoch + 1}/{cfg.epochs}: " + ", ".join(
-                        f"{k} {v:.4g}" for k, v in record.items()
-                        if k != "epoch" and not k.startswith(self.method.log_only_prefixes)))
+                    console.print(
+                        f"{self.label} epoch {epoch + 1}/{cfg.epochs}: "
+                        + ", ".join(
+                            f"{k} {v:.4g}"
+                            for k, v in record.items()
+                            if k != "epoch" and not k.startswith(self.method.log_only_prefixes)
+                        )
+                    )
                 if live is not None:
                     self._log(live, record)
                 self._save_state(epoch + 1, history)
@@ -238,8 +282,9 @@ class Trainer:
         if not bad_anywhere:
             return
         what = f"loss term '{bad[0]}' is {terms[bad[0]].item()}" if bad else "a loss term on another rank is not finite"
-        raise AcdistillError(f"{self.label}: {what} in epoch {epoch + 1}; the last good checkpoint is kept "
-                             f"(lower the lr?)")
+        raise AcdistillError(
+            f"{self.label}: {what} in epoch {epoch + 1}; the last good checkpoint is kept (lower the lr?)"
+        )
 
     @staticmethod
     def _log(live, record: dict[str, Any]) -> None:
@@ -248,8 +293,9 @@ class Trainer:
                 live.log_metric(key, value)
         live.next_step()
 
-    def _epoch(self, epoch: int, data: ImageSet, augment: bool, steps_per_epoch: int, bar: Progress,
-               task) -> dict[str, Any]:
+    def _epoch(
+        self, epoch: int, data: ImageSet, augment: bool, steps_per_epoch: int, bar: Progress, task
+    ) -> dict[str, Any]:
         cfg = self.cfg
         torch.manual_seed(_epoch_seed(self.seed, epoch) + RANK_SEED_STRIDE * self.ranks.rank)  # own attack noise
         self.method.on_epoch_start(epoch, cfg.epochs)
@@ -260,8 +306,16 @@ class Trainer:
         train_step = self.step_function()
         if self.graphed_step is not None:
             self.graphed_step.release()  # captured anew: on_epoch_start may have changed what the step reads
-        for step, batch in enumerate(iterate(data, cfg.batch_size, shuffle=True, augment=augment,
-                                             seed=_epoch_seed(self.seed, epoch), device=self.device)):
+        for step, batch in enumerate(
+            iterate(
+                data,
+                cfg.batch_size,
+                shuffle=True,
+                augment=augment,
+                seed=_epoch_seed(self.seed, epoch),
+                device=self.device,
+            )
+        ):
             global_size = len(batch)
             if global_size < self.ranks.world:  # an epoch's last few images cannot give every rank one: skipped
                 continue

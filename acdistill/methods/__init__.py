@@ -1,4 +1,5 @@
 """Training methods, one module each; importing this package registers every module's method."""
+
 import importlib
 import pkgutil
 

@@ -10,9 +10,13 @@ from acdistill.methods.kd import soft_kl
 class ARDParams(ReweightParams):
     tau: float = Field(30.0, gt=0)
     alpha: float = Field(1.0, ge=0, le=1)
-    reference_passes: bool = Field(True, description=(
-        "run the student on the clean batch in train mode every step, as the reference code does even at alpha = 1, "
-        "where the output is unused: the pass moves the batch-norm running statistics"))
+    reference_passes: bool = Field(
+        True,
+        description=(
+            "run the student on the clean batch in train mode every step, as the reference code does even at "
+            "alpha = 1, where the output is unused: the pass moves the batch-norm running statistics"
+        ),
+    )
 
 
 @register_method
@@ -41,9 +45,10 @@ class ARD(Method):
 
     def loss(self, batch, x_adv):
         p = self.params
-        kl = soft_kl(self.teacher_logits(batch.x), self.student(x_adv), p.tau, per_class=True,
-                     weight=self.sample_weight(batch))
-        terms = {"kl": p.alpha * p.tau ** 2 * kl}
+        kl = soft_kl(
+            self.teacher_logits(batch.x), self.student(x_adv), p.tau, per_class=True, weight=self.sample_weight(batch)
+        )
+        terms = {"kl": p.alpha * p.tau**2 * kl}
         if p.alpha < 1:
             terms["ce"] = (1 - p.alpha) * F.cross_entropy(self.student(batch.x), batch.y)
         elif p.reference_passes:

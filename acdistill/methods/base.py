@@ -4,9 +4,11 @@ minimization) returning named, already-weighted terms; the trainer only sums the
 Adding a method means adding one file to this package that defines a `Method` subclass decorated with
 `@register_method`; the package imports every module in it.
 """
+
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Literal
+from collections.abc import Callable
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F

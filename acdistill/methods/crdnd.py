@@ -24,8 +24,13 @@ def noise_matrix(accuracy: torch.Tensor) -> torch.Tensor:
     return torch.diag(accuracy - off) + off[None, :].expand(k, k)
 
 
-def relation_loss(anchor: torch.Tensor, positive: torch.Tensor, tau: float,
-                  weight: torch.Tensor | None = None, rows: slice = slice(None)) -> torch.Tensor:
+def relation_loss(
+    anchor: torch.Tensor,
+    positive: torch.Tensor,
+    tau: float,
+    weight: torch.Tensor | None = None,
+    rows: slice = slice(None),
+) -> torch.Tensor:
     """NT-Xent over the 2N items {positive_k} and {anchor_k}: for anchor i the positive is positive_i and the other
     2N - 2 items are negatives; similarity cos / tau. Returns mean_i -log softmax of the positive (weighted by
     `weight` per anchor if given), over the anchors in `rows` (under torchrun, this rank's part of the batch)."""
@@ -117,6 +122,7 @@ class CRDND(Method):
         lam = self.params.lam
         with torch.no_grad():
             teacher_adv = self.teacher(x_adv)
-        return {"relation_nat": lam * self._relation("nat", self.teacher_logits(batch.x), self.student(batch.x),
-                                                      batch.y),
-                "relation_adv": (1 - lam) * self._relation("adv", teacher_adv, self.student(x_adv), batch.y)}
+        return {
+            "relation_nat": lam * self._relation("nat", self.teacher_logits(batch.x), self.student(batch.x), batch.y),
+            "relation_adv": (1 - lam) * self._relation("adv", teacher_adv, self.student(x_adv), batch.y),
+        }

@@ -19,22 +19,35 @@ from acdistill.models import feature_dim
 
 class GACDParams(MethodParams):
     embed_dim: int = Field(128, ge=1, description="d of the L2-normalized embeddings (CRD's convention)")
-    negatives: Literal["bank", "batch"] = Field("bank", description=(
-        "bank: k student embeddings of other classes read from a memory bank (CRD's estimator); they are constants "
-        "to the gradient. batch: the paper's Algorithm 1, s- = f^s(x-) computed afresh, with gradients: the "
-        "student's embeddings of the batch's clean images of other classes, all of them (k does not apply)"))
+    negatives: Literal["bank", "batch"] = Field(
+        "bank",
+        description=(
+            "bank: k student embeddings of other classes read from a memory bank (CRD's estimator); they are constants "
+            "to the gradient. batch: the paper's Algorithm 1, s- = f^s(x-) computed afresh, with gradients: the "
+            "student's embeddings of the batch's clean images of other classes, all of them (k does not apply)"
+        ),
+    )
     k: int = Field(16384, gt=0, description="bank negatives per anchor, capped at the other-class samples available")
     tau: float = Field(0.1, gt=0, description="temperature of the critic")
     momentum: float = Field(0.5, ge=0, lt=1, description="memory-bank update: new row = m * old + (1 - m) * s")
     reweight: bool = Field(True, description="weight each sample by the teacher's probability of its class")
-    symmetric: bool = Field(True, validate_default=True, description=(
-        "add CRD's student-anchored half: s+ against teacher embeddings of other classes from a second bank. "
-        "Eq. 10 alone, over a bank, gives the student no push away from its negatives, and its embeddings "
-        "collapsed to one direction in the study (RESULTS.md)"))
-    embed_bn: bool = Field(True, description=(
-        "standardize each embedding dimension over the batch (batch norm without affine parameters) before the L2 "
-        "normalization. Linear heads alone grew the features' common component until every embedding pointed one "
-        "way (RESULTS.md); false gives SPEC's plain linear heads"))
+    symmetric: bool = Field(
+        True,
+        validate_default=True,
+        description=(
+            "add CRD's student-anchored half: s+ against teacher embeddings of other classes from a second bank. "
+            "Eq. 10 alone, over a bank, gives the student no push away from its negatives, and its embeddings "
+            "collapsed to one direction in the study (RESULTS.md)"
+        ),
+    )
+    embed_bn: bool = Field(
+        True,
+        description=(
+            "standardize each embedding dimension over the batch (batch norm without affine parameters) before the L2 "
+            "normalization. Linear heads alone grew the features' common component until every embedding pointed one "
+            "way (RESULTS.md); false gives SPEC's plain linear heads"
+        ),
+    )
     ce_weight: float = Field(1.0, ge=0, description="weight of CE(S(x), y), which trains the classifier head")
     bank_dtype: Literal["float32", "float16"] = Field("float32", description="float16 halves the bank's memory")
     scatter_steps: int = Field(1, ge=0, description="feature-scattering attack steps (eps is distill.attack.eps)")
@@ -47,13 +60,23 @@ class GACDParams(MethodParams):
     @classmethod
     def _symmetric_needs_the_bank(cls, symmetric: bool, info: ValidationInfo) -> bool:
         if symmetric and info.data.get("negatives") == "batch":
-            raise ValueError("true needs negatives: bank (CRD's student-anchored half reads a bank of teacher "
-                             "embeddings); with negatives: batch, set symmetric: false")
+            raise ValueError(
+                "true needs negatives: bank (CRD's student-anchored half reads a bank of teacher "
+                "embeddings); with negatives: batch, set symmetric: false"
+            )
         return symmetric
 
 
-def reweighted_nce(pos: torch.Tensor, neg: torch.Tensor, weight: torch.Tensor, *, tau: float, log_z: torch.Tensor,
-                   n_data: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+def reweighted_nce(
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    tau: float,
+    log_z: torch.Tensor,
+    n_data: int,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Eq. 10 of the GACD paper, negated and averaged over the batch:
     -mean_i w_i [log h(t_i, s_i+) + sum_j log(1 - h(t_i, s_ij-))], h = P / (P + k/N), P = exp(t.s / tau) / Z.
 
@@ -67,8 +90,9 @@ def reweighted_nce(pos: torch.Tensor, neg: torch.Tensor, weight: torch.Tensor, *
     return -(weight * (log_h_pos + log_not_h_neg.sum(dim=1))).mean()
 
 
-def critic_log_terms(pos: torch.Tensor, neg: torch.Tensor, *, tau: float, log_z: torch.Tensor,
-                     log_noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def critic_log_terms(
+    pos: torch.Tensor, neg: torch.Tensor, *, tau: float, log_z: torch.Tensor, log_noise: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """log h(t, s+) for each positive score and log(1 - h(t, s-)) for each negative score, with log_noise =
     log(k/N), one value or one per anchor [B], in the log domain (log h = log P - log(P + k/N)), so large
     t.s / tau cannot overflow."""
@@ -79,8 +103,9 @@ def critic_log_terms(pos: torch.Tensor, neg: torch.Tensor, *, tau: float, log_z:
     return log_h_pos, log_not_h_neg
 
 
-def first_batch_log_z(pos: torch.Tensor, neg: torch.Tensor, *, tau: float, n_data: int,
-                      mask: torch.Tensor | None = None) -> torch.Tensor:
+def first_batch_log_z(
+    pos: torch.Tensor, neg: torch.Tensor, *, tau: float, n_data: int, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """CRD's estimate of the normalizing constant, fixed from the first batch: Z = N * mean(exp(t.s / tau)) over
     every positive and negative score of the batch (with `mask`, the negatives where it holds)."""
     negatives = neg.flatten() if mask is None else neg[mask]
@@ -105,7 +130,7 @@ class MemoryBank(nn.Module):
         pool_size = torch.tensor([len(p) for p in pools])
         padded = torch.zeros(data.num_classes, int(pool_size.max()), dtype=torch.long)
         for c, pool in enumerate(pools):
-            padded[c, :len(pool)] = pool
+            padded[c, : len(pool)] = pool
         for name, value in (("row_of", row_of), ("labels", labels), ("pool_size", pool_size), ("pools", padded)):
             self.register_buffer(name, value, persistent=False)
 
@@ -138,13 +163,16 @@ class MemoryBank(nn.Module):
         rows), from per-class sums: a bank whose rows collapse to one direction has both near 1."""
         rows, n = self.rows.float(), len(self.labels)
         sums = torch.zeros(int(self.labels.max()) + 1, rows.shape[1], device=rows.device).index_add_(
-            0, self.labels, rows)
+            0, self.labels, rows
+        )
         counts = torch.bincount(self.labels).float()
         within = (sums.pow(2).sum() - n).item()  # rows are unit vectors: each one's product with itself is 1
         across = (sums.sum(0).pow(2).sum() - sums.pow(2).sum()).item()
         pairs_within, pairs_across = (counts * (counts - 1)).sum().item(), n * n - counts.pow(2).sum().item()
-        return (within / pairs_within if pairs_within else math.nan,
-                across / pairs_across if pairs_across else math.nan)
+        return (
+            within / pairs_within if pairs_within else math.nan,
+            across / pairs_across if pairs_across else math.nan,
+        )
 
     def update(self, rows: torch.Tensor, embeddings: torch.Tensor, momentum: float) -> None:
         mixed = momentum * self.rows[rows].float() + (1 - momentum) * embeddings.detach().float()
@@ -192,10 +220,16 @@ class GACD(Method):
     log_only_prefixes = ("bank/", "teacher_bank/")
 
     def __init__(self, student, teacher, params: GACDParams, attack):
-        super().__init__(student, teacher, params, attack.model_copy(
-            update={"steps": params.scatter_steps, "step_size": params.scatter_step_size}))
-        t_dim, s_dim = (feature_dim(net, f"gacd: the {role}", f"the embedding head embed_{role[0]} takes them")
-                        for net, role in ((teacher, "teacher"), (student, "student")))
+        super().__init__(
+            student,
+            teacher,
+            params,
+            attack.model_copy(update={"steps": params.scatter_steps, "step_size": params.scatter_step_size}),
+        )
+        t_dim, s_dim = (
+            feature_dim(net, f"gacd: the {role}", f"the embedding head embed_{role[0]} takes them")
+            for net, role in ((teacher, "teacher"), (student, "student"))
+        )
         self.embed_t = nn.Linear(t_dim, params.embed_dim)
         self.embed_s = nn.Linear(s_dim, params.embed_dim)
         self.bank: MemoryBank | None = None  # student embeddings: the teacher anchors' negatives
@@ -218,8 +252,10 @@ class GACD(Method):
             self.teacher_bank = MemoryBank(train_set, p.embed_dim, getattr(torch, p.bank_dtype))
         available = self.bank.available()
         if p.k > available:
-            warn(f"gacd: k={p.k} negatives asked, but the training set has only {available} images of other "
-                 f"classes for some class; using k={available}")
+            warn(
+                f"gacd: k={p.k} negatives asked, but the training set has only {available} images of other "
+                f"classes for some class; using k={available}"
+            )
         self.k = min(p.k, available)
 
     def on_epoch_end(self) -> dict[str, float]:
@@ -246,8 +282,9 @@ class GACD(Method):
         def objective():
             with torch.no_grad():
                 clean = net.features(batch.x)
-            return lambda x_adv: sinkhorn_cost(cosine_cost(clean, net.features(x_adv)), self.params.sinkhorn_reg,
-                                               self.params.sinkhorn_iters)
+            return lambda x_adv: sinkhorn_cost(
+                cosine_cost(clean, net.features(x_adv)), self.params.sinkhorn_reg, self.params.sinkhorn_iters
+            )
 
         return self.run_attack(objective, batch.x, "uniform")
 
@@ -255,8 +292,11 @@ class GACD(Method):
         p = self.params
         with torch.no_grad():
             t_features = self.teacher.features(x_adv)
-            weight = (true_class_probability(self.teacher.head(t_features), batch.y) if p.reweight
-                      else torch.ones(len(batch), device=x_adv.device))
+            weight = (
+                true_class_probability(self.teacher.head(t_features), batch.y)
+                if p.reweight
+                else torch.ones(len(batch), device=x_adv.device)
+            )
         t_embedded, s_embedded = self.embed_t(t_features), self.embed_s(self.student.features(x_adv))
         if p.negatives == "batch":
             clean = self.student.features(batch.x)  # the negatives' features, and CE's
@@ -274,8 +314,9 @@ class GACD(Method):
         return {**terms, "ce": p.ce_weight * F.cross_entropy(self.student(batch.x), batch.y)}
 
     @float32_math
-    def contrast_terms(self, t_embedded: torch.Tensor, s_embedded: torch.Tensor, neg_rows: torch.Tensor,
-                       weight: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    def contrast_terms(
+        self, t_embedded: torch.Tensor, s_embedded: torch.Tensor, neg_rows: torch.Tensor, weight: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         """The teacher-anchored NCE and, with `symmetric`, the student-anchored one (each Z fixed on its first call),
         and the normalized embeddings t, s."""
         if self.params.embed_bn:
@@ -287,7 +328,8 @@ class GACD(Method):
         terms["nce"], log_z = self.contrast(t, self.bank, neg_rows, pos, weight, self.log_z if fixed else None)
         if self.teacher_bank is not None:
             terms["nce_student_anchor"], log_z_s = self.contrast(
-                s, self.teacher_bank, neg_rows, pos, weight, self.log_z_student_anchor if fixed else None)
+                s, self.teacher_bank, neg_rows, pos, weight, self.log_z_student_anchor if fixed else None
+            )
         if not fixed:
             self.log_z = log_z
             if self.teacher_bank is not None:
@@ -296,8 +338,14 @@ class GACD(Method):
         return terms, t, s
 
     @float32_math
-    def batch_contrast(self, t_embedded: torch.Tensor, s_embedded: torch.Tensor, neg_embedded: torch.Tensor,
-                       y: torch.Tensor, weight: torch.Tensor) -> dict[str, torch.Tensor]:
+    def batch_contrast(
+        self,
+        t_embedded: torch.Tensor,
+        s_embedded: torch.Tensor,
+        neg_embedded: torch.Tensor,
+        y: torch.Tensor,
+        weight: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
         """The teacher-anchored NCE with Algorithm 1's negatives: for anchor t+_i, the student's embeddings of the
         clean images of other classes in the batch (every rank's), taken with their gradients (Z fixed on the first
         call)."""
@@ -308,12 +356,18 @@ class GACD(Method):
         pos, neg = (t * s).sum(dim=1), t @ negatives.T
         mask = y[:, None] != self.ranks.gather(y)[0][None, :]
         if not self.z_fixed:  # from the whole first batch, on every rank alike
-            self.log_z = first_batch_log_z(*(self.ranks.gather(v.detach())[0] for v in (pos, neg)),
-                                           tau=self.params.tau, n_data=self.n_data,
-                                           mask=self.ranks.gather(mask.to(torch.uint8))[0].bool())
+            self.log_z = first_batch_log_z(
+                *(self.ranks.gather(v.detach())[0] for v in (pos, neg)),
+                tau=self.params.tau,
+                n_data=self.n_data,
+                mask=self.ranks.gather(mask.to(torch.uint8))[0].bool(),
+            )
             self.z_fixed = True
-        return {"nce": reweighted_nce(pos, neg, weight, tau=self.params.tau, log_z=self.log_z, n_data=self.n_data,
-                                      mask=mask)}
+        return {
+            "nce": reweighted_nce(
+                pos, neg, weight, tau=self.params.tau, log_z=self.log_z, n_data=self.n_data, mask=mask
+            )
+        }
 
     def standardize(self, embedded: torch.Tensor) -> torch.Tensor:
         """Each dimension to zero mean and unit variance over the whole batch, every rank's rows included, so that
@@ -322,12 +376,23 @@ class GACD(Method):
         mean, var = batch.mean(dim=0), batch.var(dim=0, unbiased=False)
         return (embedded - mean) / torch.sqrt(var + 1e-5)
 
-    def contrast(self, anchor: torch.Tensor, bank: MemoryBank, neg_rows: torch.Tensor, pos: torch.Tensor,
-                 weight: torch.Tensor, log_z: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def contrast(
+        self,
+        anchor: torch.Tensor,
+        bank: MemoryBank,
+        neg_rows: torch.Tensor,
+        pos: torch.Tensor,
+        weight: torch.Tensor,
+        log_z: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Eq. 10 for these anchors against the bank's sampled rows; returns it and log Z (set on the first call)."""
         # anchor . bank^T, then the sampled columns: B x N scores cost far less memory than B x k x d gathered rows.
         neg = torch.gather(anchor @ bank.rows.float().T, 1, neg_rows)
         if log_z is None:  # from the whole first batch, on every rank alike
-            log_z = first_batch_log_z(self.ranks.gather(pos.detach())[0], self.ranks.gather(neg.detach())[0],
-                                      tau=self.params.tau, n_data=bank.n)
+            log_z = first_batch_log_z(
+                self.ranks.gather(pos.detach())[0],
+                self.ranks.gather(neg.detach())[0],
+                tau=self.params.tau,
+                n_data=bank.n,
+            )
         return reweighted_nce(pos, neg, weight, tau=self.params.tau, log_z=log_z, n_data=bank.n), log_z

@@ -3,20 +3,28 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from acdistill.attacks import ce_objective
-from acdistill.methods.base import Method, MethodParams, register_method, true_class_probability
 from acdistill.losses import kl_rows
+from acdistill.methods.base import Method, MethodParams, register_method, true_class_probability
 
 
 class IADParams(MethodParams):
     tau: float = Field(1.0, gt=0, description="distillation temperature (the reference's --temp)")
     beta: float = Field(0.1, gt=0, description="exponent of the teacher's confidence a_i")
     alpha: float = Field(1.0, ge=0, le=1, description="weight of the distillation terms; 1 - alpha weights CE")
-    begin: float = Field(0.3, ge=0, le=1, description="fraction of the epochs after which introspection starts "
-                                                       "(60 of 200 in the reference)")
-    reference_passes: bool = Field(True, description=(
-        "run the student on the clean batch in train mode as often as the reference code does (once every step, "
-        "twice from `begin` on), also where the output is unused: the passes move the batch-norm running "
-        "statistics"))
+    begin: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="fraction of the epochs after which introspection starts (60 of 200 in the reference)",
+    )
+    reference_passes: bool = Field(
+        True,
+        description=(
+            "run the student on the clean batch in train mode as often as the reference code does (once every step, "
+            "twice from `begin` on), also where the output is unused: the passes move the batch-norm running "
+            "statistics"
+        ),
+    )
 
 
 @register_method
@@ -56,7 +64,7 @@ class IAD(Method):
     def loss(self, batch, x_adv):
         p = self.params
         adv_logits = self.student(x_adv)
-        terms = {"kl": p.alpha * p.tau ** 2 * kl_rows(self.teacher_logits(batch.x), adv_logits, p.tau).mean()}
+        terms = {"kl": p.alpha * p.tau**2 * kl_rows(self.teacher_logits(batch.x), adv_logits, p.tau).mean()}
         clean_logits = None
         if self.introspect or p.alpha < 1:
             clean_logits = self.student(batch.x)

@@ -35,4 +35,4 @@ class KD(Method):
         p = self.params
         logits = self.student(batch.x)
         kl = soft_kl(self.teacher_logits(batch.x), logits, p.tau, weight=self.sample_weight(batch))
-        return {"kl": p.alpha * p.tau ** 2 * kl, "ce": (1 - p.alpha) * F.cross_entropy(logits, batch.y)}
+        return {"kl": p.alpha * p.tau**2 * kl, "ce": (1 - p.alpha) * F.cross_entropy(logits, batch.y)}

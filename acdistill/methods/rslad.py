@@ -30,5 +30,7 @@ class RSLAD(Method):
     def loss(self, batch, x_adv):
         w = self.params.adv_weight
         t, weight = self.teacher_logits(batch.x), self.sample_weight(batch)
-        return {"kl_adv": w * soft_kl(t, self.student(x_adv), 1.0, per_class=True, weight=weight),
-                "kl_nat": (1 - w) * soft_kl(t, self.student(batch.x), 1.0, per_class=True, weight=weight)}
+        return {
+            "kl_adv": w * soft_kl(t, self.student(x_adv), 1.0, per_class=True, weight=weight),
+            "kl_nat": (1 - w) * soft_kl(t, self.student(batch.x), 1.0, per_class=True, weight=weight),
+        }

@@ -3,15 +3,19 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from acdistill.attacks import kl_objective
-from acdistill.methods.base import Method, MethodParams, register_method
 from acdistill.losses import kl_rows
+from acdistill.methods.base import Method, MethodParams, register_method
 
 
 class TradesParams(MethodParams):
     beta: float = 6.0
-    reference_passes: bool = Field(True, description=(
-        "run the student on the clean batch a second time in train mode, after S(x'), as the reference code does: "
-        "the pass moves the batch-norm running statistics"))
+    reference_passes: bool = Field(
+        True,
+        description=(
+            "run the student on the clean batch a second time in train mode, after S(x'), as the reference code does: "
+            "the pass moves the batch-norm running statistics"
+        ),
+    )
 
 
 @register_method

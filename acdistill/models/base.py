@@ -110,8 +110,10 @@ class ImageClassifier(nn.Module):
             parts = []
             if wrong:
                 k = wrong[0]
-                parts.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} vs model "
-                             f"{tuple(own[k].shape)})")
+                parts.append(
+                    f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} vs model "
+                    f"{tuple(own[k].shape)})"
+                )
             if missing:
                 parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
             if unexpected:

@@ -59,11 +59,14 @@ class WideBlock(nn.Module):
 
 
 class BlockGroup(nn.Module):
-    def __init__(self, num_blocks: int, in_planes: int, out_planes: int, stride: int,
-                 act: type[nn.Module]) -> None:
+    def __init__(self, num_blocks: int, in_planes: int, out_planes: int, stride: int, act: type[nn.Module]) -> None:
         super().__init__()
-        self.block = nn.Sequential(*[WideBlock(in_planes if i == 0 else out_planes, out_planes,
-                                               stride if i == 0 else 1, act) for i in range(num_blocks)])
+        self.block = nn.Sequential(
+            *[
+                WideBlock(in_planes if i == 0 else out_planes, out_planes, stride if i == 0 else 1, act)
+                for i in range(num_blocks)
+            ]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
@@ -78,8 +81,9 @@ class DMWideResNet(nn.Module):
         n = (depth - 4) // 6
         channels = [16, 16 * width, 32 * width, 64 * width]
         self.init_conv = nn.Conv2d(3, channels[0], 3, 1, 1, bias=False)
-        self.layer = nn.Sequential(*[BlockGroup(n, channels[i], channels[i + 1], 1 if i == 0 else 2, act)
-                                     for i in range(3)])
+        self.layer = nn.Sequential(
+            *[BlockGroup(n, channels[i], channels[i + 1], 1 if i == 0 else 2, act) for i in range(3)]
+        )
         self.batchnorm = nn.BatchNorm2d(channels[3])
         self.relu = act()
         self.pool = global_pool()
@@ -98,8 +102,11 @@ class PreActBlock(nn.Module):
         self.batchnorm_1 = nn.BatchNorm2d(out_planes)
         self.relu_1 = act()
         self.conv_2d_2 = nn.Conv2d(out_planes, out_planes, 3, 1, 1, bias=False)
-        self.shortcut = (nn.Conv2d(in_planes, out_planes, 3, stride, 0, bias=False)
-                         if stride != 1 or in_planes != out_planes else None)
+        self.shortcut = (
+            nn.Conv2d(in_planes, out_planes, 3, stride, 0, bias=False)
+            if stride != 1 or in_planes != out_planes
+            else None
+        )
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,8 +127,9 @@ class DMPreActResNet(nn.Module):
         self.conv_2d = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         in_planes = 64
         for i, (planes, stride, n) in enumerate(zip((64, 128, 256, 512), (1, 2, 2, 2), self.BLOCKS[depth])):
-            blocks = [PreActBlock(in_planes if j == 0 else planes, planes, stride if j == 0 else 1, act)
-                      for j in range(n)]
+            blocks = [
+                PreActBlock(in_planes if j == 0 else planes, planes, stride if j == 0 else 1, act) for j in range(n)
+            ]
             self.add_module(f"layer_{i}", nn.Sequential(*blocks))
             in_planes = planes
         self.batchnorm = nn.BatchNorm2d(512)
@@ -138,16 +146,16 @@ class DMPreActResNet(nn.Module):
 
 @register_family("dm_wrn_<depth>_<width>")
 @varies_by("activation")
-def dm_wide_resnet(num_classes: int, depth: int, width: int,
-                   activation: Activation = "silu") -> tuple[nn.Module, nn.Linear]:
+def dm_wide_resnet(
+    num_classes: int, depth: int, width: int, activation: Activation = "silu"
+) -> tuple[nn.Module, nn.Linear]:
     body = DMWideResNet(depth, width, activation)
     return body, nn.Linear(body.out_features, num_classes)
 
 
 @register_family("dm_preact_resnet<depth>")
 @varies_by("activation")
-def dm_preact_resnet(num_classes: int, depth: int,
-                     activation: Activation = "silu") -> tuple[nn.Module, nn.Linear]:
+def dm_preact_resnet(num_classes: int, depth: int, activation: Activation = "silu") -> tuple[nn.Module, nn.Linear]:
     body = DMPreActResNet(depth, activation)
     return body, nn.Linear(body.out_features, num_classes)
 

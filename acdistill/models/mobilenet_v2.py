@@ -37,9 +37,7 @@ class InvertedResidual(nn.Module):
         # at stride 1; kept for parameter parity with published checkpoints.
         self.shortcut: nn.Module = nn.Identity()
         if stride == 1 and in_planes != out_planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, out_planes, 1, bias=False), nn.BatchNorm2d(out_planes)
-            )
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, bias=False), nn.BatchNorm2d(out_planes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))

@@ -54,6 +54,7 @@ def varies_by(*kwargs: str) -> Callable[[Builder], Builder]:
     """Mark a builder whose keyword arguments `kwargs` change the function the model computes but none of its
     weights' names or shapes: weights alone cannot tell them, so only a sidecar (which records them) or a released
     format (which fixes them) can."""
+
     def mark(builder: Builder) -> Builder:
         builder.function_kwargs = kwargs
         return builder
@@ -106,8 +107,14 @@ def create_model(
     return assemble(name, body, linear, mean=mean, std=std, **kwargs)
 
 
-def assemble(name: str, body: nn.Module, linear: nn.Linear, mean: float | Sequence[float] | None = None,
-             std: float | Sequence[float] | None = None, **kwargs) -> ImageClassifier:
+def assemble(
+    name: str,
+    body: nn.Module,
+    linear: nn.Linear,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    **kwargs,
+) -> ImageClassifier:
     """The ImageClassifier of a built (body, linear) pair, recording how `create_model` rebuilds it."""
     if name.startswith(PREFIX):
         if (mean, std) not in ((None, None), ([0.0] * 3, [1.0] * 3)):

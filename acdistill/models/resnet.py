@@ -49,8 +49,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_planes != planes:
-            self.shortcut = (PadShortcut(stride, planes - in_planes) if shortcut == "A" else
-                             projection(in_planes, planes, stride))
+            self.shortcut = (
+                PadShortcut(stride, planes - in_planes) if shortcut == "A" else projection(in_planes, planes, stride)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -116,8 +117,14 @@ class PreActBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, block: type[nn.Module], num_blocks: list[int], preact: bool = False,
-                 final_bn: bool = False, **block_kwargs) -> None:
+    def __init__(
+        self,
+        block: type[nn.Module],
+        num_blocks: list[int],
+        preact: bool = False,
+        final_bn: bool = False,
+        **block_kwargs,
+    ) -> None:
         super().__init__()
         # Pre-activation blocks normalise their own input, so that stem is a bare conv. kuangliu's PreActResNet has
         # no BN-ReLU before pooling; fast_adversarial's has one (`final_bn`).
@@ -162,8 +169,9 @@ def resnet50(num_classes: int) -> tuple[nn.Module, nn.Linear]:
 
 @register_model("preact_resnet18")
 @varies_by("shortcut")
-def preact_resnet18(num_classes: int, shortcut: PreActShortcut = "preact",
-                    final_bn: bool = False) -> tuple[nn.Module, nn.Linear]:
+def preact_resnet18(
+    num_classes: int, shortcut: PreActShortcut = "preact", final_bn: bool = False
+) -> tuple[nn.Module, nn.Linear]:
     """`shortcut="raw", final_bn=True` is locuslab/fast_adversarial's PreActResNet-18; the defaults are
     kuangliu's."""
     if shortcut not in ("preact", "raw"):

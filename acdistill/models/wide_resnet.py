@@ -60,9 +60,7 @@ class WideResNet(nn.Module):
 
 
 @register_family("wrn_<depth>_<widen_factor>")
-def wide_resnet(
-    num_classes: int, depth: int, widen_factor: int, drop_rate: float = 0.0
-) -> tuple[nn.Module, nn.Linear]:
+def wide_resnet(num_classes: int, depth: int, widen_factor: int, drop_rate: float = 0.0) -> tuple[nn.Module, nn.Linear]:
     body = WideResNet(depth, widen_factor, drop_rate)
     linear = nn.Linear(body.out_features, num_classes)
     nn.init.zeros_(linear.bias)

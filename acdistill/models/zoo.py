@@ -49,13 +49,16 @@ def import_robustbench() -> ModuleType:
             import robustbench
             import robustbench.utils
     except ModuleNotFoundError as e:  # e.g. pkg_resources, which setuptools >= 81 no longer ships
-        raise AcdistillError(f"robustbench cannot be imported ({e}); reinstall the extra: "
-                             "pip install 'acdistill[robustbench]'") from None
+        raise AcdistillError(
+            f"robustbench cannot be imported ({e}); reinstall the extra: pip install 'acdistill[robustbench]'"
+        ) from None
     if not hasattr(robustbench, "benchmark"):
         # torchattacks' wheel carries an old copy of robustbench's modules; installed after robustbench, it
         # overwrites them
-        raise AcdistillError("the installed robustbench modules are an old copy (torchattacks bundles one); "
-                             "reinstall them: pip install --force-reinstall --no-deps robustbench==1.1.1")
+        raise AcdistillError(
+            "the installed robustbench modules are an old copy (torchattacks bundles one); "
+            "reinstall them: pip install --force-reinstall --no-deps robustbench==1.1.1"
+        )
     return robustbench
 
 
@@ -66,11 +69,13 @@ def zoo_entries(dataset: str, threat_model: str) -> dict[str, dict]:
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
     if dataset not in DATASETS:
-        raise AcdistillError(f"RobustBench ranks no {dataset} models; data.dataset must be one of "
-                             f"{', '.join(DATASETS)}")
+        raise AcdistillError(
+            f"RobustBench ranks no {dataset} models; data.dataset must be one of {', '.join(DATASETS)}"
+        )
     if threat_model not in THREAT_MODELS:
-        raise AcdistillError(f"unknown RobustBench threat model '{threat_model}'; choose from: "
-                             f"{', '.join(THREAT_MODELS)}")
+        raise AcdistillError(
+            f"unknown RobustBench threat model '{threat_model}'; choose from: {', '.join(THREAT_MODELS)}"
+        )
     return model_dicts[BenchmarkDataset(dataset)].get(ThreatModel(threat_model), {})
 
 
@@ -79,23 +84,36 @@ def zoo_entry(name: str, dataset: str, threat_model: str) -> dict:
     an unknown name (with close names, or where else the name exists), a hub-only entry, or an ensemble."""
     entries = zoo_entries(dataset, threat_model)
     if name not in entries:
-        elsewhere = [f"{d} {t}" for d in DATASETS for t in THREAT_MODELS
-                     if (d, t) != (dataset, threat_model) and name in zoo_entries(d, t)]
+        elsewhere = [
+            f"{d} {t}"
+            for d in DATASETS
+            for t in THREAT_MODELS
+            if (d, t) != (dataset, threat_model) and name in zoo_entries(d, t)
+        ]
         close = difflib.get_close_matches(name, list(entries), n=3, cutoff=0.6)
-        hint = (f"; it is a {' and '.join(elsewhere)} model" if elsewhere else
-                f"; did you mean {', '.join(close)}?" if close else "")
+        hint = (
+            f"; it is a {' and '.join(elsewhere)} model"
+            if elsewhere
+            else f"; did you mean {', '.join(close)}?"
+            if close
+            else ""
+        )
         raise AcdistillError(f"unknown RobustBench model '{name}' for {dataset} {threat_model}{hint}")
     entry = entries[name]
     import timm
 
     if timm.is_model(f"{name.lower().replace('-', '_')}_{dataset}_{threat_model.lower()}"):
-        raise AcdistillError(f"RobustBench model '{name}' is served from the Hugging Face hub through timm, not as a "
-                             "file acdistill can check; choose another entry")
+        raise AcdistillError(
+            f"RobustBench model '{name}' is served from the Hugging Face hub through timm, not as a "
+            "file acdistill can check; choose another entry"
+        )
     if entry["gdrive_id"] is None:
         raise AcdistillError(f"RobustBench model '{name}' has no downloadable weights")
     if isinstance(entry["gdrive_id"], list):
-        raise AcdistillError(f"RobustBench model '{name}' is an ensemble of {len(entry['gdrive_id'])} networks, "
-                             "not a single logit model; choose another entry")
+        raise AcdistillError(
+            f"RobustBench model '{name}' is an ensemble of {len(entry['gdrive_id'])} networks, "
+            "not a single logit model; choose another entry"
+        )
     return entry
 
 
@@ -112,16 +130,20 @@ def load_zoo_network(name: str, dataset: str, threat_model: str, model_dir: str 
             return rb.utils.load_model(name, model_dir=str(model_dir), dataset=dataset, threat_model=threat_model)
     except (RuntimeError, KeyError) as e:  # load_state_dict's mismatch report runs to dozens of lines
         first = " ".join(str(e).split())[:200]
-        raise AcdistillError(f"the weights in {Path(model_dir) / dataset / threat_model / (name + '.pt')} do not fit "
-                             f"RobustBench's {name} ({first})") from None
+        raise AcdistillError(
+            f"the weights in {Path(model_dir) / dataset / threat_model / (name + '.pt')} do not fit "
+            f"RobustBench's {name} ({first})"
+        ) from None
 
 
 def split_head(net: nn.Module, num_classes: int, name: str) -> tuple[nn.Module, nn.Linear]:
     """Split `net` in place into (body, head) at its last nn.Linear, and check on a probe batch that
     head(body(x)) is net(x) and that body(x) is [B, head.in_features]."""
     linears = [(path, m) for path, m in net.named_modules() if isinstance(m, nn.Linear)]
-    not_logits = AcdistillError(f"RobustBench model '{name}' is not a single logit model (its output is not a linear "
-                                "layer of its features); choose another entry")
+    not_logits = AcdistillError(
+        f"RobustBench model '{name}' is not a single logit model (its output is not a linear "
+        "layer of its features); choose another entry"
+    )
     if not linears or linears[-1][1].out_features != num_classes:
         raise not_logits
     path, head = linears[-1]
@@ -133,16 +155,20 @@ def split_head(net: nn.Module, num_classes: int, name: str) -> tuple[nn.Module, 
         expected = net(probe)
         setattr(net.get_submodule(parent_path), leaf, nn.Identity())
         features = net(probe)
-        ok = (features.dim() == 2 and features.shape[1] == head.in_features
-              and torch.allclose(head(features), expected, rtol=1e-4, atol=1e-5))
+        ok = (
+            features.dim() == 2
+            and features.shape[1] == head.in_features
+            and torch.allclose(head(features), expected, rtol=1e-4, atol=1e-5)
+        )
     net.train(training)
     if not ok:
         raise not_logits
     return net, head
 
 
-def zoo_builder(name: str, num_classes: int, dataset: str = "cifar10",
-                threat_model: str = "Linf") -> tuple[nn.Module, nn.Linear]:
+def zoo_builder(
+    name: str, num_classes: int, dataset: str = "cifar10", threat_model: str = "Linf"
+) -> tuple[nn.Module, nn.Linear]:
     """Builder of `robustbench:<name>`: the entry's architecture, untrained, split into body and head. Needs no
     network: robustbench defines every architecture in its package."""
     network = zoo_entry(name, dataset, threat_model)["model"]()

@@ -10,6 +10,7 @@ The DVC stage keeps ablate/ with `persist: true` for the same reason. The hash l
 a docstring does not retrain a study; instead each result records the acdistill code that produced it, and a run
 reused from other code is named in the output, to be deleted and rerun where the change matters.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -63,8 +64,9 @@ def distilled_point(point: dict[str, Any]) -> dict[str, Any]:
 def point_params(params: Params, point: dict[str, Any]) -> Params:
     """The params of one point: `params`, then ablate.fixed, then the point's values."""
     try:
-        return params.with_overrides({**params.ablate.fixed,
-                                      **{k: v for k, v in point.items() if k not in (FINETUNE, NAME)}})
+        return params.with_overrides(
+            {**params.ablate.fixed, **{k: v for k, v in point.items() if k not in (FINETUNE, NAME)}}
+        )
     except AcdistillError as e:
         raise AcdistillError(f"ablate point {point_label(point)}: {e}") from None
 
@@ -98,15 +100,30 @@ def finished(run: Path, digest: str) -> dict[str, Any] | None:
     return result if result.get("fingerprint") == digest else None
 
 
-def run_point(params: Params, run: Path, digest: str, point: dict[str, Any], *, teacher: Path,
-              data_dir: Path | None, device: torch.device, distilled: tuple[Path, dict[str, Any]] | None = None
-              ) -> dict[str, Any]:
+def run_point(
+    params: Params,
+    run: Path,
+    digest: str,
+    point: dict[str, Any],
+    *,
+    teacher: Path,
+    data_dir: Path | None,
+    device: torch.device,
+    distilled: tuple[Path, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Train (resuming its epoch state) and evaluate one point: distill a student, or, for a fine-tuning point,
     fine-tune `distilled` (the finished distilled point's directory and result). A student already in `run` is
     from an unfinished attempt at this same point, since the point has no result yet, so it is overwritten."""
     start = time.perf_counter()
-    kwargs = dict(teacher=teacher, out=run / "student.safetensors", data_dir=data_dir, device=device, resume=True,
-                  force=True, run_dir=run)
+    kwargs = dict(
+        teacher=teacher,
+        out=run / "student.safetensors",
+        data_dir=data_dir,
+        device=device,
+        resume=True,
+        force=True,
+        run_dir=run,
+    )
     if distilled is None:
         summary = distill(params, metrics=run / "distill.json", **kwargs)
         before = 0.0
@@ -118,11 +135,29 @@ def run_point(params: Params, run: Path, digest: str, point: dict[str, Any], *, 
     test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
     e = params.eval
     with ProgressBars() as progress:
-        results = evaluate(student, test, e.attacks, budget=e.budget(), batch_size=e.batch_size, n=e.n,
-                           limits=e.n_per_attack, seed=params.seed, device=device, progress=progress)
-    result = {"fingerprint": digest, "code": code_info(), "machine": machine_info(), "point": point,
-              "method": params.distill.method, "student": params.distill.student,
-              "train_minutes": round(train_minutes, 2), "train_images": summary["train_images"], "eval": results}
+        results = evaluate(
+            student,
+            test,
+            e.attacks,
+            budget=e.budget(),
+            batch_size=e.batch_size,
+            n=e.n,
+            limits=e.n_per_attack,
+            seed=params.seed,
+            device=device,
+            progress=progress,
+        )
+    result = {
+        "fingerprint": digest,
+        "code": code_info(),
+        "machine": machine_info(),
+        "point": point,
+        "method": params.distill.method,
+        "student": params.distill.student,
+        "train_minutes": round(train_minutes, 2),
+        "train_images": summary["train_images"],
+        "eval": results,
+    }
     write_json(run / RESULT, result)
     return result
 
@@ -137,9 +172,13 @@ def other_code(result: dict[str, Any]) -> str | None:
 def row_of(point: dict[str, Any], result: dict[str, Any], run: Path) -> dict[str, Any]:
     attacks = {name: r["accuracy"] for name, r in result["eval"].items()}
     last = [name for name in result["eval"] if name != "all_attacks"][-1]
-    return {**point, **attacks,
-            f"worst_class_{last}": result["eval"][last]["worst_class"], "train_minutes": result["train_minutes"],
-            "run": str(run)}
+    return {
+        **point,
+        **attacks,
+        f"worst_class_{last}": result["eval"][last]["worst_class"],
+        "train_minutes": result["train_minutes"],
+        "run": str(run),
+    }
 
 
 def descending(value: Any) -> tuple:
@@ -153,7 +192,7 @@ def mean_and_sd(points: list[dict[str, Any]], rows: list[dict[str, Any]]) -> lis
     per_point = len(rows) // len(points)
     out = []
     for point, start in zip(points, range(0, len(rows), per_point)):
-        runs = rows[start:start + per_point]
+        runs = rows[start : start + per_point]
         row: dict[str, Any] = {**point, "seeds": [r["seed"] for r in runs]}
         for column in (k for k in runs[0] if k not in point and k not in ("seed", "run")):
             values = [r[column] for r in runs]
@@ -178,9 +217,15 @@ def markdown_table(rows: list[dict[str, Any]], fmt: str) -> str:
 
 
 @writes("out", dirs=("runs",))
-def ablate(params: Params, *, teacher: Path = Path("models/teacher.safetensors"), runs: Path = Path("ablate"),
-           out: Path = Path("metrics/ablate.json"), data_dir: Path | None = None,
-           device: str | torch.device | None = None) -> dict[str, Any]:
+def ablate(
+    params: Params,
+    *,
+    teacher: Path = Path("models/teacher.safetensors"),
+    runs: Path = Path("ablate"),
+    out: Path = Path("metrics/ablate.json"),
+    data_dir: Path | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
     """Distill and evaluate a student at every point of `params.ablate`'s grid, then at each explicit point: the
     params, then ablate.fixed, then the point's values; with ablate.seeds, once per seed. Each run lives in its
     own directory under `runs`; finished runs are reused. Writes `out` (.json) and its markdown table; returns the
@@ -188,12 +233,12 @@ def ablate(params: Params, *, teacher: Path = Path("models/teacher.safetensors")
     cfg = params.ablate
     points = expand(cfg.grid) + cfg.points
     if not points:
-        raise AcdistillError("ablate: no points; set ablate.grid or ablate.points in params, or pass --grid "
-                             "KEY=V1,V2")
+        raise AcdistillError("ablate: no points; set ablate.grid or ablate.points in params, or pass --grid KEY=V1,V2")
     runs_to_do = with_seeds(points, cfg.seeds)
     per_run = [point_params(params, p) for p in runs_to_do]  # every run validated before any starts
-    columns = ({k for p in points for k in p} | {"train_minutes", "all_attacks"}
-               | {a for p in per_run for a in p.eval.attacks})
+    columns = (
+        {k for p in points for k in p} | {"train_minutes", "all_attacks"} | {a for p in per_run for a in p.eval.attacks}
+    )
     if cfg.sort_by is not None and cfg.sort_by not in columns:
         raise AcdistillError(f"ablate: cannot sort by '{cfg.sort_by}'; columns: {', '.join(sorted(columns))}")
     check_json_out(out)
@@ -210,8 +255,10 @@ def ablate(params: Params, *, teacher: Path = Path("models/teacher.safetensors")
         result = finished(run, digest)
         if result is not None:
             source = other_code(result)
-            echo(f"{progress}{point_label(point)}: finished before, reused" + (
-                f"; trained by other acdistill code (source {source}, now {source_digest()})" if source else ""))
+            echo(
+                f"{progress}{point_label(point)}: finished before, reused"
+                + (f"; trained by other acdistill code (source {source}, now {source_digest()})" if source else "")
+            )
             if source:
                 stale.append(point_label(point))
         else:
@@ -220,8 +267,9 @@ def ablate(params: Params, *, teacher: Path = Path("models/teacher.safetensors")
             if point.get(FINETUNE):
                 first = distilled_point(point)
                 distilled = result_of(first, point_params(params, first), "  first the distilled point ")
-            result = run_point(p, run, digest, point, teacher=teacher, data_dir=data_dir, device=dev,
-                               distilled=distilled)
+            result = run_point(
+                p, run, digest, point, teacher=teacher, data_dir=data_dir, device=dev, distilled=distilled
+            )
         if NAME in point and (not cfg.seeds or point["seed"] == cfg.seeds[0]):  # with seeds: the first seed's run
             link_latest(runs / point[NAME], run)
         return run, result
@@ -234,17 +282,36 @@ def ablate(params: Params, *, teacher: Path = Path("models/teacher.safetensors")
     if cfg.sort_by is not None:
         table.sort(key=lambda r: descending(r.get(cfg.sort_by)))
     order = f"sorted by {cfg.sort_by}, descending" if cfg.sort_by else "in grid order"
-    students = (f"{len(cfg.seeds)} students per point, one per seed, as mean ± sample standard deviation"
-                if cfg.seeds else "One student per point")
-    stale_note = (f"Trained by other acdistill code than this table's (source {source_digest()}), and reused: "
-                  f"{', '.join(stale)}. Delete a run's directory to retrain it." if stale else "")
+    students = (
+        f"{len(cfg.seeds)} students per point, one per seed, as mean ± sample standard deviation"
+        if cfg.seeds
+        else "One student per point"
+    )
+    stale_note = (
+        f"Trained by other acdistill code than this table's (source {source_digest()}), and reused: "
+        f"{', '.join(stale)}. Delete a run's directory to retrain it."
+        if stale
+        else ""
+    )
     echo(markdown_table(table, "simple"))
-    write_json(out, {"grid": cfg.grid, "explicit_points": cfg.points, "fixed": cfg.fixed, "teacher": str(teacher),
-                     "points": table, **({"seeds": cfg.seeds, "runs": rows} if cfg.seeds else {}),
-                     "code": code_info(), "reused_from_other_code": stale})
-    write_text(out.with_suffix(".md"), f"# Ablation\n\n{students} ({order}); accuracies in %, fixed settings "
-                                       f"{cfg.fixed or 'none'}.\n\n{markdown_table(table, 'github')}\n"
-                                       + (f"\n{stale_note}\n" if stale else ""))
+    write_json(
+        out,
+        {
+            "grid": cfg.grid,
+            "explicit_points": cfg.points,
+            "fixed": cfg.fixed,
+            "teacher": str(teacher),
+            "points": table,
+            **({"seeds": cfg.seeds, "runs": rows} if cfg.seeds else {}),
+            "code": code_info(),
+            "reused_from_other_code": stale,
+        },
+    )
+    write_text(
+        out.with_suffix(".md"),
+        f"# Ablation\n\n{students} ({order}); accuracies in %, fixed settings "
+        f"{cfg.fixed or 'none'}.\n\n{markdown_table(table, 'github')}\n" + (f"\n{stale_note}\n" if stale else ""),
+    )
     if stale:
         warn(stale_note)
     echo(f"wrote {out} and {out.with_suffix('.md')}")

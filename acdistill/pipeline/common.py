@@ -1,5 +1,6 @@
 """What every stage shares: declaring and locking its outputs, checking output paths before the work, building the
 student and the method, the training-and-saving body of the training stages, progress bars and printing."""
+
 from __future__ import annotations
 
 import functools
@@ -47,8 +48,10 @@ def writes(*files: str, dirs: tuple[str, ...] = ()) -> Callable[[Callable], Call
                     given[name] = Path(given[name])
             if rank_of_env() != 0:  # under torchrun rank 0 alone writes, and holds the locks
                 return stage(*bound.args, **bound.kwargs)
-            with declared_outputs(*(given[name] for name in files if given.get(name) is not None),
-                                  dirs=[given[name] for name in dirs if given.get(name) is not None]):
+            with declared_outputs(
+                *(given[name] for name in files if given.get(name) is not None),
+                dirs=[given[name] for name in dirs if given.get(name) is not None],
+            ):
                 return stage(*bound.args, **bound.kwargs)
 
         return wrapper
@@ -70,8 +73,14 @@ class ProgressBars:
     """One rich bar per attack, started on the first batch so that an input error is not preceded by a blank bar."""
 
     def __init__(self):
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=console, transient=True)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
         self.tasks: dict[str, int] = {}
 
     def __call__(self, name: str, done: int, total: int) -> None:
@@ -128,8 +137,9 @@ def refuse_overwrite(force: bool, *paths: Path) -> None:
     """A finished result is replaced only when the user asks for it with --force."""
     for path in paths:
         if path.exists() and not force:
-            raise AcdistillError(f"{path} already holds a finished result; pass --force to overwrite it, or choose "
-                                 f"another output path")
+            raise AcdistillError(
+                f"{path} already holds a finished result; pass --force to overwrite it, or choose another output path"
+            )
 
 
 def check_outputs(out: Path, metrics: Path, force: bool) -> None:
@@ -141,10 +151,22 @@ def check_outputs(out: Path, metrics: Path, force: bool) -> None:
     refuse_overwrite(force, out)
 
 
-def train_and_save(stage: str, section: TrainParams, params: Params, *, student: torch.nn.Module,
-                   teacher: torch.nn.Module | None, data_dir: Path | None, device: torch.device, out: Path,
-                   metrics: Path, resume: bool, force: bool, context: dict[str, Any],
-                   run_dir: Path | None = None) -> dict[str, Any]:
+def train_and_save(
+    stage: str,
+    section: TrainParams,
+    params: Params,
+    *,
+    student: torch.nn.Module,
+    teacher: torch.nn.Module | None,
+    data_dir: Path | None,
+    device: torch.device,
+    out: Path,
+    metrics: Path,
+    resume: bool,
+    force: bool,
+    context: dict[str, Any],
+    run_dir: Path | None = None,
+) -> dict[str, Any]:
     """The body of every training stage: train `student` with `section`'s method, then write the checkpoint
     (weights + sidecar) and the stage's metrics JSON. Per-epoch state lives in models/state/<stage>.pt and
     curves in dvclive/<stage>/, or in `run_dir` (state.pt, dvclive/) when given. The output directories stay
@@ -155,35 +177,82 @@ def train_and_save(stage: str, section: TrainParams, params: Params, *, student:
     check_outputs(out, metrics, force)
     claim_outputs()
     with output_lock(out, metrics, state_path) if ranks.main else nullcontext():
-        return _train_and_save(stage, section, params, student=student, teacher=teacher, data_dir=data_dir,
-                               device=device, out=out, metrics=metrics, resume=resume, context=context,
-                               state_path=state_path, live_dir=live_dir, ranks=ranks)
+        return _train_and_save(
+            stage,
+            section,
+            params,
+            student=student,
+            teacher=teacher,
+            data_dir=data_dir,
+            device=device,
+            out=out,
+            metrics=metrics,
+            resume=resume,
+            context=context,
+            state_path=state_path,
+            live_dir=live_dir,
+            ranks=ranks,
+        )
 
 
-def _train_and_save(stage: str, section: TrainParams, params: Params, *, student: torch.nn.Module,
-                    teacher: torch.nn.Module | None, data_dir: Path | None, device: torch.device, out: Path,
-                    metrics: Path, resume: bool, context: dict[str, Any], state_path: Path,
-                    live_dir: Path, ranks: Ranks) -> dict[str, Any]:
+def _train_and_save(
+    stage: str,
+    section: TrainParams,
+    params: Params,
+    *,
+    student: torch.nn.Module,
+    teacher: torch.nn.Module | None,
+    data_dir: Path | None,
+    device: torch.device,
+    out: Path,
+    metrics: Path,
+    resume: bool,
+    context: dict[str, Any],
+    state_path: Path,
+    live_dir: Path,
+    ranks: Ranks,
+) -> dict[str, Any]:
     d = params.data
     train = load_split(d.dataset, True, d.train_subset, d.root, data_dir)
     monitor = monitor_split(params, data_dir, section.monitor_n)
     check_classes(student, params.data.dataset, "the student")
     method = build_method(section, student.to(device), teacher.to(device) if teacher is not None else None)
-    trainer = Trainer(method, section, seed=params.seed, device=device, speed=params.speed, label=stage,
-                      state_path=state_path,
-                      live_dir=live_dir, context={"data": params.data.model_dump(), "arch": student.arch, **context},
-                      ranks=ranks)
+    trainer = Trainer(
+        method,
+        section,
+        seed=params.seed,
+        device=device,
+        speed=params.speed,
+        label=stage,
+        state_path=state_path,
+        live_dir=live_dir,
+        context={"data": params.data.model_dump(), "arch": student.arch, **context},
+        ranks=ranks,
+    )
     start = time.perf_counter()
     history = trainer.fit(train, monitor, augment=params.data.augment, resume=resume)
     last = history[-1]
-    summary = {"method": section.method, "epochs": section.epochs, "train_images": len(train),
-               **{k: v for k, v in last.items() if k.endswith("_acc")},
-               "minutes_this_run": round((time.perf_counter() - start) / 60, 2)}
+    summary = {
+        "method": section.method,
+        "epochs": section.epochs,
+        "train_images": len(train),
+        **{k: v for k, v in last.items() if k.endswith("_acc")},
+        "minutes_this_run": round((time.perf_counter() - start) / 60, 2),
+    }
     if not ranks.main:
         return summary
-    save_model(student, out, dataset=params.data.dataset,
-               info={"stage": stage, "params": section.model_dump(mode="json"), "seed": params.seed, **summary,
-                     **{k: v for k, v in context.items() if k.endswith("_sha256")}})  # the report links runs by it
+    save_model(
+        student,
+        out,
+        dataset=params.data.dataset,
+        info={
+            "stage": stage,
+            "params": section.model_dump(mode="json"),
+            "seed": params.seed,
+            **summary,
+            **{k: v for k, v in context.items() if k.endswith("_sha256")},
+        },
+    )  # the report links runs by it
     write_json(metrics, summary)
     echo(f"{stage}: wrote {out} and {metrics}")
     return summary

@@ -1,5 +1,6 @@
 """The evaluation stage: a checkpoint's accuracy under each attack of the `eval` section, with an accuracy-vs-eps
 sweep and gradient-masking checks on request, as a table, JSON and markdown."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,32 +26,48 @@ from acdistill.plots import eps_sweep_png
 CLEAN_DROP_WARNING = 15.0
 
 
-def open_model(path: Path, arch: str | None, fmt: str | None, normalize: Normalize, params: Params,
-               device: torch.device) -> tuple[torch.nn.Module, float | None]:
+def open_model(
+    path: Path, arch: str | None, fmt: str | None, normalize: Normalize, params: Params, device: torch.device
+) -> tuple[torch.nn.Module, float | None]:
     """The model (see load_model), and the clean accuracy its sidecar records, if any."""
-    net = load_model(path, device, arch=arch, format=fmt, normalize=normalize,
-                     dataset=params.data.dataset if (arch, fmt, normalize) != (None,) * 3 else None)
+    net = load_model(
+        path,
+        device,
+        arch=arch,
+        format=fmt,
+        normalize=normalize,
+        dataset=params.data.dataset if (arch, fmt, normalize) != (None,) * 3 else None,
+    )
     recorded = read_sidecar(path).get("info", {}).get("clean_acc") if sidecar_path(path).is_file() else None
     return net, recorded
 
 
 def results_table(results: dict[str, dict], fmt: str) -> str:
-    rows = [[name, f"{r['accuracy']:.2f}", f"{r['worst_class']:.2f}", r["n"], r.get("steps", ""), f"{r['seconds']:.1f}"]
-            for name, r in results.items()]
+    rows = [
+        [name, f"{r['accuracy']:.2f}", f"{r['worst_class']:.2f}", r["n"], r.get("steps", ""), f"{r['seconds']:.1f}"]
+        for name, r in results.items()
+    ]
     return tabulate(rows, headers=["attack", "accuracy %", "worst class %", "n", "steps", "seconds"], tablefmt=fmt)
 
 
 def sanity_table(checks: list[Check], fmt: str) -> str:
-    return tabulate([[c.name, "pass" if c.passed else "FAIL", c.detail] for c in checks],
-                    headers=["masking check", "result", "measured"], tablefmt=fmt)
+    return tabulate(
+        [[c.name, "pass" if c.passed else "FAIL", c.detail] for c in checks],
+        headers=["masking check", "result", "measured"],
+        tablefmt=fmt,
+    )
 
 
 def sweep_table(rows: list[dict], fmt: str, norm: str) -> str:
     if norm == "Linf":  # papers write L-inf budgets in 1/255 units
-        return tabulate([[f"{r['eps']:.5f}", f"{r['eps'] * 255:.2f}", f"{r['accuracy']:.2f}"] for r in rows],
-                        headers=["eps", "eps x 255", "accuracy %"], tablefmt=fmt)
-    return tabulate([[f"{r['eps']:.5f}", f"{r['accuracy']:.2f}"] for r in rows], headers=["eps", "accuracy %"],
-                    tablefmt=fmt)
+        return tabulate(
+            [[f"{r['eps']:.5f}", f"{r['eps'] * 255:.2f}", f"{r['accuracy']:.2f}"] for r in rows],
+            headers=["eps", "eps x 255", "accuracy %"],
+            tablefmt=fmt,
+        )
+    return tabulate(
+        [[f"{r['eps']:.5f}", f"{r['accuracy']:.2f}"] for r in rows], headers=["eps", "accuracy %"], tablefmt=fmt
+    )
 
 
 def report_of(results: dict[str, dict], checks: list[Check] | None, curve: list[dict] | None) -> dict[str, Any]:
@@ -64,10 +81,19 @@ def report_of(results: dict[str, dict], checks: list[Check] | None, curve: list[
 
 
 @writes("out")
-def evaluate_checkpoint(params: Params, *, model: Path, out: Path | None = None, arch: str | None = None,
-                        format: str | None = None, normalize: Normalize = None, sanity: bool = False,
-                        force: bool = False, data_dir: Path | None = None,
-                        device: str | torch.device | None = None) -> dict[str, Any]:
+def evaluate_checkpoint(
+    params: Params,
+    *,
+    model: Path,
+    out: Path | None = None,
+    arch: str | None = None,
+    format: str | None = None,
+    normalize: Normalize = None,
+    sanity: bool = False,
+    force: bool = False,
+    data_dir: Path | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
     """Evaluate the model at `model` (an acdistill checkpoint, or a state dict with arch / format / normalize as
     `acdistill.load_model` takes them) under the `eval` section's attacks on the test subset of `params.data`.
 
@@ -95,35 +121,62 @@ def evaluate_checkpoint(params: Params, *, model: Path, out: Path | None = None,
     sanity_set = first_n(test, s.n) if sanity else None
     claim_outputs()
     with ProgressBars() as progress:
-        results = evaluate(net, evaluated, cfg.attacks, budget=budget, limits=cfg.n_per_attack, progress=progress,
-                           **common)
-        curve = (eps_sweep(net, sweep_set, cfg.sweep.attack, cfg.sweep.eps, budget=budget, progress=progress,
-                           **common) if cfg.sweep else None)
-        checks = (sanity_checks(net, sanity_set, budget, steps=s.steps, more_steps_factor=s.more_steps_factor,
-                                square_queries=s.square_queries, tolerance=s.tolerance,
-                                huge_eps_max_accuracy=s.huge_eps_max_accuracy, progress=progress, **common)
-                  if sanity else None)
+        results = evaluate(
+            net, evaluated, cfg.attacks, budget=budget, limits=cfg.n_per_attack, progress=progress, **common
+        )
+        curve = (
+            eps_sweep(net, sweep_set, cfg.sweep.attack, cfg.sweep.eps, budget=budget, progress=progress, **common)
+            if cfg.sweep
+            else None
+        )
+        checks = (
+            sanity_checks(
+                net,
+                sanity_set,
+                budget,
+                steps=s.steps,
+                more_steps_factor=s.more_steps_factor,
+                square_queries=s.square_queries,
+                tolerance=s.tolerance,
+                huge_eps_max_accuracy=s.huge_eps_max_accuracy,
+                progress=progress,
+                **common,
+            )
+            if sanity
+            else None
+        )
     threat = f"{cfg.norm} eps {cfg.eps:.5f}" + (f", {cfg.steps} steps" if cfg.steps else "")
     echo(f"{model} on {params.data.dataset} ({threat})")
     clean = results.get("natural", {}).get("accuracy")
     if clean is not None and recorded_clean is not None and clean < recorded_clean - CLEAN_DROP_WARNING:
-        warn(f"clean accuracy {clean:.1f} % is far below the {recorded_clean:.1f} % recorded with {model}; a wrong "
-             "normalization or dataset is the usual cause")
+        warn(
+            f"clean accuracy {clean:.1f} % is far below the {recorded_clean:.1f} % recorded with {model}; a wrong "
+            "normalization or dataset is the usual cause"
+        )
     echo(results_table(results, "simple"))
-    sections = [f"# {model.stem}: attack evaluation\n\nmodel `{model}`, dataset {params.data.dataset}, {threat}, "
-                f"seed {params.seed}\n\n{results_table(results, 'github')}\n"]
+    sections = [
+        f"# {model.stem}: attack evaluation\n\nmodel `{model}`, dataset {params.data.dataset}, {threat}, "
+        f"seed {params.seed}\n\n{results_table(results, 'github')}\n"
+    ]
     if curve:
-        echo(f"\n{cfg.sweep.attack} against eps (first {sweep_n} test images)\n"
-             f"{sweep_table(curve, 'simple', cfg.norm)}")
-        sections.append(f"## {cfg.sweep.attack} against eps (first {sweep_n} test images)\n\n"
-                        f"{sweep_table(curve, 'github', cfg.norm)}\n")
+        echo(
+            f"\n{cfg.sweep.attack} against eps (first {sweep_n} test images)\n{sweep_table(curve, 'simple', cfg.norm)}"
+        )
+        sections.append(
+            f"## {cfg.sweep.attack} against eps (first {sweep_n} test images)\n\n"
+            f"{sweep_table(curve, 'github', cfg.norm)}\n"
+        )
     if checks:
         failed = [c.name for c in checks if not c.passed]
-        echo(f"\ngradient-masking checks (first {len(sanity_set)} test images, all attacked)\n"
-             f"{sanity_table(checks, 'simple')}")
+        echo(
+            f"\ngradient-masking checks (first {len(sanity_set)} test images, all attacked)\n"
+            f"{sanity_table(checks, 'simple')}"
+        )
         if failed:
-            warn(f"masking checks failed ({', '.join(failed)}): the robust accuracy above is likely overestimated; "
-                 "evaluate with stronger or adaptive attacks")
+            warn(
+                f"masking checks failed ({', '.join(failed)}): the robust accuracy above is likely overestimated; "
+                "evaluate with stronger or adaptive attacks"
+            )
         sections.append(f"## Gradient-masking checks\n\n{sanity_table(checks, 'github')}\n")
     if out is not None:
         written = [out, out.with_suffix(".md")]
@@ -132,8 +185,13 @@ def evaluate_checkpoint(params: Params, *, model: Path, out: Path | None = None,
         if curve:
             data_path, png = out.with_name(f"{out.stem}_sweep.json"), out.with_name(f"{out.stem}_sweep.png")
             write_json(data_path, curve)
-            eps_sweep_png({model.stem: curve}, png, title=f"{model.stem}: {cfg.sweep.attack}, first {sweep_n} images",
-                          attack=cfg.sweep.attack, norm=cfg.norm)
+            eps_sweep_png(
+                {model.stem: curve},
+                png,
+                title=f"{model.stem}: {cfg.sweep.attack}, first {sweep_n} images",
+                attack=cfg.sweep.attack,
+                norm=cfg.norm,
+            )
             written += [data_path, png]
         echo("wrote " + ", ".join(str(w) for w in written))
 

@@ -1,5 +1,6 @@
 """acdistill figures: the GACD paper's analysis figures for a teacher and its students, plus training curves and
 eps sweeps of the pipeline's runs, as PNG files (DVC lists them as plots)."""
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,17 @@ from acdistill.plots import CLASS_NAMES, correlation_png, curves_png, eps_sweep_
 
 
 @writes(dirs=("out_dir",))
-def figures(params: Params, *, teacher: Path = Path("models/teacher.safetensors"), students: list[Path] | None = None,
-            live: Path = Path("dvclive"), metrics_dir: Path = Path("metrics"), out_dir: Path = Path("figures"),
-            data_dir: Path | None = None, device: str | torch.device | None = None) -> dict[str, Any]:
+def figures(
+    params: Params,
+    *,
+    teacher: Path = Path("models/teacher.safetensors"),
+    students: list[Path] | None = None,
+    live: Path = Path("dvclive"),
+    metrics_dir: Path = Path("metrics"),
+    out_dir: Path = Path("figures"),
+    data_dir: Path | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
     """Logit-correlation differences to the teacher on natural and PGD-20 inputs (the GACD paper's Fig. 3-4),
     t-SNE of two classes and attacked images (Fig. 5), training curves and eps sweeps (params section `figures`),
     as PNG files in `out_dir` with figures.json; returns figures.json's summary."""
@@ -49,21 +58,32 @@ def figures(params: Params, *, teacher: Path = Path("models/teacher.safetensors"
     written = []
     for stem, net in student_models.items():
         x_adv = adversarial_images(net, data, budget, batch_size=cfg.batch_size, **common)
-        diffs = {"natural": correlation_difference(teacher_model, net, x).numpy(),
-                 "adversarial": correlation_difference(teacher_model, net, x_adv).numpy()}
+        diffs = {
+            "natural": correlation_difference(teacher_model, net, x).numpy(),
+            "adversarial": correlation_difference(teacher_model, net, x_adv).numpy(),
+        }
         path = out_dir / f"logit_corr_{stem}.png"
-        correlation_png({"natural": diffs["natural"], f"PGD-20 against {stem}": diffs["adversarial"]}, path,
-                        class_names=names,
-                        title=f"|corr(teacher logits) - corr({stem} logits)|, first {len(data)} test images")
+        correlation_png(
+            {"natural": diffs["natural"], f"PGD-20 against {stem}": diffs["adversarial"]},
+            path,
+            class_names=names,
+            title=f"|corr(teacher logits) - corr({stem} logits)|, first {len(data)} test images",
+        )
         summary["logit_corr_mean_abs_diff"][stem] = {k: round(float(m.mean()), 4) for k, m in diffs.items()}
         written.append(path)
     a, b = cfg.tsne_classes
-    clouds = {name: feature_cloud(net, test, cfg.tsne_classes, per_class=cfg.tsne_per_class, budget=budget, **common)
-              for name, net in models.items()}
+    clouds = {
+        name: feature_cloud(net, test, cfg.tsne_classes, per_class=cfg.tsne_per_class, budget=budget, **common)
+        for name, net in models.items()
+    }
     summary["tsne_fooled_percent"] = {name: c.fooled for name, c in clouds.items()}
     path = out_dir / "tsne.png"
-    tsne_png(clouds, path, labels=(names[a], names[b], f"adv {names[b]} (toward {names[a]})"),
-             title=f"t-SNE of penultimate features, {cfg.tsne_per_class} test images per class, targeted PGD-20")
+    tsne_png(
+        clouds,
+        path,
+        labels=(names[a], names[b], f"adv {names[b]} (toward {names[a]})"),
+        title=f"t-SNE of penultimate features, {cfg.tsne_per_class} test images per class, targeted PGD-20",
+    )
     written.append(path)
     written += pipeline_figures(live, metrics_dir, out_dir, params)
     write_json(out_dir / "figures.json", summary)
@@ -84,17 +104,25 @@ def pipeline_figures(live: Path, metrics_dir: Path, out_dir: Path, params: Param
     """Training curves of every stage dvclive logged, and every eps sweep attack-eval wrote, when there are any."""
     written = []
     rank = {stage: i for i, stage in enumerate(TRAINING_STAGES)}
-    live_dirs = sorted((d for d in live.iterdir() if d.is_dir()), key=lambda d: (rank.get(d.name, len(rank)), d.name)) \
-        if live.is_dir() else []
+    live_dirs = (
+        sorted((d for d in live.iterdir() if d.is_dir()), key=lambda d: (rank.get(d.name, len(rank)), d.name))
+        if live.is_dir()
+        else []
+    )
     stages = {d.name: s for d in live_dirs if (s := read_dvclive_series(d))}
     if stages:
         written.append(out_dir / "training_curves.png")
         curves_png(stages, written[-1])
-    sweeps = {p.stem.removeprefix("eval_").removesuffix("_sweep"): json.loads(p.read_text())
-              for p in sorted(metrics_dir.glob("*_sweep.json"))} if metrics_dir.is_dir() else {}
+    sweeps = (
+        {
+            p.stem.removeprefix("eval_").removesuffix("_sweep"): json.loads(p.read_text())
+            for p in sorted(metrics_dir.glob("*_sweep.json"))
+        }
+        if metrics_dir.is_dir()
+        else {}
+    )
     if sweeps:
         written.append(out_dir / "eps_sweep.png")
         attack = params.eval.sweep.attack if params.eval.sweep else "the sweep attack"
         eps_sweep_png(sweeps, written[-1], title="robust accuracy against eps", attack=attack, norm=params.eval.norm)
     return written
-

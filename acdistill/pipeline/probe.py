@@ -1,5 +1,6 @@
 """The transfer probe: a linear head trained on a model's frozen features for another dataset, then attacked with
 the model (the GACD paper's transfer experiment)."""
+
 from __future__ import annotations
 
 import time
@@ -23,9 +24,16 @@ from acdistill.pipeline.evaluation import results_table
 
 
 @writes("out", "head")
-def probe(params: Params, *, model: Path = Path("models/student.safetensors"), out: Path = Path("metrics/probe.json"),
-          head: Path = Path("models/probe_head.safetensors"), force: bool = False, data_dir: Path | None = None,
-          device: str | torch.device | None = None) -> dict[str, Any]:
+def probe(
+    params: Params,
+    *,
+    model: Path = Path("models/student.safetensors"),
+    out: Path = Path("metrics/probe.json"),
+    head: Path = Path("models/probe_head.safetensors"),
+    force: bool = False,
+    data_dir: Path | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
     """Train a linear classifier on the frozen features of the model at `model` for `probe.dataset`, then report
     its clean and PGD-7 accuracy, attacking the frozen model and the head together. Writes `out` (.json, with a
     markdown table beside it) and the head (`head`, .safetensors + sidecar); returns the results."""
@@ -44,26 +52,60 @@ def probe(params: Params, *, model: Path = Path("models/student.safetensors"), o
     test = load_split(cfg.dataset, False, cfg.test_subset, cfg.root, data_dir)
     claim_outputs()
     start = time.perf_counter()
-    probed = linear_probe(backbone, train, epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                          batch_size=cfg.batch_size, seed=params.seed, device=dev)
+    probed = linear_probe(
+        backbone,
+        train,
+        epochs=cfg.epochs,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        batch_size=cfg.batch_size,
+        seed=params.seed,
+        device=dev,
+    )
     fit_seconds = time.perf_counter() - start
     with ProgressBars() as progress:
-        results = evaluate(probed, test, cfg.attacks, budget=Budget(cfg.eps), batch_size=256, seed=params.seed,
-                           device=dev, progress=progress)
-    title = (f"{model} features -> linear head on {cfg.dataset} ({len(train)} train images, "
-             f"{backbone.feature_dim} features), L-inf eps {cfg.eps:.5f}")
+        results = evaluate(
+            probed,
+            test,
+            cfg.attacks,
+            budget=Budget(cfg.eps),
+            batch_size=256,
+            seed=params.seed,
+            device=dev,
+            progress=progress,
+        )
+    title = (
+        f"{model} features -> linear head on {cfg.dataset} ({len(train)} train images, "
+        f"{backbone.feature_dim} features), L-inf eps {cfg.eps:.5f}"
+    )
     echo(title)
     echo(results_table(results, "simple"))
     weights = {k: v.detach().cpu().contiguous() for k, v in probed.head.state_dict().items()}
     with atomic_path(head) as tmp:
         save_file(weights, str(tmp))
         digest = sha256_file(tmp)
-    write_json(head.with_suffix(".json"), {
-        "format": "acdistill-probe-head-1", "backbone": str(model), "backbone_sha256": read_sidecar(model)["sha256"],
-        "dataset": cfg.dataset, "feature_dim": backbone.feature_dim, "num_classes": train.num_classes,
-        "sha256": digest})
-    write_json(out, {"model": str(model), "dataset": cfg.dataset, "train_images": len(train),
-                     "head_fit_seconds": round(fit_seconds, 2), **results})
+    write_json(
+        head.with_suffix(".json"),
+        {
+            "format": "acdistill-probe-head-1",
+            "backbone": str(model),
+            "backbone_sha256": read_sidecar(model)["sha256"],
+            "dataset": cfg.dataset,
+            "feature_dim": backbone.feature_dim,
+            "num_classes": train.num_classes,
+            "sha256": digest,
+        },
+    )
+    write_json(
+        out,
+        {
+            "model": str(model),
+            "dataset": cfg.dataset,
+            "train_images": len(train),
+            "head_fit_seconds": round(fit_seconds, 2),
+            **results,
+        },
+    )
     write_text(out.with_suffix(".md"), f"# Linear probe\n\n{title}\n\n{results_table(results, 'github')}\n")
     echo(f"wrote {out}, {out.with_suffix('.md')} and {head}")
 

@@ -5,6 +5,7 @@ sidecar); its accuracies come from metrics/eval_<name>.json when attack-eval has
 the linear probe and the figures are added when their files exist; with --experiments, the evaluations of every
 commit and `dvc exp` experiment too.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,13 @@ from typing import Any
 from tabulate import tabulate
 
 from acdistill.checkpoint import FORMAT
+from acdistill.config import Params
 from acdistill.errors import AcdistillError
 from acdistill.io import write_text
 from acdistill.pipeline.ablate import markdown_table
 from acdistill.pipeline.common import TRAINING_STAGES, echo, writes
+
+SKIPPED_RESULTS = ("sanity",)
 
 
 def read_json(path: Path) -> Any:
@@ -40,14 +44,22 @@ def collect_runs(models: Path, metrics: Path) -> list[dict[str, Any]]:
         source = info.get("student_sha256") or info.get("teacher_sha256")
         eval_path = metrics / f"eval_{path.stem}.json"
         evaluation = read_json(eval_path) if eval_path.is_file() else {}
-        runs.append({
-            "name": path.stem, "arch": side["arch"], "stage": info.get("stage", "-"),
-            "method": info.get("method", "-"), "epochs": info.get("epochs", "-"),
-            "from": by_sha.get(source, "(not in this workspace)") if source else "-",
-            "minutes": info.get("minutes_this_run", "-"),
-            "accuracy": {k: r["accuracy"] for k, r in evaluation.items()
-                         if k not in SKIPPED_RESULTS and isinstance(r, dict) and "accuracy" in r},
-        })
+        runs.append(
+            {
+                "name": path.stem,
+                "arch": side["arch"],
+                "stage": info.get("stage", "-"),
+                "method": info.get("method", "-"),
+                "epochs": info.get("epochs", "-"),
+                "from": by_sha.get(source, "(not in this workspace)") if source else "-",
+                "minutes": info.get("minutes_this_run", "-"),
+                "accuracy": {
+                    k: r["accuracy"]
+                    for k, r in evaluation.items()
+                    if k not in SKIPPED_RESULTS and isinstance(r, dict) and "accuracy" in r
+                },
+            }
+        )
     rank = {stage: i for i, stage in enumerate(TRAINING_STAGES)}
     return sorted(runs, key=lambda r: (rank.get(r["stage"], len(rank)), r["name"]))
 
@@ -55,9 +67,13 @@ def collect_runs(models: Path, metrics: Path) -> list[dict[str, Any]]:
 def runs_table(runs: list[dict[str, Any]]) -> str:
     attacks = list(dict.fromkeys(a for r in runs for a in r["accuracy"]))
     headers = ["run", "stage", "arch", "method", "distilled / tuned from", "epochs", "train min"] + [
-        f"{a} %" for a in attacks]
-    rows = [[r["name"], r["stage"], r["arch"], r["method"], r["from"], r["epochs"], r["minutes"]]
-            + [r["accuracy"].get(a, "-") for a in attacks] for r in runs]
+        f"{a} %" for a in attacks
+    ]
+    rows = [
+        [r["name"], r["stage"], r["arch"], r["method"], r["from"], r["epochs"], r["minutes"]]
+        + [r["accuracy"].get(a, "-") for a in attacks]
+        for r in runs
+    ]
     return tabulate(rows, headers=headers, tablefmt="github")
 
 
@@ -75,25 +91,36 @@ def experiment_rows(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not data:
             continue
         params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
-        methods = {"teacher": params.get("teacher", {}).get("train", {}).get("method", defaults.teacher.train.method),
-                   "student": params.get("distill", {}).get("method", defaults.distill.method),
-                   "student_aft": params.get("aft", {}).get("method", defaults.aft.method)}
+        methods = {
+            "teacher": params.get("teacher", {}).get("train", {}).get("method", defaults.teacher.train.method),
+            "student": params.get("distill", {}).get("method", defaults.distill.method),
+            "student_aft": params.get("aft", {}).get("method", defaults.aft.method),
+        }
         for path, metric in sorted((data.get("metrics") or {}).items()):
             name = Path(path).stem.removeprefix("eval_")
             if not Path(path).stem.startswith("eval_") or name.endswith("_sweep"):
                 continue
             results = metric.get("data") or {}
-            rows.append({"experiment": label, "model": name, "method": methods.get(name, "-"),
-                         "accuracy": {k: r["accuracy"] for k, r in results.items()
-                                      if isinstance(r, dict) and "accuracy" in r}})
+            rows.append(
+                {
+                    "experiment": label,
+                    "model": name,
+                    "method": methods.get(name, "-"),
+                    "accuracy": {
+                        k: r["accuracy"] for k, r in results.items() if isinstance(r, dict) and "accuracy" in r
+                    },
+                }
+            )
     return rows
 
 
 def experiments_table(rows: list[dict[str, Any]]) -> str:
     attacks = list(dict.fromkeys(a for r in rows for a in r["accuracy"]))
-    return tabulate([[r["experiment"], r["model"], r["method"]] + [r["accuracy"].get(a, "-") for a in attacks]
-                     for r in rows], headers=["experiment", "model", "method"] + [f"{a} %" for a in attacks],
-                    tablefmt="github")
+    return tabulate(
+        [[r["experiment"], r["model"], r["method"]] + [r["accuracy"].get(a, "-") for a in attacks] for r in rows],
+        headers=["experiment", "model", "method"] + [f"{a} %" for a in attacks],
+        tablefmt="github",
+    )
 
 
 def dvc_experiments() -> list[dict[str, Any]]:
@@ -112,8 +139,14 @@ def link(target: Path, page: Path) -> str:
 
 
 @writes("out")
-def report(*, models: Path = Path("models"), metrics: Path = Path("metrics"), figures: Path = Path("figures"),
-           out: Path = Path("report.md"), experiments: bool = False) -> Path:
+def report(
+    *,
+    models: Path = Path("models"),
+    metrics: Path = Path("metrics"),
+    figures: Path = Path("figures"),
+    out: Path = Path("report.md"),
+    experiments: bool = False,
+) -> Path:
     """Write one markdown page: every run (teacher, students; method, time, accuracy per attack), the ablation,
     the linear probe, links to the figures, and with `experiments` every commit and `dvc exp` experiment."""
     models, metrics, figures = Path(models), Path(metrics), Path(figures)
@@ -125,8 +158,10 @@ def report(*, models: Path = Path("models"), metrics: Path = Path("metrics"), fi
     if not runs:
         raise AcdistillError(f"no runs: {models} holds no acdistill checkpoint (.safetensors + .json sidecar)")
     exp_rows = experiment_rows(dvc_experiments()) if experiments else []
-    parts = [f"# acdistill report\n\n{len(runs)} runs in `{models}`; accuracies in % from `{metrics}/eval_*.json` "
-             f"('-' where a model was not evaluated).\n\n{runs_table(runs)}\n"]
+    parts = [
+        f"# acdistill report\n\n{len(runs)} runs in `{models}`; accuracies in % from `{metrics}/eval_*.json` "
+        f"('-' where a model was not evaluated).\n\n{runs_table(runs)}\n"
+    ]
     ablation = metrics / "ablate.json"
     if ablation.is_file():
         points = read_json(ablation).get("points", [])
@@ -135,9 +170,12 @@ def report(*, models: Path = Path("models"), metrics: Path = Path("metrics"), fi
     if probe.is_file():
         p = read_json(probe)
         rows = [[k, r["accuracy"], r["worst_class"], r["n"]] for k, r in p.items() if isinstance(r, dict)]
-        parts.append(f"## Linear probe: `{p['model']}` features on {p['dataset']} ({p['train_images']} train "
-                     f"images)\n\n" + tabulate(rows, headers=["attack", "accuracy %", "worst class %", "n"],
-                                               tablefmt="github") + "\n")
+        parts.append(
+            f"## Linear probe: `{p['model']}` features on {p['dataset']} ({p['train_images']} train "
+            f"images)\n\n"
+            + tabulate(rows, headers=["attack", "accuracy %", "worst class %", "n"], tablefmt="github")
+            + "\n"
+        )
     if exp_rows:
         parts.append(f"## Commits and experiments (`dvc exp show`)\n\n{experiments_table(exp_rows)}\n")
     pngs = sorted(figures.glob("*.png")) + sorted(metrics.glob("*.png"))

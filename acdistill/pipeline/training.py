@@ -3,6 +3,7 @@
 Each writes a checkpoint (weights + sidecar) and a metrics JSON, resumes from its per-epoch state, and refuses to
 overwrite a finished checkpoint unless `force`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,18 +18,34 @@ from acdistill.errors import AcdistillError
 from acdistill.formats import normalization_values
 from acdistill.methods import METHODS
 from acdistill.models import create_model
-from acdistill.pipeline.common import (ProgressBars, check_classes, check_outputs, device_of, echo, freeze, new_model,
-                                       train_and_save, writes)
+from acdistill.pipeline.common import (
+    ProgressBars,
+    check_classes,
+    check_outputs,
+    device_of,
+    echo,
+    freeze,
+    new_model,
+    train_and_save,
+    writes,
+)
 from acdistill.teachers import import_teacher
 
 TEACHER_METHODS = [name for name in METHODS.names() if not METHODS.get(name).needs_teacher]
 
 
 @writes("out", "metrics")
-def fetch_teacher(params: Params, *, out: Path = Path("models/teacher.safetensors"),
-                  metrics: Path = Path("metrics/teacher.json"), data_dir: Path | None = None,
-                  device: str | torch.device | None = None, resume: bool = True, force: bool = False,
-                  arch: str | None = None) -> dict[str, Any]:
+def fetch_teacher(
+    params: Params,
+    *,
+    out: Path = Path("models/teacher.safetensors"),
+    metrics: Path = Path("metrics/teacher.json"),
+    data_dir: Path | None = None,
+    device: str | torch.device | None = None,
+    resume: bool = True,
+    force: bool = False,
+    arch: str | None = None,
+) -> dict[str, Any]:
     """The teacher of `params.teacher`: trained here (source train: a method that needs no teacher), or imported
     from a RobustBench name, a released checkpoint file or a URL (see acdistill.teachers and docs/teachers.md).
     arch: an architecture the caller names, which an imported file must hold. Returns the stage's summary."""
@@ -40,28 +57,53 @@ def fetch_teacher(params: Params, *, out: Path = Path("models/teacher.safetensor
     dev = device_of(params, device)
     if t.source == "train":
         if t.train.method not in TEACHER_METHODS:
-            raise AcdistillError(f"teacher.train.method '{t.train.method}' needs a teacher itself; use "
-                                 f"{', '.join(TEACHER_METHODS)}")
+            raise AcdistillError(
+                f"teacher.train.method '{t.train.method}' needs a teacher itself; use {', '.join(TEACHER_METHODS)}"
+            )
         mean, std = normalization_values(t.normalization() or "dataset", params.data.dataset)
-        model = create_model(arch or t.arch, num_classes=DATASETS.get(params.data.dataset).num_classes, mean=mean,
-                             std=std)
-        return train_and_save("teacher", t.train, params, student=model, teacher=None, data_dir=data_dir, device=dev,
-                              out=out, metrics=metrics, resume=resume, force=force, context={})
+        model = create_model(
+            arch or t.arch, num_classes=DATASETS.get(params.data.dataset).num_classes, mean=mean, std=std
+        )
+        return train_and_save(
+            "teacher",
+            t.train,
+            params,
+            student=model,
+            teacher=None,
+            data_dir=data_dir,
+            device=dev,
+            out=out,
+            metrics=metrics,
+            resume=resume,
+            force=force,
+            context={},
+        )
     with ProgressBars() as progress:
-        summary = import_teacher(params, out=out, metrics=metrics, data_dir=data_dir, device=dev, arch=arch,
-                                 progress=progress)
+        summary = import_teacher(
+            params, out=out, metrics=metrics, data_dir=data_dir, device=dev, arch=arch, progress=progress
+        )
     expected = summary["expected_clean_acc"]
     stated = f", {expected:.2f} % stated by its source" if expected is not None else ""
-    echo(f"fetch-teacher: {summary['file']} ({summary['format']}, {summary['arch']}) -> {out}: clean accuracy "
-         f"{summary['clean_acc']:.2f} % on the first {summary['clean_acc_n']} test images{stated}")
+    echo(
+        f"fetch-teacher: {summary['file']} ({summary['format']}, {summary['arch']}) -> {out}: clean accuracy "
+        f"{summary['clean_acc']:.2f} % on the first {summary['clean_acc_n']} test images{stated}"
+    )
     return summary
 
 
 @writes("out", "metrics")
-def distill(params: Params, *, teacher: Path = Path("models/teacher.safetensors"),
-            out: Path = Path("models/student.safetensors"), metrics: Path = Path("metrics/distill.json"),
-            data_dir: Path | None = None, device: str | torch.device | None = None, resume: bool = True,
-            force: bool = False, run_dir: Path | None = None) -> dict[str, Any]:
+def distill(
+    params: Params,
+    *,
+    teacher: Path = Path("models/teacher.safetensors"),
+    out: Path = Path("models/student.safetensors"),
+    metrics: Path = Path("metrics/distill.json"),
+    data_dir: Path | None = None,
+    device: str | torch.device | None = None,
+    resume: bool = True,
+    force: bool = False,
+    run_dir: Path | None = None,
+) -> dict[str, Any]:
     """Train a fresh `distill.student` from the frozen teacher at `teacher` with `distill.method`. Per-epoch state
     and curves go to models/state/distill.pt and dvclive/distill/, or to `run_dir` when given (ablate's runs).
     Returns the stage's summary (method, epochs, images, last monitored accuracies, minutes)."""
@@ -74,17 +116,37 @@ def distill(params: Params, *, teacher: Path = Path("models/teacher.safetensors"
         context["teacher_sha256"] = read_sidecar(teacher)["sha256"]
         check_classes(teacher_model, params.data.dataset, f"teacher {teacher}")
     student_model = new_model(cfg.student, params, DATASETS.get(params.data.dataset).num_classes)
-    return train_and_save("distill", cfg, params, student=student_model, teacher=teacher_model, data_dir=data_dir,
-                          device=dev, out=out, metrics=metrics, resume=resume, force=force, context=context,
-                          run_dir=run_dir)
+    return train_and_save(
+        "distill",
+        cfg,
+        params,
+        student=student_model,
+        teacher=teacher_model,
+        data_dir=data_dir,
+        device=dev,
+        out=out,
+        metrics=metrics,
+        resume=resume,
+        force=force,
+        context=context,
+        run_dir=run_dir,
+    )
 
 
 @writes("out", "metrics")
-def finetune(params: Params, *, model: Path = Path("models/student.safetensors"),
-             teacher: Path = Path("models/teacher.safetensors"), out: Path = Path("models/student_aft.safetensors"),
-             metrics: Path = Path("metrics/aft.json"), data_dir: Path | None = None,
-             device: str | torch.device | None = None, resume: bool = True, force: bool = False,
-             run_dir: Path | None = None) -> dict[str, Any]:
+def finetune(
+    params: Params,
+    *,
+    model: Path = Path("models/student.safetensors"),
+    teacher: Path = Path("models/teacher.safetensors"),
+    out: Path = Path("models/student_aft.safetensors"),
+    metrics: Path = Path("metrics/aft.json"),
+    data_dir: Path | None = None,
+    device: str | torch.device | None = None,
+    resume: bool = True,
+    force: bool = False,
+    run_dir: Path | None = None,
+) -> dict[str, Any]:
     """Adversarially fine-tune the student at `model` with the `aft` section (GACD's AFT: PGD-AT with a small lr);
     `teacher` only for an aft.method that needs one. Unless `aft.epochs` is set, the fine-tuning lasts a tenth of
     the student's distillation epochs (at least 1). `run_dir` as in `distill`."""
@@ -99,6 +161,18 @@ def finetune(params: Params, *, model: Path = Path("models/student.safetensors")
     if METHODS.get(cfg.method).needs_teacher:
         teacher_model = freeze(load_model(teacher, dev))
         context["teacher_sha256"] = read_sidecar(teacher)["sha256"]
-    return train_and_save("aft", cfg, params, student=student, teacher=teacher_model, data_dir=data_dir,
-                          device=dev, out=out, metrics=metrics, resume=resume, force=force, context=context,
-                          run_dir=run_dir)
+    return train_and_save(
+        "aft",
+        cfg,
+        params,
+        student=student,
+        teacher=teacher_model,
+        data_dir=data_dir,
+        device=dev,
+        out=out,
+        metrics=metrics,
+        resume=resume,
+        force=force,
+        context=context,
+        run_dir=run_dir,
+    )

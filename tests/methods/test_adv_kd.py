@@ -1,11 +1,12 @@
 """A method added in one file: defined and registered here, exactly as a file in acdistill/methods/ would be, it
 trains through the CLI, and the registry-driven tests (tests/test_methods.py) test it without any edit."""
+
 import json
 import shutil
 
 from conftest import MIRROR, REPO, run
 from pydantic import Field
-from toy_methods import close, kl_rows64, loss_values, toy  # noqa: F401 (toy is a fixture)
+from toy_methods import close, kl_rows64, loss_values
 
 from acdistill.attacks import ce_objective
 from acdistill.losses import kl_rows
@@ -30,7 +31,7 @@ class AdvKD(Method):
 
     def loss(self, batch, x_adv):
         tau = self.params.tau
-        return {"kl": tau ** 2 * kl_rows(self.teacher_logits(batch.x), self.student(x_adv), tau).mean()}
+        return {"kl": tau**2 * kl_rows(self.teacher_logits(batch.x), self.student(x_adv), tau).mean()}
 
 
 def test_loss_is_kd_on_the_adversarial_inputs(toy):

@@ -1,5 +1,5 @@
 import torch.nn.functional as F
-from toy_methods import ATTACK_STEPS, B, C, check_reference_passes, close, kl_rows64, loss_values, toy  # noqa: F401
+from toy_methods import ATTACK_STEPS, B, C, check_reference_passes, close, kl_rows64, loss_values
 
 from acdistill.methods import METHODS
 

@@ -1,11 +1,12 @@
 """CRDND (the seed report's contrastive relation denoising distillation): its noise matrix (ACM) and relation loss
 against direct computations written out here, and its loss on the toy batch."""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from toy_methods import C, as_train_set, build, close, loss_values, toy  # noqa: F401 (toy is a fixture)
+from toy_methods import C, build, close, loss_values
 
 from acdistill.config import load_params
 from acdistill.errors import AcdistillError
@@ -89,11 +90,14 @@ def test_state_is_the_accuracy_that_m_is_built_from(toy):
     assert set(make(toy)[0].state_dict()) == {"accuracy_nat", "accuracy_adv"}
 
 
-@pytest.mark.parametrize("section, message", [
-    ({"lambda": 1.5}, "crdnd.lambda: Input should be less than or equal to 1"),
-    ({"lambda": -0.1}, "crdnd.lambda: Input should be greater than or equal to 0"),
-    ({"tau": 0}, "crdnd.tau: Input should be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"lambda": 1.5}, "crdnd.lambda: Input should be less than or equal to 1"),
+        ({"lambda": -0.1}, "crdnd.lambda: Input should be greater than or equal to 0"),
+        ({"tau": 0}, "crdnd.tau: Input should be greater than 0"),
+    ],
+)
 def test_crdnd_bad_params_name_the_parameter(section, message):
     with pytest.raises(AcdistillError, match=message):
         load_params(None, {"distill.method": "crdnd", "distill.crdnd": section})

@@ -1,10 +1,12 @@
 """GACD's pieces against direct, independent computations: Eq. 10 by loops, exact OT, the bank's rules."""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
+from toy_methods import close, loss_values
 
 from acdistill.attacks.ot import cosine_cost, sinkhorn_cost
 from acdistill.budgets import TrainAttack
@@ -13,7 +15,6 @@ from acdistill.data import Batch, ImageSet
 from acdistill.errors import AcdistillError
 from acdistill.methods.gacd import GACD, GACDParams, MemoryBank, first_batch_log_z, reweighted_nce
 from acdistill.models import create_model
-from toy_methods import close, loss_values, toy  # noqa: F401, I001 (toy is a fixture)
 
 
 def eq10_by_loops(pos, neg, weight, tau, z, n_data):
@@ -53,8 +54,14 @@ def test_nce_stays_finite_where_exp_overflows():
 def toy_set(labels, indices=None):
     labels = torch.tensor(labels)
     n = len(labels)
-    return ImageSet("toy", torch.zeros(n, 3, 4, 4, dtype=torch.uint8), labels,
-                    torch.arange(n) * 3 + 7 if indices is None else indices, 4, "test")
+    return ImageSet(
+        "toy",
+        torch.zeros(n, 3, 4, 4, dtype=torch.uint8),
+        labels,
+        torch.arange(n) * 3 + 7 if indices is None else indices,
+        4,
+        "test",
+    )
 
 
 def test_negatives_never_share_the_anchor_class():
@@ -125,8 +132,9 @@ def test_sinkhorn_matches_exact_ot_and_its_gradient_is_the_derivative(n):
     direction = torch.randn_like(b)
     step = 1e-6
     with torch.no_grad():
-        numeric = (sinkhorn_cost(cosine_cost(a, b + step * direction))
-                   - sinkhorn_cost(cosine_cost(a, b - step * direction))) / (2 * step)
+        numeric = (
+            sinkhorn_cost(cosine_cost(a, b + step * direction)) - sinkhorn_cost(cosine_cost(a, b - step * direction))
+        ) / (2 * step)
     assert (grad * direction).sum().item() == pytest.approx(numeric.item(), rel=1e-3, abs=1e-6)
 
 
@@ -228,13 +236,19 @@ def test_the_student_anchored_half_is_eq_10_against_the_teacher_bank_and_both_ba
         t = F.normalize(F.batch_norm(method.embed_t(teacher.features(batch.x)), None, None, training=True), dim=1)
         s = F.normalize(F.batch_norm(method.embed_s(student.features(batch.x)), None, None, training=True), dim=1)
         neg = torch.einsum("bd,bkd->bk", s, before["teacher_bank"][neg_rows])
-        expected = reweighted_nce((s * t).sum(1), neg, torch.ones(len(batch)), tau=0.1,
-                                  log_z=first_batch_log_z((s * t).sum(1), neg, tau=0.1, n_data=len(data)),
-                                  n_data=len(data))
+        expected = reweighted_nce(
+            (s * t).sum(1),
+            neg,
+            torch.ones(len(batch)),
+            tau=0.1,
+            log_z=first_batch_log_z((s * t).sum(1), neg, tau=0.1, n_data=len(data)),
+            n_data=len(data),
+        )
     assert terms["nce_student_anchor"].item() == pytest.approx(expected.item(), rel=1e-5)
     rows = method.bank.lookup(batch.index)
-    assert torch.allclose(method.teacher_bank.rows[rows], F.normalize(before["teacher_bank"][rows] + t, dim=1),
-                          atol=1e-6)
+    assert torch.allclose(
+        method.teacher_bank.rows[rows], F.normalize(before["teacher_bank"][rows] + t, dim=1), atol=1e-6
+    )
     assert torch.allclose(method.bank.rows[rows], F.normalize(before["bank"][rows] + s, dim=1), atol=1e-6)
 
 
@@ -259,8 +273,7 @@ def test_paper_literal_nce_is_eq10_against_the_students_fresh_embeddings_of_othe
     neg = [[(t[i] @ clean[j]).item() for j in range(len(y)) if y[j] != y[i]] for i in range(len(y))]
     scores = [p / 0.1 for p in pos] + [n / 0.1 for row in neg for n in row]
     z = len(data) * sum(math.exp(v) for v in scores) / len(scores)  # CRD's Z from this first batch
-    assert terms["nce"].item() == pytest.approx(eq10_by_loops(pos, neg, [1.0] * len(y), 0.1, z, len(data)),
-                                                rel=1e-5)
+    assert terms["nce"].item() == pytest.approx(eq10_by_loops(pos, neg, [1.0] * len(y), 0.1, z, len(data)), rel=1e-5)
 
 
 def nce_gradient(method, student, batch, x_adv):
@@ -294,8 +307,13 @@ def test_paper_literal_state_holds_heads_and_z_and_no_bank(mirror):
     method.setup(data)
     method.loss(batch, batch.x)
     state = method.state_dict()
-    assert {key.split(".")[0] for key in state} == {"embed_t", "embed_s", "log_z", "log_z_student_anchor",
-                                                    "_extra_state"}
+    assert {key.split(".")[0] for key in state} == {
+        "embed_t",
+        "embed_s",
+        "log_z",
+        "log_z_student_anchor",
+        "_extra_state",
+    }
     other, _, _ = make_gacd(**PAPER_LITERAL)
     other.setup(data)
     other.load_state_dict(state)
@@ -304,8 +322,9 @@ def test_paper_literal_state_holds_heads_and_z_and_no_bank(mirror):
 
 def test_golden_value(toy):
     # each anchor's 3 negatives here are its whole pool, each drawn once
-    assert loss_values("gacd", toy) == close({"nce": 0.7341806888580322, "nce_student_anchor": 0.6754052639007568,
-                                              "ce": 1.6038143634796143})
+    assert loss_values("gacd", toy) == close(
+        {"nce": 0.7341806888580322, "nce_student_anchor": 0.6754052639007568, "ce": 1.6038143634796143}
+    )
 
 
 def test_symmetric_needs_bank_negatives():
@@ -341,8 +360,9 @@ def test_with_embed_bn_a_direction_common_to_every_embedding_cannot_change_the_l
     """The study's linear heads grew the features' common component until every embedding pointed one way, and
     the contrast then carried no class information (RESULTS.md). Standardized embeddings have no such direction."""
     method, _, _ = make_gacd(embed_bn=embed_bn, k=4)
-    data = ImageSet("toy", torch.zeros(12, 3, 1, 1, dtype=torch.uint8), torch.arange(12) % 3, torch.arange(12), 3,
-                    "toy")
+    data = ImageSet(
+        "toy", torch.zeros(12, 3, 1, 1, dtype=torch.uint8), torch.arange(12) % 3, torch.arange(12), 3, "toy"
+    )
     method.setup(data)
     torch.manual_seed(0)
     t_embedded, s_embedded = torch.randn(6, 128), torch.randn(6, 128)
@@ -394,11 +414,14 @@ def test_a_state_saved_before_the_first_batch_leaves_z_to_the_next_batch(mirror)
     assert method.z_fixed and method.log_z != 0 and method.log_z_student_anchor != 0
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"distill.gacd": {"k": 0}}, "distill: gacd.k: Input should be greater than 0"),
-    ({"distill.gacd": {"tau": 0}}, "distill: gacd.tau: Input should be greater than 0"),
-    ({"distill.gacd": {"tau": -1}}, "distill: gacd.tau: Input should be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"distill.gacd": {"k": 0}}, "distill: gacd.k: Input should be greater than 0"),
+        ({"distill.gacd": {"tau": 0}}, "distill: gacd.tau: Input should be greater than 0"),
+        ({"distill.gacd": {"tau": -1}}, "distill: gacd.tau: Input should be greater than 0"),
+    ],
+)
 def test_bad_params_name_the_parameter(override, message):
     with pytest.raises(AcdistillError, match=message):
         load_params(None, {"distill.method": "gacd", **override})
@@ -411,8 +434,12 @@ def test_batch_without_indices_and_teacher_without_features_are_refused(mirror):
     with pytest.raises(AcdistillError, match="dataset index"):
         method.loss(Batch(batch.x, batch.y, None), batch.x)
     with pytest.raises(AcdistillError, match="teacher has no features"):
-        GACD(create_model("small_cnn"), torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10)),
-             GACDParams(), TrainAttack())
+        GACD(
+            create_model("small_cnn"),
+            torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10)),
+            GACDParams(),
+            TrainAttack(),
+        )
 
 
 def test_nce_is_computed_in_float32_under_bf16_autocast(mirror):
@@ -426,8 +453,9 @@ def test_nce_is_computed_in_float32_under_bf16_autocast(mirror):
 
 def test_class_cosines_equal_the_mean_over_pairs_of_rows():
     torch.manual_seed(0)  # rows whose mean cosine across classes is not within float32 rounding of 0
-    data = ImageSet("toy", torch.zeros(40, 3, 32, 32, dtype=torch.uint8), torch.arange(40) % 3, torch.arange(40),
-                    3, "test")
+    data = ImageSet(
+        "toy", torch.zeros(40, 3, 32, 32, dtype=torch.uint8), torch.arange(40) % 3, torch.arange(40), 3, "test"
+    )
     bank = MemoryBank(data, 8, torch.float32)
     bank.rows = F.normalize(torch.randn(40, 8) + 2 * F.one_hot(bank.labels, 8).float(), dim=1)  # classes apart
     products, same = bank.rows @ bank.rows.T, bank.labels[:, None] == bank.labels[None, :]

@@ -1,6 +1,6 @@
 import pytest
-from toy_methods import B, C, close, kl_rows64, loss_values, toy  # noqa: F401 (toy is a fixture)
 from torch import nn
+from toy_methods import B, C, close, kl_rows64, loss_values
 
 from acdistill.budgets import TrainAttack
 from acdistill.methods import METHODS
@@ -8,8 +8,10 @@ from acdistill.methods import METHODS
 
 def test_kl_is_averaged_over_batch_and_classes(toy):
     s, t, batch, x_adv = toy
-    expected = {"kl_adv": 5 / 6 * kl_rows64(t(batch.x), s(x_adv)).sum().item() / (B * C),
-                "kl_nat": 1 / 6 * kl_rows64(t(batch.x), s(batch.x)).sum().item() / (B * C)}
+    expected = {
+        "kl_adv": 5 / 6 * kl_rows64(t(batch.x), s(x_adv)).sum().item() / (B * C),
+        "kl_nat": 1 / 6 * kl_rows64(t(batch.x), s(batch.x)).sum().item() / (B * C),
+    }
     assert loss_values("rslad", toy) == close(expected)
 
 

@@ -1,5 +1,5 @@
 import torch.nn.functional as F
-from toy_methods import close, loss_values, toy  # noqa: F401 (toy is a fixture)
+from toy_methods import close, loss_values
 
 
 def test_loss_is_ce_on_adversarial_inputs(toy):

@@ -1,11 +1,13 @@
 import torch.nn.functional as F
-from toy_methods import check_reference_passes, close, kl_rows64, loss_values, toy  # noqa: F401
+from toy_methods import check_reference_passes, close, kl_rows64, loss_values
 
 
 def test_loss_is_ce_plus_beta_kl(toy):
     s, _, batch, x_adv = toy
-    expected = {"ce": F.cross_entropy(s(batch.x), batch.y).item(),
-                "kl_robust": 6.0 * kl_rows64(s(batch.x), s(x_adv)).mean().item()}
+    expected = {
+        "ce": F.cross_entropy(s(batch.x), batch.y).item(),
+        "kl_robust": 6.0 * kl_rows64(s(batch.x), s(x_adv)).mean().item(),
+    }
     assert loss_values("trades", toy) == close(expected)
 
 
