@@ -29,5 +29,6 @@ def sinkhorn_cost(cost: torch.Tensor, reg: float = 0.01, iters: int = 100) -> to
     n, m = cost.shape
     a = torch.full((n,), 1.0 / n, dtype=cost.dtype, device=cost.device)
     b = torch.full((m,), 1.0 / m, dtype=cost.dtype, device=cost.device)
-    # warn=False: a plan that has not met POT's 1e-9 marginal tolerance in 100 iterations is still the SPEC's.
+    # warn=False: a plan that has not met POT's 1e-9 marginal tolerance in 100 iterations is still
+    # the plan GACD's attack uses.
     return ot.sinkhorn2(a, b, cost, reg, method="sinkhorn_log", numItermax=iters, warn=False)

@@ -61,7 +61,7 @@ def _add(name: str, description: str, run: AttackFn, steps: int | None = None, n
 
 def crossing_step(eps: float, steps: int) -> float:
     """2.5 eps / steps, the `robustness` library's rule: `steps` steps can cross the ball whatever its size. L2 PGD
-    uses it (SPEC's 2/255 is an L-inf step), and so do the masking checks, which vary steps and eps."""
+    uses it (PGD-20's 2/255 is an L-inf step), and so do the masking checks, which vary steps and eps."""
     return 2.5 * eps / steps
 
 

@@ -52,9 +52,10 @@ def ablate(
     device: DeviceOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Distill and evaluate a student at every point of a grid over params, then at each explicit point (section
-    `ablate`): the params file, then -S overrides, then ablate.fixed, then the point's values. With --seeds, once
-    per seed. Finished runs are not rerun."""
+    """Distill and evaluate a student per point of a grid or list of points (params section `ablate`).
+
+    A point's params are the params file, then -S overrides, then ablate.fixed, then the point's values. With
+    --seeds, every point runs once per seed. Finished runs are reused, not rerun."""
     overrides = dict(parse_override(s) for s in set_ or [])
     if grid:
         overrides["ablate.grid"] = dict(parse_grid_option(g) for g in grid)

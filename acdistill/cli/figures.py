@@ -27,8 +27,10 @@ def figures(
     device: DeviceOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Logit-correlation differences to the teacher on natural and PGD-20 inputs (paper Fig. 3-4), t-SNE of two
-    classes and attacked images (Fig. 5), training curves and eps sweeps (params section `figures`)."""
+    """Draw the GACD paper's analysis figures, the training curves and the eps sweeps (params section `figures`).
+
+    Logit-correlation differences to the teacher on natural and PGD-20 inputs (the paper's Fig. 3-4), a t-SNE of
+    two classes and their attacked images (Fig. 5), every stage's training curves and every eps sweep."""
     params = load(params_file, set_)
     run(
         params,

@@ -31,8 +31,10 @@ def report(
         ),
     ] = False,
 ) -> None:
-    """Write one markdown page: every run (teacher, students; method, time, accuracy per attack), the ablation,
-    the linear probe, and links to the figures."""
+    """Write one markdown page of the workspace's runs, ablation, probe and figures.
+
+    Every run (teacher, students: method, time, accuracy per attack), the ablation, the linear probe, and links to
+    the figures."""
     run(models=models, metrics=metrics, figures=figures, out=out, experiments=experiments)
 
 

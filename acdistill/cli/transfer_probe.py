@@ -28,8 +28,10 @@ def transfer_probe(
     device: DeviceOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Train a linear classifier on a model's frozen features for a target dataset (params section `probe`), then
-    report its clean and PGD-7 accuracy, attacking the frozen model and the head together."""
+    """Probe a model's frozen features with a linear head on another dataset (params section `probe`).
+
+    The head is trained on the target dataset, then the frozen model and the head are attacked together: clean and
+    PGD-7 accuracy."""
     params = load(params_file, set_, **{"probe.dataset": dataset})
     probe(params, model=model, out=out, head=head, force=force, data_dir=data_dir, device=device)
 

@@ -85,7 +85,7 @@ def evaluate(
     device: torch.device | str = "cpu",
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, dict]:
-    """Evaluate `model` on the first `n` examples of `data` under each named attack (SPEC definitions).
+    """Evaluate `model` on the first `n` examples of `data` under each named attack (acdistill attacks lists them).
 
     As AutoAttack does, an attack runs only on the examples the model classifies correctly when clean; the
     others count as not robust. Returns {attack: {accuracy (percent), per_class, worst_class, n, seconds, steps}}

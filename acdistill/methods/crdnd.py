@@ -54,7 +54,7 @@ SPLITS = ("nat", "adv")
 
 @register_method
 class CRDND(Method):
-    """Contrastive relation denoising distillation (SPEC; the seed reproduction report, Eqs. 2-8).
+    """Contrastive relation denoising distillation (the CRDND paper; its reproduction report, Eqs. 2-8).
 
     x' as RSLAD: maximize KL(T(x) || S(x')) from x + 0.001 N(0, 1), student in eval mode.
     q = M softmax(S(.)): the student's class probabilities through the ACM noise matrix, M1 on natural inputs and

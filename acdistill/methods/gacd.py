@@ -45,7 +45,7 @@ class GACDParams(MethodParams):
         description=(
             "standardize each embedding dimension over the batch (batch norm without affine parameters) before the L2 "
             "normalization. Linear heads alone grew the features' common component until every embedding pointed one "
-            "way (RESULTS.md); false gives SPEC's plain linear heads"
+            "way (RESULTS.md); false gives CRD's plain linear heads"
         ),
     )
     ce_weight: float = Field(1.0, ge=0, description="weight of CE(S(x), y), which trains the classifier head")
