@@ -11,8 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from conftest import MIRROR, REPO
-from toy_methods import Featured
 from torch import nn
+from toy_methods import Featured
 
 from acdistill import load_model
 from acdistill.config import TrainParams
