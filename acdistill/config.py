@@ -83,6 +83,12 @@ class TrainParams(BaseModel):
     milestones: list[int] = Field(default_factory=list, description="epochs at which 'step' multiplies lr by gamma")
     gamma: float = Field(0.1, gt=0)
     attack: TrainAttack = TrainAttack()
+    sync_bn: bool = Field(
+        False,
+        description=(
+            "under torchrun on CUDA: batch norm over the whole global batch (SyncBatchNorm), not each rank's slice"
+        ),
+    )
     monitor_n: int = Field(200, ge=0, description="held-out test images for per-epoch clean / PGD accuracy")
     monitor_steps: int = Field(10, ge=1)
 
@@ -372,6 +378,19 @@ FINETUNE = "adv_finetune"
 NAME = "name"
 
 
+class SlurmParams(Strict):
+    """Where ablate.cluster slurm sends each point: a Slurm job through submitit (its parameters, by their names)."""
+
+    partition: str | None = Field(None, description="the Slurm partition (null: the cluster's default)")
+    timeout_min: int = Field(24 * 60, ge=1, description="the job's time limit in minutes")
+    gpus_per_node: int = Field(1, ge=0, description="GPUs per point")
+    cpus_per_task: int = Field(8, ge=1)
+    mem_gb: int | None = Field(None, ge=1, description="memory per point in GB (null: the partition's default)")
+    additional_parameters: dict[str, Any] = Field(
+        default_factory=dict, description="any other sbatch option, e.g. {account: myproject, qos: high}"
+    )
+
+
 class AblateParams(Strict):
     """ablate: one distill + attack-eval run per point: the product of the grid's value lists, then the
     explicit points."""
@@ -386,6 +405,21 @@ class AblateParams(Strict):
     )
     fixed: dict[str, Any] = Field(default_factory=dict, description="dotted overrides shared by every point")
     sort_by: str | None = Field(None, description="a result column to sort by (descending); null: grid order")
+    jobs: int = Field(
+        1,
+        ge=1,
+        description=(
+            "points run at once, each in its own process (submitit) with its own GPU, or a share of the CPU "
+            "cores; 1 runs them one after another in this process"
+        ),
+    )
+    cluster: Literal["local", "slurm"] = Field(
+        "local",
+        description=(
+            "with jobs > 1: local runs the processes on this machine; slurm submits each point as a Slurm job"
+        ),
+    )
+    slurm: SlurmParams = SlurmParams()
     seeds: list[int] | None = Field(
         None,
         min_length=1,
@@ -414,9 +448,10 @@ class AblateParams(Strict):
             if key == FINETUNE:
                 if not all(isinstance(v, bool) for v in values):
                     raise ValueError(f"'{FINETUNE}' takes true or false")
-            elif key.split(".")[0] not in (*ABLATE_SECTIONS, "aft"):
+            elif key.split(".")[0] not in (*ABLATE_SECTIONS, "aft", "speed"):
                 raise ValueError(
-                    f"'{key}': a grid point can change only {', '.join(ABLATE_SECTIONS)} and aft (the teacher is fixed)"
+                    f"'{key}': a grid point can change only {', '.join(ABLATE_SECTIONS)}, aft and speed (the teacher "
+                    "is fixed)"
                 )
             if not values:
                 raise ValueError(f"'{key}' has no values")

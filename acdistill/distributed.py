@@ -1,13 +1,15 @@
-"""Data-parallel training across the processes `torchrun` starts (gloo on CPU, nccl on GPU).
+"""Data-parallel training across the processes `torchrun` starts (gloo on CPU, nccl on GPU), through torch's
+DistributedDataParallel.
 
-Every rank draws the same global batch (the data order is a function of seed and epoch), trains on its own
-contiguous slice, and the gradients are averaged with all_reduce before the optimizer step. This is the
-arithmetic of DistributedDataParallel without its wrapper, whose reducer expects every forward pass to end in a
-parameter backward; the attacks call the student for input gradients only.
+Every rank draws the same global batch (the data order is a function of seed and epoch) and trains on its own
+contiguous slice. DDP wraps the student together with the method's own trainable parts (`TrainedParts`), and its
+forward is the method's loss: the loss's backward then all-reduces the gradients in buckets, overlapped with the
+backward pass, as DDP does. The training attack's passes run through the unwrapped student, outside DDP's forward:
+they take input gradients only, which DDP's reducer neither expects nor sees.
 
-Batch norm normalizes each rank's slice by its own statistics, as DDP without SyncBatchNorm does (torch's
-SyncBatchNorm does not run on CPU tensors), so a run over N ranks equals a single-process run over the same
-global batch exactly only for models without batch norm.
+Batch norm normalizes each rank's slice by its own statistics, unless `sync_bn` (CUDA only: torch's SyncBatchNorm
+does not run on CPU tensors) normalizes over the whole global batch; so a run over N ranks equals a single-process
+run over the same global batch exactly only for models without batch norm, or with sync_bn.
 """
 
 from __future__ import annotations
@@ -19,9 +21,23 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 import torch.distributed.nn
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from acdistill.data import Batch
 from acdistill.errors import AcdistillError, warn
+
+
+class TrainedParts(nn.Module):
+    """The student and the method's own trainable parts (its heads) as one module whose forward is the method's loss:
+    what DDP wraps. The teacher is not part of it (the method holds it as a plain attribute): it stays frozen."""
+
+    def __init__(self, student: nn.Module, method: nn.Module):
+        super().__init__()
+        self.student, self.method = student, method
+
+    def forward(self, batch: Batch, x_adv: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return self.method.loss(batch, x_adv)
 
 
 @dataclass(frozen=True)
@@ -39,18 +55,6 @@ class Ranks:
             return batch
         rows = torch.tensor_split(torch.arange(len(batch)), self.world)[self.rank]
         return Batch(batch.x[rows], batch.y[rows], batch.index[rows])
-
-    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
-        """One all_reduce over all gradients, flattened: a collective per parameter tensor (60+ for a ResNet) would
-        pay the backend's latency that many times per step."""
-        if self.world == 1:
-            return
-        grads = [p.grad for p in params if p.grad is not None]
-        flat = torch.cat([g.flatten() for g in grads])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat.div_(self.world)
-        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
-            g.copy_(part.view_as(g))
 
     def gather(self, rows: torch.Tensor, *, grad: bool = False) -> tuple[torch.Tensor, int]:
         """The rows of every rank, in rank order, and where this rank's rows start. Ranks may hold different
@@ -77,6 +81,16 @@ class Ranks:
         reduced = values.to(on)
         dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
         return reduced.to(values.device)
+
+    def data_parallel(self, student: nn.Module, method: nn.Module, device: torch.device) -> DistributedDataParallel:
+        """DDP over the student and the method's parts, from rank 0's weights and buffers (broadcast once, here).
+        Buffers are not broadcast again at each step: batch-norm statistics stay each rank's own, and a method's
+        banks are kept identical by its own all-gathers."""
+        return DistributedDataParallel(
+            TrainedParts(student, method),
+            device_ids=[device.index] if device.type == "cuda" else None,
+            forward_sync_buffers=False,
+        )
 
     def barrier(self) -> None:
         if self.world > 1:

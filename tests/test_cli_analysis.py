@@ -2,14 +2,23 @@
 
 import hashlib
 import json
+import os
+import signal
 import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import run
 from PIL import Image
 
+from acdistill.config import Params
 from acdistill.io import LOCK_NAME
+from acdistill.pipeline.ablate import executor_for
 from acdistill.provenance import code_info, machine_info, source_digest
 
 
@@ -215,3 +224,111 @@ def test_a_target_dataset_with_no_offline_data_says_where_it_looked(here, tmp_pa
     result = run("transfer-probe", "--force", "--dataset", "svhn", "-S", f"probe.root={tmp_path / 'tv'}", ok=False)
     assert f"no svhn train data: offline mirror: {tmp_path} (the mirror has no svhn files)" in result.output
     assert digests(here / "metrics") == before
+
+
+def test_two_jobs_run_the_points_at_once_with_the_sequential_results(here):
+    """ablate --jobs 2: each point in its own process (submitit's local executor) with half the CPU cores; the
+    sequential run takes as many threads, since a float sum's order, and so the last bits, depend on them."""
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
+    run("ablate", "--runs", "ablate_sequential", "--out", "metrics/ablate_sequential.json")
+    out = run("ablate", "--jobs", "2", "--runs", "ablate_jobs", "--out", "metrics/ablate_jobs.json").output
+    assert out.count("ran in ablate_jobs/") == 2 and "running in" in out
+    sequential, jobs = (json.loads((here / f"metrics/ablate_{k}.json").read_text()) for k in ("sequential", "jobs"))
+    for a, b in zip(sequential["points"], jobs["points"], strict=True):
+        assert Path(a.pop("run")).parent.name == "ablate_sequential" and Path(b.pop("run")).parent.name == "ablate_jobs"
+        a.pop("train_minutes"), b.pop("train_minutes")
+        assert a == b
+    assert {k: v for k, v in sequential.items() if k != "points"} == {k: v for k, v in jobs.items() if k != "points"}
+    results = [json.loads(p.read_text()) for p in sorted((here / "ablate_jobs").glob("*/result.json"))]
+    for run_dir in (here / "ablate_jobs").glob("*-*"):  # the same students, bit for bit
+        twin = here / "ablate_sequential" / run_dir.name
+        assert (
+            json.loads((run_dir / "student.json").read_text())["sha256"]
+            == json.loads((twin / "student.json").read_text())["sha256"]
+        )
+    (first_start, first_end), (second_start, second_end) = sorted(
+        (datetime.fromisoformat(r["started"]), datetime.fromisoformat(r["finished"])) for r in results
+    )
+    assert second_start < first_end  # both ran at once
+    assert not (here / "ablate_jobs" / ".submitit").exists()  # the jobs' logs are kept only when one fails
+    again = run("ablate", "--jobs", "2", "--runs", "ablate_jobs", "--out", "metrics/ablate_jobs.json").output
+    assert again.count("finished before, reused") == 2
+
+
+def test_local_jobs_take_one_gpu_each_and_share_them_when_more_jobs_than_gpus(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    params = Params.model_validate({"ablate": {"jobs": 3}})
+    executor, next_job = executor_for(params, tmp_path, torch.device("cuda"))
+    assert "warning: ablate: 3 jobs on 2 GPUs; the jobs share them" in capsys.readouterr().err
+    seen = []
+    for slot in range(3):
+        assert next_job(slot) == ("cuda", None)
+        seen.append((executor.parameters["gpus_per_node"], executor.parameters["visible_gpus"]))
+    assert seen == [(1, (0,)), (1, (1,)), (1, (0,))]
+
+
+def test_slurm_jobs_take_the_slurm_section(monkeypatch, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit looks for srun; nothing is submitted here
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    slurm = {"partition": "gpu", "timeout_min": 90, "gpus_per_node": 1, "additional_parameters": {"account": "lab"}}
+    params = Params.model_validate({"ablate": {"jobs": 4, "cluster": "slurm", "slurm": slurm}})
+    executor, next_job = executor_for(params, tmp_path / "logs", torch.device("cpu"))
+    assert next_job(0) == ("cuda", None)
+    assert executor._executor.parameters == {
+        "time": 90,
+        "gpus_per_node": 1,
+        "cpus_per_task": 8,
+        "partition": "gpu",
+        "additional_parameters": {"account": "lab"},
+    }
+
+
+def test_slurm_without_slurm_is_one_line_and_leaves_nothing(here, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun
+    before = sorted(here.rglob("*"))
+    out = run("ablate", "--jobs", "2", "-S", "ablate.cluster=slurm", "--runs", "ablate_slurm", ok=False).output
+    assert "no Slurm (no srun on PATH)" in out
+    assert sorted(here.rglob("*")) == before
+
+
+def processes_of(folder: Path) -> list[str]:
+    """The processes whose command line names `folder` (submitit's job controllers and jobs name their folder)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(folder) in command:
+            found.append(command)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the jobs' processes through /proc")
+def test_killing_ablate_stops_its_jobs(here):
+    """`kill` (SIGTERM) stops the running points as Ctrl-C does; their epoch state stays for the next run."""
+    runs = here / "ablate_killed"
+    command = [sys.executable, "-m", "acdistill", "ablate", "--jobs", "2", "--runs", str(runs), "--out"]
+    command += ["metrics/ablate_killed.json", "-S", "distill.epochs=500"]
+    with subprocess.Popen(
+        command,
+        cwd=here,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal, not a background job
+    ) as p:
+        deadline = time.monotonic() + 120
+        while len(list(runs.glob("*/state.pt"))) < 2 and time.monotonic() < deadline:  # both points have trained
+            time.sleep(0.5)
+        assert len(processes_of(runs / ".submitit")) >= 2
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=60) != 0
+    deadline = time.monotonic() + 30
+    while processes_of(runs / ".submitit") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert processes_of(runs / ".submitit") == []
+    assert not (here / "metrics/ablate_killed.json").exists() and not list(runs.glob("*/result.json"))

@@ -78,12 +78,25 @@ def test_fractions_and_overrides():
         parse_override("distill.epochs")
 
 
-@pytest.mark.parametrize(
-    "preset", sorted(set((REPO / "configs").glob("*.yaml")) - {REPO / "configs/study.yaml"}), ids=lambda p: p.name
+PAPER_SCALE = sorted(
+    set((REPO / "configs").glob("*.yaml")) - {REPO / "configs/study.yaml", REPO / "configs/gpu-quick.yaml"}
 )
+
+
+@pytest.mark.parametrize("preset", PAPER_SCALE, ids=lambda p: p.name)
 def test_paper_scale_presets_validate(preset):
     p = load_params(preset)
     assert p.data.train_subset is None and p.distill.epochs >= 100
+
+
+def test_the_gpu_quick_profile_validates_with_every_point():
+    from acdistill.pipeline.ablate import point_params
+
+    params = load_params(REPO / "configs/gpu-quick.yaml")
+    assert params.data.train_subset is None and params.device == "cuda" and params.speed.step_graph
+    points = {p["name"]: point_params(params, p) for p in params.ablate.points}
+    assert points["rslad"].speed.step_graph and not points["gacd"].speed.step_graph  # GACD cannot be graphed
+    assert {p.distill.student for p in points.values()} == {"resnet18"}
 
 
 def test_every_point_of_the_study_validates():

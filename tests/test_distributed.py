@@ -2,15 +2,17 @@
 the same global batch, and the CLI runs under torchrun with rank 0 alone writing."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import MIRROR, REPO
+from conftest import MIRROR, REPO, run
 from torch import nn
 from toy_methods import Featured
 
@@ -163,3 +165,45 @@ def test_too_many_processes(monkeypatch, capsys):
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     check_processes(3, torch.device("cpu"))
     assert "warning: torchrun started 3 processes on 2 CPU cores" in capsys.readouterr().err
+
+
+def local_rank_of(pid: int) -> str | None:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return next((v.split(b"=", 1)[1].decode() for v in environ if v.startswith(b"LOCAL_RANK=")), None)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the rank's process through /proc")
+def test_a_rank_that_dies_stops_the_others_and_is_named(workdir):
+    """torchrun's agent sees rank 1 die, stops rank 0 and names the rank: the run neither hangs in a collective
+    nor writes a checkpoint."""
+    env = {**os.environ, "ACDISTILL_DATA_DIR": str(MIRROR), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port"]
+    command += [str(free_port()), "-m", "acdistill", "distill", "-S", "distill.epochs=500", "--out"]
+    command += ["models/killed.safetensors", "--metrics", "metrics/killed.json"]
+    with subprocess.Popen(
+        command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as p:
+        lines = []
+        for line in p.stdout:  # rank 0 reports each epoch: both ranks are in the training loop
+            lines.append(line)
+            if "distill epoch 1/500" in line:
+                break
+        workers = [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and local_rank_of(int(pid)) == "1"]
+        rank_1 = [pid for pid in workers if str(p.pid) in Path(f"/proc/{pid}/stat").read_text().split()[3:4]]
+        assert len(rank_1) == 1, lines
+        os.kill(rank_1[0], signal.SIGKILL)
+        output = "".join(lines) + p.stdout.read()
+        assert p.wait(timeout=60) != 0
+    assert "rank      : 1 (local_rank: 1)" in output and "SIGKILL" in output
+    assert not (workdir / "models/killed.safetensors").exists() and not (workdir / "metrics/killed.json").exists()
+
+
+def test_sync_bn_on_cpu_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ACDISTILL_DATA_DIR", str(MIRROR))
+    out = run("fetch-teacher", "-S", "teacher.train.sync_bn=true", "--device", "cpu", ok=False).output
+    assert out == "error: sync_bn: torch's SyncBatchNorm runs on CUDA only, not on cpu\n"
+    assert list(tmp_path.iterdir()) == []

@@ -40,6 +40,13 @@ def ablate(
             help="S1,S2,...: run every point at each seed and tabulate mean ± standard deviation; replaces ablate.seeds"
         ),
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            help="points at once, each in its own process with its own GPU or a share of the CPU cores (replaces "
+            "ablate.jobs; ablate.cluster: slurm sends them to Slurm)"
+        ),
+    ] = None,
     teacher: Annotated[Path, typer.Option(help="teacher checkpoint every point distills from")] = Path(
         "models/teacher.safetensors"
     ),
@@ -61,6 +68,8 @@ def ablate(
         overrides["ablate.grid"] = dict(parse_grid_option(g) for g in grid)
     if sort_by is not None:
         overrides["ablate.sort_by"] = sort_by
+    if jobs is not None:
+        overrides["ablate.jobs"] = jobs
     if seeds is not None:
         overrides["ablate.seeds"] = parse_override(f"ablate.seeds=[{seeds}]")[1]
     params = load_params(params_file, overrides)

@@ -76,6 +76,35 @@ def make_optimizer(params: list[torch.Tensor], cfg: TrainParams, device: torch.d
     )
 
 
+def check_settings(
+    cfg: TrainParams, speed: SpeedParams, device: torch.device, method: type[Method], ranks: Ranks = Ranks()
+) -> None:
+    """The training settings that `device`, the method or the number of ranks cannot run, as an AcdistillError:
+    called by the stages before they create any file, and by Trainer."""
+    if cfg.sync_bn and device.type != "cuda":
+        raise AcdistillError(f"sync_bn: torch's SyncBatchNorm runs on CUDA only, not on {device.type}")
+    if speed.amp and device.type == "cpu" and not torch.backends.mkldnn.is_available():
+        raise AcdistillError("speed.amp: bf16 autocast needs oneDNN on CPU; run without it")
+    if speed.compile == "reduce-overhead" and method.cuda_graphs == "none":
+        raise AcdistillError(
+            f"speed.compile: reduce-overhead (CUDA graphs) does not work with {method.name}, "
+            "which runs its networks outside their forward; use compile: true"
+        )
+    if speed.step_graph and device.type == "cuda":
+        if method.cuda_graphs != "whole_step":
+            raise AcdistillError(
+                f"speed.step_graph: {method.name} keeps per-step state outside its tensors, "
+                "which a replayed step would not update; run it without step_graph"
+            )
+        if speed.compile == "reduce-overhead":
+            raise AcdistillError(
+                "speed.step_graph already replays the whole step; use it with compile: true, "
+                "not compile: reduce-overhead"
+            )
+        if ranks.world > 1:
+            raise AcdistillError("speed.step_graph works in a single process only; run torchrun without it")
+
+
 class Trainer:
     def __init__(
         self,
@@ -98,32 +127,16 @@ class Trainer:
         method.ranks = ranks
         self.state_path, self.live_dir, self.label = state_path, live_dir, label
         self.model = method.student
+        self.ddp: torch.nn.Module | None = None  # under torchrun, DDP over the student and the method (fit builds it)
         method.to(device)
-        if speed.amp and device.type == "cpu" and not torch.backends.mkldnn.is_available():
-            raise AcdistillError("speed.amp: bf16 autocast needs oneDNN on CPU; run without it")
+        check_settings(cfg, speed, device, type(method), ranks)
+        if cfg.sync_bn and ranks.world > 1:  # one process has the whole batch already
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         if speed.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        if speed.compile == "reduce-overhead" and method.cuda_graphs == "none":
-            raise AcdistillError(
-                f"speed.compile: reduce-overhead (CUDA graphs) does not work with {method.name}, "
-                "which runs its networks outside their forward; use compile: true"
-            )
         step_graphs = speed.step_graph and device.type == "cuda"
         if speed.step_graph and not step_graphs:
             warn(f"{label}: speed.step_graph needs a CUDA device; the steps run without it on {device}")
-        if step_graphs:
-            if method.cuda_graphs != "whole_step":
-                raise AcdistillError(
-                    f"speed.step_graph: {method.name} keeps per-step state outside its tensors, "
-                    "which a replayed step would not update; run it without step_graph"
-                )
-            if speed.compile == "reduce-overhead":
-                raise AcdistillError(
-                    "speed.step_graph already replays the whole step; use it with compile: true, "
-                    "not compile: reduce-overhead"
-                )
-            if ranks.world > 1:
-                raise AcdistillError("speed.step_graph works in a single process only; run torchrun without it")
         if speed.compile:
             compile_networks(method, speed.compile)
         configure_backends(speed, device)
@@ -153,15 +166,13 @@ class Trainer:
         """One optimizer step on `batch`; returns the loss terms. `share`: this rank's weight in the global mean
         (under torchrun: its images times the world size over the global batch)."""
         with self._autocast():
-            x_adv = self.method.perturb(batch)
-            terms = self.method.loss(batch, x_adv)
+            x_adv = self.method.perturb(batch)  # the attack's input gradients: outside DDP's forward
+            terms = self.method.loss(batch, x_adv) if self.ddp is None else self.ddp(batch, x_adv)
         total = sum(terms.values())
         self.optimizer.zero_grad(set_to_none=True)
-        if self.ranks.world > 1:
-            (total * share).backward()
-            self.ranks.average_gradients(self.params)
-        else:
-            total.backward()
+        # Under torchrun DDP averages the ranks' gradients during this backward; `share` weighs each rank's mean so
+        # that the average is the global batch's mean even when the ranks hold different numbers of images.
+        (total * share if self.ddp is not None else total).backward()
         self.optimizer.step()
         return terms
 
@@ -227,9 +238,8 @@ class Trainer:
         self.method.setup(train_set)
         self.method.to(self.device)  # what setup built (memory banks)
         start_epoch, history = self._load_state() if resume else (0, [])
-        if self.ranks.world > 1:  # every rank starts from rank 0's weights, as DDP does
-            for tensor in list(self.model.state_dict().values()) + [p.data for p in self.method.parameters()]:
-                torch.distributed.broadcast(tensor, 0)
+        if self.ranks.world > 1:  # every rank starts from rank 0's weights and buffers
+            self.ddp = self.ranks.data_parallel(self.model, self.method, self.device)
         steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
         if start_epoch and self.ranks.main:
             console.print(f"{self.label}: resuming after epoch {start_epoch} of {cfg.epochs} ({self.state_path})")

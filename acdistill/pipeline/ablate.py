@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
+import shutil
+import signal
 import statistics
+import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +105,10 @@ def finished(run: Path, digest: str) -> dict[str, Any] | None:
     return result if result.get("fingerprint") == digest else None
 
 
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
 def run_point(
     params: Params,
     run: Path,
@@ -114,7 +123,7 @@ def run_point(
     """Train (resuming its epoch state) and evaluate one point: distill a student, or, for a fine-tuning point,
     fine-tune `distilled` (the finished distilled point's directory and result). A student already in `run` is
     from an unfinished attempt at this same point, since the point has no result yet, so it is overwritten."""
-    start = time.perf_counter()
+    started, start = utc_now(), time.perf_counter()
     kwargs = dict(
         teacher=teacher,
         out=run / "student.safetensors",
@@ -157,6 +166,8 @@ def run_point(
         "train_minutes": round(train_minutes, 2),
         "train_images": summary["train_images"],
         "eval": results,
+        "started": started,
+        "finished": utc_now(),
     }
     write_json(run / RESULT, result)
     return result
@@ -216,6 +227,165 @@ def markdown_table(rows: list[dict[str, Any]], fmt: str) -> str:
     return tabulate([[cell(r, k) for k in headers] for r in rows], headers=headers, tablefmt=fmt, floatfmt=".2f")
 
 
+def plan(
+    runs_to_do: list[dict[str, Any]], per_run: list[Params], params: Params, runs: Path, teacher_sha: str | None
+) -> list[tuple[dict[str, Any], Params, Path, str, Path | None]]:
+    """The unfinished runs, each once (points that reach the same settings share a directory), with the distilled
+    run each fine-tuning point starts from: (point, params, run directory, digest, distilled run or None)."""
+    todo: dict[Path, tuple] = {}
+    by_digest: dict[str, Path] = {}
+
+    def add(point: dict[str, Any], p: Params) -> Path:
+        run, digest = point_dir(runs, point, p, teacher_sha)
+        run = by_digest.setdefault(digest, run)
+        distilled = None
+        if point.get(FINETUNE):
+            first = distilled_point(point)
+            distilled = add(first, point_params(params, first))
+        if finished(run, digest) is None and run not in todo:
+            todo[run] = (point, p, run, digest, distilled)
+        return run
+
+    for point, p in zip(runs_to_do, per_run):
+        add(point, p)
+    return list(todo.values())
+
+
+def run_point_job(
+    params: Params,
+    run: Path,
+    digest: str,
+    point: dict[str, Any],
+    *,
+    teacher: Path,
+    data_dir: Path | None,
+    device: str,
+    threads: int | None,
+    distilled: Path | None,
+) -> None:
+    """`run_point` in a job's own process: its share of the CPU cores, its device (the one GPU a local job sees, as
+    cuda), and the finished distilled point a fine-tuning point starts from."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    before = (distilled, json.loads((distilled / RESULT).read_text())) if distilled is not None else None
+    run_point(
+        params,
+        run,
+        digest,
+        point,
+        teacher=teacher,
+        data_dir=data_dir,
+        device=device_of(params, device),
+        distilled=before,
+    )
+
+
+def executor_for(params: Params, folder: Path, device: torch.device):
+    """submitit's executor for ablate.cluster, its logs in `folder`, and a function that sets the parameters of the
+    job in a slot (local: which GPU it sees, slot modulo the GPUs) and returns (device, threads) for run_point_job."""
+    import submitit
+
+    cfg = params.ablate
+    if cfg.cluster == "slurm":
+        s = cfg.slurm
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        executor.update_parameters(
+            timeout_min=s.timeout_min,
+            gpus_per_node=s.gpus_per_node,
+            cpus_per_task=s.cpus_per_task,
+            slurm_partition=s.partition,
+            mem_gb=s.mem_gb,
+            slurm_additional_parameters=s.additional_parameters,
+        )
+        on = "cuda" if s.gpus_per_node else "cpu"
+        return executor, lambda slot: (on, None)
+    executor = submitit.LocalExecutor(folder=folder)
+    executor.update_parameters(timeout_min=7 * 24 * 60)  # a point may train for days; submitit's default is 2 min
+    if device.type == "cuda":
+        gpus = torch.cuda.device_count()
+        if cfg.jobs > gpus:
+            warn(f"ablate: {cfg.jobs} jobs on {gpus} GPUs; the jobs share them")
+
+        def next_job(slot: int) -> tuple[str, int | None]:
+            executor.update_parameters(gpus_per_node=1, visible_gpus=(slot % gpus,))
+            return "cuda", None
+
+        return executor, next_job
+    threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
+    return executor, lambda slot: (str(device), threads)
+
+
+def check_job(job, point: dict[str, Any]) -> None:
+    """A finished job's failure as an AcdistillError naming the point and the job's log."""
+    import submitit
+
+    try:
+        job.result()
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as e:
+        last = (str(e).strip().splitlines() or ["no message"])[-1][:200]
+        raise AcdistillError(
+            f"ablate point {point_label(point)} failed in its job ({last}); its log: {job.paths.stderr}"
+        ) from None
+
+
+def run_in_parallel(
+    params: Params,
+    planned: list[tuple[dict[str, Any], Params, Path, str, Path | None]],
+    *,
+    runs: Path,
+    teacher: Path,
+    data_dir: Path | None,
+    device: torch.device,
+) -> set[Path]:
+    """Run the unfinished runs `planned` (point, params, run directory, digest, its distilled run or None), up to
+    ablate.jobs at a time: first every distilled point, then the points that fine-tune them. Returns the run
+    directories it ran; a failed job is an AcdistillError naming the point and its log, which is kept (the logs of
+    jobs that all succeeded are removed)."""
+    if not planned:
+        return set()
+    logs = runs / ".submitit"
+    executor, next_job = executor_for(params, logs, device)
+    ran: set[Path] = set()
+    running: dict[int, tuple[Any, dict[str, Any], Path]] = {}  # slot (a share of the devices) -> job, point, run
+    # SIGTERM (`kill`) stops the jobs as Ctrl-C does, instead of leaving them running without this process.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main_thread else None
+    try:
+        for wave in filter(None, ([p for p in planned if p[4] is None], [p for p in planned if p[4] is not None])):
+            pending = list(wave)
+            while pending or running:
+                for slot in sorted(set(range(params.ablate.jobs)) - set(running))[: len(pending)]:
+                    point, p, run, digest, distilled = pending.pop(0)
+                    on, threads = next_job(slot)
+                    echo(f"ablate: {point_label(point)}: running in {run} (job {len(ran) + len(running) + 1})")
+                    job = executor.submit(
+                        run_point_job,
+                        p,
+                        run,
+                        digest,
+                        point,
+                        teacher=teacher,
+                        data_dir=data_dir,
+                        device=on,
+                        threads=threads,
+                        distilled=distilled,
+                    )
+                    running[slot] = (job, point, run)
+                time.sleep(0.5)
+                for slot, (job, point, run) in list(running.items()):
+                    if job.done():
+                        del running[slot]
+                        check_job(job, point)
+                        ran.add(run)
+    finally:  # a failed point, Ctrl-C or SIGTERM: the points still running stop, and resume on the next run
+        for job, _, _ in running.values():
+            job.cancel(check=False)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    shutil.rmtree(logs, ignore_errors=True)
+    return ran
+
+
 @writes("out", dirs=("runs",))
 def ablate(
     params: Params,
@@ -242,18 +412,35 @@ def ablate(
     if cfg.sort_by is not None and cfg.sort_by not in columns:
         raise AcdistillError(f"ablate: cannot sort by '{cfg.sort_by}'; columns: {', '.join(sorted(columns))}")
     check_json_out(out)
+    if cfg.jobs > 1 and cfg.cluster == "slurm" and shutil.which("srun") is None:
+        raise AcdistillError(
+            "ablate.cluster: slurm, but this machine has no Slurm (no srun on PATH); run it on the cluster's login "
+            "node, or use cluster: local"
+        )
     dev = device_of(params, device)
     needs_teacher = any(METHODS.get(p.distill.method).needs_teacher for p in per_run)
     teacher_sha = read_sidecar(teacher)["sha256"] if needs_teacher else None
     claim_outputs()
 
     stale: list[str] = []  # labels of the finished runs reused from other acdistill code
+    ran: set[Path] = set()  # runs that ablate.jobs > 1 ran in parallel, just now
+    if cfg.jobs > 1:
+        ran = run_in_parallel(
+            params,
+            plan(runs_to_do, per_run, params, runs, teacher_sha),
+            runs=runs,
+            teacher=teacher,
+            data_dir=data_dir,
+            device=dev,
+        )
 
     def result_of(point: dict[str, Any], p: Params, progress: str) -> tuple[Path, dict[str, Any]]:
         """The point's finished result, running it (and first its distilled point, when fine-tuning) if needed."""
         run, digest = point_dir(runs, point, p, teacher_sha)
         result = finished(run, digest)
-        if result is not None:
+        if result is not None and run in ran:
+            echo(f"{progress}{point_label(point)}: ran in {run}")
+        elif result is not None:
             source = other_code(result)
             echo(
                 f"{progress}{point_label(point)}: finished before, reused"

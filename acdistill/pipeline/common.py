@@ -20,7 +20,7 @@ from acdistill.config import Params, TrainParams
 from acdistill.data import DATASETS, ImageSet, load_split
 from acdistill.distributed import Ranks, from_env, rank_of_env
 from acdistill.engine import Trainer, resolve_device
-from acdistill.engine.trainer import console
+from acdistill.engine.trainer import check_settings, console
 from acdistill.errors import AcdistillError
 from acdistill.io import claim_outputs, declared_outputs, output_lock, write_json
 from acdistill.methods import METHODS, Method
@@ -175,6 +175,7 @@ def train_and_save(
     live_dir = run_dir / "dvclive" if run_dir else Path("dvclive") / stage
     ranks, device = from_env(device)
     check_outputs(out, metrics, force)
+    check_settings(section, params.speed, device, METHODS.get(section.method), ranks)
     claim_outputs()
     with output_lock(out, metrics, state_path) if ranks.main else nullcontext():
         return _train_and_save(
