@@ -34,7 +34,16 @@ def best_time(fn, repeats: int) -> float:
 def step_time(name: str, section: dict, args, train_set: ImageSet) -> tuple[float, Method]:
     """RSLAD with its papers' training attack (10 steps of 2/255); GACD with its own 1-step feature scattering."""
     cfg = TrainParams(method=name, batch_size=args.batch_size, **{name: section})
-    nets = SimpleNamespace(method=name, model=args.model, teacher=None)
+    nets = SimpleNamespace(
+        method=name,
+        model=args.model,
+        teacher=None,
+        amp=False,
+        channels_last=False,
+        cudnn_benchmark=False,
+        compile=False,
+        cuda_graph=False,
+    )
     trainer, step = bare_step(nets, cfg, train_set, torch.device("cpu"))
     return best_time(step, args.repeats), trainer.method
 

@@ -13,7 +13,8 @@ Prints, over the first n training images (clean inputs):
 
 Pass `--embed-bn` for a run trained with `embed_bn: true` (the default since it was added): the embeddings are then
 standardized over the n images, where training used each batch. The run must have trained on the first images of
-CIFAR-10's training set in order (a `train_subset: N` run), as bank rows are looked up by dataset index.
+CIFAR-10's training set in order (a `train_subset: N` run), as bank rows are looked up by dataset index. A run
+with `negatives: batch` keeps no bank: only the lines on features, embeddings and fresh scores are printed.
 """
 
 from __future__ import annotations
@@ -54,12 +55,12 @@ def main() -> None:
     with torch.no_grad():
         f_t, f_s = teacher.features(x), student.features(x)
     t, s = (
-        F.linear(f, method[head]["weight"], method[head]["bias"]) for f, head in ((f_t, "embed_t"), (f_s, "embed_s"))
+        F.linear(f, method[f"{head}.weight"], method[f"{head}.bias"])
+        for f, head in ((f_t, "embed_t"), (f_s, "embed_s"))
     )
     if args.embed_bn:
         t, s = (F.batch_norm(v, None, None, training=True) for v in (t, s))
     t, s = F.normalize(t, dim=1), F.normalize(s, dim=1)
-    bank, teacher_bank = method["bank"].float()[data.indices], method["teacher_bank"].float()[data.indices]
     print("mean cosine (within class, across classes):")
     for name, v in (
         ("teacher features", f_t),
@@ -71,30 +72,36 @@ def main() -> None:
     ):
         print(f"  {name}: {within_across(v, y, other)}")
     print(
-        f"  |W_t f_T| {F.linear(f_t, method['embed_t']['weight']).norm(dim=1).mean():.1f}, "
-        f"|W_s f_S| {F.linear(f_s, method['embed_s']['weight']).norm(dim=1).mean():.1f}"
+        f"  |W_t f_T| {F.linear(f_t, method['embed_t.weight']).norm(dim=1).mean():.1f}, "
+        f"|W_s f_S| {F.linear(f_s, method['embed_s.weight']).norm(dim=1).mean():.1f}"
     )
     scores = t @ s.T
-    print(
-        f"teacher anchors: t.s positive {scores.diag().mean():.3f}, other-class fresh s {scores[other].mean():.3f}, "
-        f"other-class bank rows {(t @ bank.T)[other].mean():.3f}"
-    )
-    print(
-        f"student anchors: other-class fresh t {scores.T[other].mean():.3f}, other-class teacher-bank rows "
-        f"{(s @ teacher_bank.T)[other].mean():.3f}"
-    )
-    print(
-        f"bank rows against their image's fresh embedding: student {(s * bank).sum(1).mean():.3f}, "
-        f"teacher {(t * teacher_bank).sum(1).mean():.3f}"
-    )
-    print(f"log Z: {method['log_z'].item():.3f} (teacher anchors), {method['log_z_student_anchor'].item():.3f}")
+    print(f"teacher anchors: t.s positive {scores.diag().mean():.3f}, other-class fresh s {scores[other].mean():.3f}")
+    if "bank.rows" not in method:
+        return
+    bank = method["bank.rows"].float()[data.indices]
+    print(f"teacher anchors: other-class bank rows {(t @ bank.T)[other].mean():.3f}")
+    print(f"bank rows against their image's fresh embedding: student {(s * bank).sum(1).mean():.3f}")
+    print(f"log Z (teacher anchors): {method['log_z'].item():.3f}")
+    if "teacher_bank.rows" in method:  # symmetric: true
+        teacher_bank = method["teacher_bank.rows"].float()[data.indices]
+        print(
+            f"student anchors: other-class fresh t {scores.T[other].mean():.3f}, other-class teacher-bank rows "
+            f"{(s @ teacher_bank.T)[other].mean():.3f}"
+        )
+        print(f"teacher-bank rows against their image's fresh embedding: {(t * teacher_bank).sum(1).mean():.3f}")
+        print(f"log Z (student anchors): {method['log_z_student_anchor'].item():.3f}")
 
-    bank_all = method["bank"].float()
+    bank_all = method["bank.rows"].float()
     other_all = y[:, None] != load_split("cifar10", True, len(bank_all)).labels[None, :]
     bank_scores = t @ bank_all.T
     # Every bank row as a negative: the expectation of the k sampled ones' term is k times their mean.
     log_h_pos, log_not_h = critic_log_terms(
-        scores.diag(), bank_scores, tau=args.tau, log_z=method["log_z"], log_noise=math.log(args.k / len(bank_all))
+        scores.diag(),
+        bank_scores,
+        tau=args.tau,
+        log_z=method["log_z"],
+        log_noise=torch.tensor(math.log(args.k / len(bank_all))),
     )
     neg_term = -args.k * (log_not_h * other_all).sum(1) / other_all.sum(1)
     pos_term = -log_h_pos

@@ -219,7 +219,7 @@ def test_listings():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["distill", "--method", "nope"], "unknown method 'nope'; choose from: ard, crdnd, gacd, iad, kd"),
+        (["distill", "--method", "nope"], "unknown method 'nope'; choose from: "),
         (["distill", "--student", "nope"], "unknown model 'nope'; choose from:"),
         (["distill", "-S", "distill.epohcs=2"], "params.yaml: distill: unknown key 'epohcs'"),
         (["distill", "-S", "data.dataset=imagenet"], "unknown dataset 'imagenet'"),

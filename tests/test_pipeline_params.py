@@ -18,8 +18,8 @@ from conftest import REPO, run
 
 from acdistill.config import Params
 
-# Where a run executes, not what it computes: like `compile` and `cuda_graph`, left out of what decides a result.
-NOT_A_RESULT = {"device"}
+# Where and how fast a run executes, not what it computes: left out of fingerprints too (docs/pipeline.md).
+NOT_A_RESULT = {"device", "speed"}
 
 TINY_RUN = {
     "batch_size": 16,

@@ -41,8 +41,8 @@ def attack_eval(
     arch: Annotated[
         str | None,
         typer.Option(
-            help="architecture of a bare state dict in acdistill's layout (released layouts name their own; see "
-            "`acdistill models`)",
+            help="architecture of a bare state dict in acdistill's layout (released layouts name their own): "
+            f"{', '.join(list_models())}",
             autocompletion=completion(list_models),
         ),
     ] = None,
