@@ -74,7 +74,7 @@ class Method(nn.Module):
     # compiled forward and rebinds its bank every step, failed under them on an H100).
     cuda_graphs: ClassVar[GraphSupport] = "none"
     # The torchrun processes training together (set by the trainer): a method whose loss or state spans the whole
-    # batch gathers across them; per-sample losses need nothing, as the trainer averages the gradients.
+    # batch gathers across them; per-sample losses need nothing, as DDP averages the gradients.
     ranks: Ranks = Ranks()
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, params: MethodParams, attack: TrainAttack):
