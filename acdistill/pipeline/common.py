@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from acdistill.checkpoint import save_model, sidecar_path
 from acdistill.config import Params, TrainParams
 from acdistill.data import DATASETS, ImageSet, load_split
-from acdistill.distributed import Ranks, from_env, rank_of_env
+from acdistill.distributed import from_env, rank_of_env
 from acdistill.engine import Trainer, resolve_device
 from acdistill.engine.trainer import check_settings, console
 from acdistill.errors import AcdistillError
@@ -178,82 +178,47 @@ def train_and_save(
     check_settings(section, params.speed, device, METHODS.get(section.method), ranks)
     claim_outputs()
     with output_lock(out, metrics, state_path) if ranks.main else nullcontext():
-        return _train_and_save(
-            stage,
+        d = params.data
+        train = load_split(d.dataset, True, d.train_subset, d.root, data_dir)
+        monitor = monitor_split(params, data_dir, section.monitor_n)
+        check_classes(student, params.data.dataset, "the student")
+        method = build_method(section, student.to(device), teacher.to(device) if teacher is not None else None)
+        trainer = Trainer(
+            method,
             section,
-            params,
-            student=student,
-            teacher=teacher,
-            data_dir=data_dir,
+            seed=params.seed,
             device=device,
-            out=out,
-            metrics=metrics,
-            resume=resume,
-            context=context,
+            speed=params.speed,
+            label=stage,
             state_path=state_path,
             live_dir=live_dir,
+            context={"data": params.data.model_dump(), "arch": student.arch, **context},
             ranks=ranks,
         )
-
-
-def _train_and_save(
-    stage: str,
-    section: TrainParams,
-    params: Params,
-    *,
-    student: torch.nn.Module,
-    teacher: torch.nn.Module | None,
-    data_dir: Path | None,
-    device: torch.device,
-    out: Path,
-    metrics: Path,
-    resume: bool,
-    context: dict[str, Any],
-    state_path: Path,
-    live_dir: Path,
-    ranks: Ranks,
-) -> dict[str, Any]:
-    d = params.data
-    train = load_split(d.dataset, True, d.train_subset, d.root, data_dir)
-    monitor = monitor_split(params, data_dir, section.monitor_n)
-    check_classes(student, params.data.dataset, "the student")
-    method = build_method(section, student.to(device), teacher.to(device) if teacher is not None else None)
-    trainer = Trainer(
-        method,
-        section,
-        seed=params.seed,
-        device=device,
-        speed=params.speed,
-        label=stage,
-        state_path=state_path,
-        live_dir=live_dir,
-        context={"data": params.data.model_dump(), "arch": student.arch, **context},
-        ranks=ranks,
-    )
-    start = time.perf_counter()
-    history = trainer.fit(train, monitor, augment=params.data.augment, resume=resume)
-    last = history[-1]
-    summary = {
-        "method": section.method,
-        "epochs": section.epochs,
-        "train_images": len(train),
-        **{k: v for k, v in last.items() if k.endswith("_acc")},
-        "minutes_this_run": round((time.perf_counter() - start) / 60, 2),
-    }
-    if not ranks.main:
+        start = time.perf_counter()
+        history = trainer.fit(train, monitor, augment=params.data.augment, resume=resume)
+        last = history[-1]
+        summary = {
+            "method": section.method,
+            "epochs": section.epochs,
+            "train_images": len(train),
+            **{k: v for k, v in last.items() if k.endswith("_acc")},
+            "minutes_this_run": round((time.perf_counter() - start) / 60, 2),
+        }
+        if not ranks.main:
+            return summary
+        save_model(
+            student,
+            out,
+            dataset=params.data.dataset,
+            info={
+                "stage": stage,
+                "params": section.model_dump(mode="json"),
+                "seed": params.seed,
+                **summary,
+                **{k: v for k, v in context.items() if k.endswith("_sha256")},
+            },
+        )  # the report links runs by it
+        write_json(metrics, summary)
+        echo(f"{stage}: wrote {out} and {metrics}")
         return summary
-    save_model(
-        student,
-        out,
-        dataset=params.data.dataset,
-        info={
-            "stage": stage,
-            "params": section.model_dump(mode="json"),
-            "seed": params.seed,
-            **summary,
-            **{k: v for k, v in context.items() if k.endswith("_sha256")},
-        },
-    )  # the report links runs by it
-    write_json(metrics, summary)
-    echo(f"{stage}: wrote {out} and {metrics}")
-    return summary
