@@ -416,7 +416,8 @@ class AblateParams(Strict):
     cluster: Literal["local", "slurm"] = Field(
         "local",
         description=(
-            "with jobs > 1: local runs the processes on this machine; slurm submits each point as a Slurm job"
+            "local: with jobs > 1, the processes run on this machine; slurm: each point is a Slurm job, at most "
+            "`jobs` at once"
         ),
     )
     slurm: SlurmParams = SlurmParams()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -66,7 +67,9 @@ class Ranks:
         sizes = [int(s) for s in sizes]
         padded = torch.cat([rows, rows.new_zeros(max(sizes) - len(rows), *rows.shape[1:])])
         if grad:
-            parts = torch.distributed.nn.functional.all_gather(padded)
+            with warnings.catch_warnings():  # deprecated in favour of a private module; still the public autograd one
+                warnings.simplefilter("ignore", FutureWarning)
+                parts = torch.distributed.nn.functional.all_gather(padded)
         else:
             parts = [torch.empty_like(padded) for _ in range(self.world)]
             dist.all_gather(parts, padded.detach())
@@ -95,11 +98,6 @@ class Ranks:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
-
-
-def rank_of_env() -> int:
-    """This process's rank as torchrun announces it (0 outside torchrun): only rank 0 writes files."""
-    return int(os.environ.get("RANK", "0"))
 
 
 def check_processes(per_node: int, device: torch.device) -> None:

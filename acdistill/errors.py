@@ -1,6 +1,13 @@
 """The one exception type for mistakes a user can make, and the one-line warning."""
 
+import os
 import sys
+
+
+def on_first_process() -> bool:
+    """False in torchrun's processes other than rank 0 (RANK, as torchrun sets it): they would repeat every message,
+    and only rank 0 writes files."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 class AcdistillError(ValueError):
@@ -10,5 +17,7 @@ class AcdistillError(ValueError):
 
 
 def warn(message: str) -> None:
-    """A user-facing warning: one line on stderr, as the CLI prints them. The one warning channel of acdistill."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    """A user-facing warning: one line on stderr, as the CLI prints them (once under torchrun). The one warning
+    channel of acdistill."""
+    if on_first_process():
+        print(f"warning: {message}", file=sys.stderr, flush=True)

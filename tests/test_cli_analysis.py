@@ -289,7 +289,7 @@ def test_slurm_jobs_take_the_slurm_section(monkeypatch, tmp_path):
 def test_slurm_without_slurm_is_one_line_and_leaves_nothing(here, tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun
     before = sorted(here.rglob("*"))
-    out = run("ablate", "--jobs", "2", "-S", "ablate.cluster=slurm", "--runs", "ablate_slurm", ok=False).output
+    out = run("ablate", "-S", "ablate.cluster=slurm", "--runs", "ablate_slurm", ok=False).output  # even one job
     assert "no Slurm (no srun on PATH)" in out
     assert sorted(here.rglob("*")) == before
 
@@ -309,7 +309,8 @@ def processes_of(folder: Path) -> list[str]:
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the jobs' processes through /proc")
 def test_killing_ablate_stops_its_jobs(here):
-    """`kill` (SIGTERM) stops the running points as Ctrl-C does; their epoch state stays for the next run."""
+    """`kill` (SIGTERM) stops the running points, even where they ignore Ctrl-C's SIGINT as a background job's
+    processes do, with one line and no traceback; their epoch state stays for the next run."""
     runs = here / "ablate_killed"
     command = [sys.executable, "-m", "acdistill", "ablate", "--jobs", "2", "--runs", str(runs), "--out"]
     command += ["metrics/ablate_killed.json", "-S", "distill.epochs=500"]
@@ -319,16 +320,35 @@ def test_killing_ablate_stops_its_jobs(here):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal, not a background job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as a script's background job: no Ctrl-C
     ) as p:
         deadline = time.monotonic() + 120
         while len(list(runs.glob("*/state.pt"))) < 2 and time.monotonic() < deadline:  # both points have trained
             time.sleep(0.5)
         assert len(processes_of(runs / ".submitit")) >= 2
         p.send_signal(signal.SIGTERM)
-        assert p.wait(timeout=60) != 0
+        output = p.communicate(timeout=60)[0]
+        assert p.returncode != 0
+    assert "ablate: stopped; 2 running point(s) stopped too, to resume next time" in output
+    assert "Traceback" not in output
     deadline = time.monotonic() + 30
     while processes_of(runs / ".submitit") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert processes_of(runs / ".submitit") == []
     assert not (here / "metrics/ablate_killed.json").exists() and not list(runs.glob("*/result.json"))
+
+
+def test_a_point_that_fails_in_its_job_is_one_line_with_its_error(here, tmp_path):
+    from typer.testing import CliRunner
+
+    from acdistill.cli import app
+
+    bad = tmp_path / "indices.txt"
+    bad.write_text("999999\n")  # an index past the dataset: found only when the point loads its data
+    args = ["ablate", "--jobs", "2", "--runs", "ablate_failing", "--out", "metrics/ablate_failing.json"]
+    result = CliRunner().invoke(app, [*args, "--grid", f"data.train_subset={bad},48"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    error = [line for line in result.output.splitlines() if not line.startswith("ablate: ")]  # the running lines
+    assert len(error) == 1, result.output
+    assert error[0].startswith(f"error: ablate point data.train_subset={bad} failed in its job: no cifar10 train data")
+    assert "(its log: " in error[0] and not (here / "metrics/ablate_failing.json").exists()

@@ -21,6 +21,19 @@ def test_gpu_quick_runs_end_to_end_and_writes_its_table(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     table = (tmp_path / "run/results.md").read_text()
-    assert "| teacher | small_cnn | sat (FGSM-RS) | 1 | " in table
+    assert "| teacher | small_cnn | sat, 1-step attack | 1 | " in table
     assert "| rslad | small_cnn | rslad | 1 | " in table and "| gacd | small_cnn | gacd | 1 | " in table
     assert "| students (ablate) | " in table
+    again = subprocess.run(
+        command + [a for t in tiny + ["teacher.arch=resnet20"] for a in ("-S", t)],
+        capture_output=True,
+        text=True,
+        env={"ACDISTILL_DATA_DIR": str(MIRROR), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+        timeout=600,
+    )
+    assert again.returncode == 2
+    assert (
+        again.stderr
+        == "error: models/teacher.safetensors was trained with other teacher settings; pass --force to retrain it\n"
+    )
+    assert (tmp_path / "run/results.md").read_text() == table

@@ -12,7 +12,7 @@ import typer
 
 from acdistill import formats
 from acdistill.config import Params, load_params, parse_override
-from acdistill.errors import AcdistillError
+from acdistill.errors import AcdistillError, on_first_process
 from acdistill.formats import format_names
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params file (missing params.yaml = all defaults)")]
@@ -70,7 +70,8 @@ def user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except AcdistillError as e:
-            typer.echo(f"error: {e}", err=True)
+            if on_first_process():  # under torchrun every rank fails alike; one says so
+                typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper

@@ -273,7 +273,8 @@ class Trainer:
                             f"{k} {v:.4g}"
                             for k, v in record.items()
                             if k != "epoch" and not k.startswith(self.method.log_only_prefixes)
-                        )
+                        ),
+                        soft_wrap=True,  # one line per epoch in logs too, where rich would wrap at 80 columns
                     )
                 if live is not None:
                     self._log(live, record)

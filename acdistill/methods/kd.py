@@ -22,8 +22,9 @@ def soft_kl(teacher_logits, student_logits, tau: float, per_class: bool = False,
 
 @register_method
 class KD(Method):
-    """Knowledge distillation (Hinton et al. 2015) on clean inputs:
-    alpha * tau^2 * KL(T(x)/tau || S(x)/tau) + (1 - alpha) * CE(S(x), y), KL summed over classes and averaged
+    """Knowledge distillation (Hinton et al. 2015) on clean inputs.
+
+    Loss: alpha * tau^2 * KL(T(x)/tau || S(x)/tau) + (1 - alpha) * CE(S(x), y), KL summed over classes and averaged
     over the batch (`batchmean`, as mdistiller's KD). `reweight: true` weights each sample's KL by p_T(y | x)."""
 
     name = "kd"

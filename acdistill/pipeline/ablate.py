@@ -20,6 +20,7 @@ import re
 import shutil
 import signal
 import statistics
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -265,6 +266,9 @@ def run_point_job(
 ) -> None:
     """`run_point` in a job's own process: its share of the CPU cores, its device (the one GPU a local job sees, as
     cuda), and the finished distilled point a fine-tuning point starts from."""
+    # submitit's jobs ignore SIGTERM (Slurm sends it before a preemption); ablate stops a local job with it (see
+    # stop_job), and a job started from a background shell ignores SIGINT too. The epoch state stays for a resume.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if threads is not None:
         torch.set_num_threads(threads)
     before = (distilled, json.loads((distilled / RESULT).read_text())) if distilled is not None else None
@@ -316,16 +320,30 @@ def executor_for(params: Params, folder: Path, device: torch.device):
 
 
 def check_job(job, point: dict[str, Any]) -> None:
-    """A finished job's failure as an AcdistillError naming the point and the job's log."""
+    """A finished job's failure as an AcdistillError naming the point, the job's own error line and its log."""
     import submitit
 
     try:
         job.result()
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as e:
-        last = (str(e).strip().splitlines() or ["no message"])[-1][:200]
+        # The job's traceback ends in its error's line; an acdistill error is the message a user would have seen.
+        errors = [line for line in str(e).splitlines() if re.match(r"[\w.]+(Error|Exception|Interrupt)\b", line)]
+        reason = errors[-1].removeprefix(f"{AcdistillError.__module__}.AcdistillError: ") if errors else "no message"
         raise AcdistillError(
-            f"ablate point {point_label(point)} failed in its job ({last}); its log: {job.paths.stderr}"
+            f"ablate point {point_label(point)} failed in its job: {reason[:300]} (its log: {job.paths.stderr})"
         ) from None
+
+
+def stop_job(job) -> None:
+    """Stop a running job; its point resumes from its epoch state next time. A local job gets SIGTERM through its
+    submitit controller, which forwards it to the job and then ends quietly (submitit's own cancel sends the
+    controller SIGINT, which a process started in the background ignores, and which prints a traceback)."""
+    import submitit
+
+    if isinstance(job, submitit.local.local.LocalJob) and job._process is not None:
+        job._process.send_signal(signal.SIGTERM)
+    else:
+        job.cancel(check=False)
 
 
 def run_in_parallel(
@@ -377,9 +395,12 @@ def run_in_parallel(
                         del running[slot]
                         check_job(job, point)
                         ran.add(run)
+    except KeyboardInterrupt:
+        print(f"ablate: stopped; {len(running)} running point(s) stopped too, to resume next time", file=sys.stderr)
+        raise
     finally:  # a failed point, Ctrl-C or SIGTERM: the points still running stop, and resume on the next run
         for job, _, _ in running.values():
-            job.cancel(check=False)
+            stop_job(job)
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
     shutil.rmtree(logs, ignore_errors=True)
@@ -412,7 +433,7 @@ def ablate(
     if cfg.sort_by is not None and cfg.sort_by not in columns:
         raise AcdistillError(f"ablate: cannot sort by '{cfg.sort_by}'; columns: {', '.join(sorted(columns))}")
     check_json_out(out)
-    if cfg.jobs > 1 and cfg.cluster == "slurm" and shutil.which("srun") is None:
+    if cfg.cluster == "slurm" and shutil.which("srun") is None:
         raise AcdistillError(
             "ablate.cluster: slurm, but this machine has no Slurm (no srun on PATH); run it on the cluster's login "
             "node, or use cluster: local"
@@ -423,8 +444,8 @@ def ablate(
     claim_outputs()
 
     stale: list[str] = []  # labels of the finished runs reused from other acdistill code
-    ran: set[Path] = set()  # runs that ablate.jobs > 1 ran in parallel, just now
-    if cfg.jobs > 1:
+    ran: set[Path] = set()  # runs that jobs (ablate.jobs > 1, or Slurm) ran just now
+    if cfg.jobs > 1 or cfg.cluster == "slurm":
         ran = run_in_parallel(
             params,
             plan(runs_to_do, per_run, params, runs, teacher_sha),

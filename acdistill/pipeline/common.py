@@ -18,10 +18,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from acdistill.checkpoint import save_model, sidecar_path
 from acdistill.config import Params, TrainParams
 from acdistill.data import DATASETS, ImageSet, load_split
-from acdistill.distributed import from_env, rank_of_env
+from acdistill.distributed import from_env
 from acdistill.engine import Trainer, resolve_device
 from acdistill.engine.trainer import check_settings, console
-from acdistill.errors import AcdistillError
+from acdistill.errors import AcdistillError, on_first_process
 from acdistill.io import claim_outputs, declared_outputs, output_lock, write_json
 from acdistill.methods import METHODS, Method
 from acdistill.models import DATASET_STATS, create_model
@@ -46,7 +46,7 @@ def writes(*files: str, dirs: tuple[str, ...] = ()) -> Callable[[Callable], Call
             for name in (*files, *dirs):  # Python callers may pass strings
                 if given.get(name) is not None:
                     given[name] = Path(given[name])
-            if rank_of_env() != 0:  # under torchrun rank 0 alone writes, and holds the locks
+            if not on_first_process():  # under torchrun rank 0 alone writes, and holds the locks
                 return stage(*bound.args, **bound.kwargs)
             with declared_outputs(
                 *(given[name] for name in files if given.get(name) is not None),
