@@ -255,7 +255,9 @@ def test_two_jobs_run_the_points_at_once_with_the_sequential_results(here):
     assert again.count("finished before, reused") == 2
 
 
-def test_local_jobs_take_one_gpu_each_and_share_them_when_more_jobs_than_gpus(monkeypatch, tmp_path, capsys):
+def test_local_jobs_take_one_gpu_each_or_a_share_of_the_cores_and_share_when_more_jobs_than_devices(
+    monkeypatch, tmp_path, capsys
+):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     params = Params.model_validate({"ablate": {"jobs": 3}})
     executor, next_job = executor_for(params, tmp_path, torch.device("cuda"))
@@ -265,6 +267,10 @@ def test_local_jobs_take_one_gpu_each_and_share_them_when_more_jobs_than_gpus(mo
         assert next_job(slot) == ("cuda", None)
         seen.append((executor.parameters["gpus_per_node"], executor.parameters["visible_gpus"]))
     assert seen == [(1, (0,)), (1, (1,)), (1, (0,))]
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    executor, next_job = executor_for(params, tmp_path, torch.device("cpu"))
+    assert "warning: ablate: 3 jobs on 2 CPU cores; the jobs share them" in capsys.readouterr().err
+    assert next_job(0) == ("cpu", 1)
 
 
 def test_slurm_jobs_take_the_slurm_section(monkeypatch, tmp_path):

@@ -315,7 +315,10 @@ def executor_for(params: Params, folder: Path, device: torch.device):
             return "cuda", None
 
         return executor, next_job
-    threads = max(1, (os.cpu_count() or 1) // cfg.jobs)
+    cores = os.cpu_count() or 1
+    if cfg.jobs > cores:
+        warn(f"ablate: {cfg.jobs} jobs on {cores} CPU cores; the jobs share them")
+    threads = max(1, cores // cfg.jobs)
     return executor, lambda slot: (str(device), threads)
 
 
