@@ -314,34 +314,38 @@ def processes_of(folder: Path) -> list[str]:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the jobs' processes through /proc")
-def test_killing_ablate_stops_its_jobs(here):
-    """`kill` (SIGTERM) stops the running points, even where they ignore Ctrl-C's SIGINT as a background job's
-    processes do, with one line and no traceback; their epoch state stays for the next run."""
-    runs = here / "ablate_killed"
+@pytest.mark.parametrize("stop", ["kill", "ctrl-c"])
+def test_stopping_ablate_stops_its_jobs(here, stop):
+    """`kill` (SIGTERM, here where Ctrl-C's SIGINT is ignored, as in a script's background job) and Ctrl-C (SIGINT to
+    the terminal's whole foreground process group) stop the running points before ablate exits, with one line and
+    no traceback; their epoch state stays for the next run."""
+    runs = here / f"ablate_{stop}"
     command = [sys.executable, "-m", "acdistill", "ablate", "--jobs", "2", "--runs", str(runs), "--out"]
-    command += ["metrics/ablate_killed.json", "-S", "distill.epochs=500"]
+    command += [f"metrics/ablate_{stop}.json", "-S", "distill.epochs=500"]
+    sigint = signal.SIG_IGN if stop == "kill" else signal.SIG_DFL
     with subprocess.Popen(
         command,
         cwd=here,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as a script's background job: no Ctrl-C
+        start_new_session=True,  # its own process group, as a terminal's foreground job has
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
     ) as p:
         deadline = time.monotonic() + 120
         while len(list(runs.glob("*/state.pt"))) < 2 and time.monotonic() < deadline:  # both points have trained
             time.sleep(0.5)
         assert len(processes_of(runs / ".submitit")) >= 2
-        p.send_signal(signal.SIGTERM)
+        if stop == "kill":
+            p.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(p.pid, signal.SIGINT)
         output = p.communicate(timeout=60)[0]
-        assert p.returncode != 0
+    assert p.returncode == 128 + (signal.SIGTERM if stop == "kill" else signal.SIGINT)
     assert "ablate: stopped; 2 running point(s) stopped too, to resume next time" in output
     assert "Traceback" not in output
-    deadline = time.monotonic() + 30
-    while processes_of(runs / ".submitit") and time.monotonic() < deadline:
-        time.sleep(0.5)
     assert processes_of(runs / ".submitit") == []
-    assert not (here / "metrics/ablate_killed.json").exists() and not list(runs.glob("*/result.json"))
+    assert not (here / f"metrics/ablate_{stop}.json").exists() and not list(runs.glob("*/result.json"))
 
 
 def test_a_point_that_fails_in_its_job_is_one_line_with_its_error(here, tmp_path):
@@ -358,3 +362,26 @@ def test_a_point_that_fails_in_its_job_is_one_line_with_its_error(here, tmp_path
     assert len(error) == 1, result.output
     assert error[0].startswith(f"error: ablate point data.train_subset={bad} failed in its job: no cifar10 train data")
     assert "(its log: " in error[0] and not (here / "metrics/ablate_failing.json").exists()
+
+
+def test_a_job_that_slurm_refuses_is_one_line(here, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from acdistill.cli import app
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpu' >&2\nexit 1\n")
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    args = ["ablate", "-S", "ablate.cluster=slurm", "--runs", "ablate_refused", "--out", "metrics/ablate_refused.json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    # sbatch's own stderr line comes first: submitit leaves it to the terminal
+    assert result.output.splitlines()[-2:] == [
+        "sbatch: error: invalid partition specified: gpu",
+        "error: ablate point distill.gacd.reweight=True: its job could not be submitted: "
+        "sbatch: error: invalid partition specified: gpu",
+    ], result.output

@@ -20,9 +20,12 @@ import re
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -337,16 +340,66 @@ def check_job(job, point: dict[str, Any]) -> None:
         ) from None
 
 
-def stop_job(job) -> None:
-    """Stop a running job; its point resumes from its epoch state next time. A local job gets SIGTERM through its
-    submitit controller, which forwards it to the job and then ends quietly (submitit's own cancel sends the
-    controller SIGINT, which a process started in the background ignores, and which prints a traceback)."""
+def stop_jobs(jobs: list) -> None:
+    """Stop running jobs and wait for them to end; their points resume from their epoch state next time. A local
+    job gets SIGTERM through its submitit controller, which forwards it to the job and then ends quietly (submitit's
+    own cancel sends the controller SIGINT, which a process started in the background ignores)."""
     import submitit
 
-    if isinstance(job, submitit.local.local.LocalJob) and job._process is not None:
-        job._process.send_signal(signal.SIGTERM)
-    else:
-        job.cancel(check=False)
+    local = [job for job in jobs if isinstance(job, submitit.local.local.LocalJob) and job._process is not None]
+    for job in jobs:
+        if job in local:
+            job._process.send_signal(signal.SIGTERM)
+        else:
+            job.cancel(check=False)
+    for job in local:
+        try:
+            job._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            job._process.kill()
+
+
+class Stopped(Exception):
+    """SIGTERM while jobs run: ablate stops them, then exits with 128 + SIGTERM, as a process killed by it would
+    (Ctrl-C: 128 + SIGINT)."""
+
+
+@contextmanager
+def job_signals() -> Iterator[Callable[[], AbstractContextManager]]:
+    """SIGTERM (`kill`) and Ctrl-C stop this process's jobs instead of leaving them running without it, or printing
+    their tracebacks. Yields a context for each submission: the jobs it starts ignore Ctrl-C (the terminal sends it to
+    every process of the foreground group), so that this process alone receives it and stops them quietly."""
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield nullcontext
+        return
+
+    def on_sigterm(*_):
+        raise Stopped
+
+    @contextmanager
+    def ignoring_ctrl_c():
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, handler)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield ignoring_ctrl_c
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def submit_job(executor, point: dict[str, Any], *args, **kwargs):
+    """The job of one point; a submission the cluster refuses (sbatch's error) is an AcdistillError."""
+    import submitit
+
+    try:
+        return executor.submit(run_point_job, *args, **kwargs)
+    except (submitit.core.utils.FailedJobError, OSError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+        raise AcdistillError(f"ablate point {point_label(point)}: its job could not be submitted: {reason}") from None
 
 
 def run_in_parallel(
@@ -368,44 +421,41 @@ def run_in_parallel(
     executor, next_job = executor_for(params, logs, device)
     ran: set[Path] = set()
     running: dict[int, tuple[Any, dict[str, Any], Path]] = {}  # slot (a share of the devices) -> job, point, run
-    # SIGTERM (`kill`) stops the jobs as Ctrl-C does, instead of leaving them running without this process.
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main_thread else None
-    try:
-        for wave in filter(None, ([p for p in planned if p[4] is None], [p for p in planned if p[4] is not None])):
-            pending = list(wave)
-            while pending or running:
-                for slot in sorted(set(range(params.ablate.jobs)) - set(running))[: len(pending)]:
-                    point, p, run, digest, distilled = pending.pop(0)
-                    on, threads = next_job(slot)
-                    echo(f"ablate: {point_label(point)}: running in {run} (job {len(ran) + len(running) + 1})")
-                    job = executor.submit(
-                        run_point_job,
-                        p,
-                        run,
-                        digest,
-                        point,
-                        teacher=teacher,
-                        data_dir=data_dir,
-                        device=on,
-                        threads=threads,
-                        distilled=distilled,
-                    )
-                    running[slot] = (job, point, run)
-                time.sleep(0.5)
-                for slot, (job, point, run) in list(running.items()):
-                    if job.done():
-                        del running[slot]
-                        check_job(job, point)
-                        ran.add(run)
-    except KeyboardInterrupt:
-        print(f"ablate: stopped; {len(running)} running point(s) stopped too, to resume next time", file=sys.stderr)
-        raise
-    finally:  # a failed point, Ctrl-C or SIGTERM: the points still running stop, and resume on the next run
-        for job, _, _ in running.values():
-            stop_job(job)
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+    with job_signals() as submitting:
+        try:
+            for wave in filter(None, ([p for p in planned if p[4] is None], [p for p in planned if p[4] is not None])):
+                pending = list(wave)
+                while pending or running:
+                    for slot in sorted(set(range(params.ablate.jobs)) - set(running))[: len(pending)]:
+                        point, p, run, digest, distilled = pending.pop(0)
+                        on, threads = next_job(slot)
+                        echo(f"ablate: {point_label(point)}: running in {run} (job {len(ran) + len(running) + 1})")
+                        with submitting():
+                            job = submit_job(
+                                executor,
+                                point,
+                                p,
+                                run,
+                                digest,
+                                point,
+                                teacher=teacher,
+                                data_dir=data_dir,
+                                device=on,
+                                threads=threads,
+                                distilled=distilled,
+                            )
+                        running[slot] = (job, point, run)
+                    time.sleep(0.5)
+                    for slot, (job, point, run) in list(running.items()):
+                        if job.done():
+                            del running[slot]
+                            check_job(job, point)
+                            ran.add(run)
+        except (KeyboardInterrupt, Stopped) as stop:
+            print(f"ablate: stopped; {len(running)} running point(s) stopped too, to resume next time", file=sys.stderr)
+            raise SystemExit(128 + (signal.SIGTERM if isinstance(stop, Stopped) else signal.SIGINT)) from None
+        finally:  # a failed point, Ctrl-C or kill: the points still running stop, and resume on the next run
+            stop_jobs([job for job, _, _ in running.values()])
     shutil.rmtree(logs, ignore_errors=True)
     return ran
 
