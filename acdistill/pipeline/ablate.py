@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import submitit
 import torch
 from tabulate import tabulate
 
@@ -269,8 +270,8 @@ def run_point_job(
 ) -> None:
     """`run_point` in a job's own process: its share of the CPU cores, its device (the one GPU a local job sees, as
     cuda), and the finished distilled point a fine-tuning point starts from."""
-    # submitit's jobs ignore SIGTERM (Slurm sends it before a preemption); ablate stops a local job with it (see
-    # stop_job), and a job started from a background shell ignores SIGINT too. The epoch state stays for a resume.
+    # submitit's jobs ignore SIGTERM (Slurm sends it before a preemption), and ablate starts them ignoring SIGINT
+    # (job_signals); ablate stops a local job with SIGTERM (stop_jobs). The epoch state stays for a resume.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -290,8 +291,6 @@ def run_point_job(
 def executor_for(params: Params, folder: Path, device: torch.device):
     """submitit's executor for ablate.cluster, its logs in `folder`, and a function that sets the parameters of the
     job in a slot (local: which GPU it sees, slot modulo the GPUs) and returns (device, threads) for run_point_job."""
-    import submitit
-
     cfg = params.ablate
     if cfg.cluster == "slurm":
         s = cfg.slurm
@@ -327,8 +326,6 @@ def executor_for(params: Params, folder: Path, device: torch.device):
 
 def check_job(job, point: dict[str, Any]) -> None:
     """A finished job's failure as an AcdistillError naming the point, the job's own error line and its log."""
-    import submitit
-
     try:
         job.result()
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as e:
@@ -344,8 +341,6 @@ def stop_jobs(jobs: list) -> None:
     """Stop running jobs and wait for them to end; their points resume from their epoch state next time. A local
     job gets SIGTERM through its submitit controller, which forwards it to the job and then ends quietly (submitit's
     own cancel sends the controller SIGINT, which a process started in the background ignores)."""
-    import submitit
-
     local = [job for job in jobs if isinstance(job, submitit.local.local.LocalJob) and job._process is not None]
     for job in jobs:
         if job in local:
@@ -393,8 +388,6 @@ def job_signals() -> Iterator[Callable[[], AbstractContextManager]]:
 
 def submit_job(executor, point: dict[str, Any], *args, **kwargs):
     """The job of one point; a submission the cluster refuses (sbatch's error) is an AcdistillError."""
-    import submitit
-
     try:
         return executor.submit(run_point_job, *args, **kwargs)
     except (submitit.core.utils.FailedJobError, OSError) as e:
