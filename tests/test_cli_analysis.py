@@ -273,12 +273,18 @@ def test_local_jobs_take_one_gpu_each_or_a_share_of_the_cores_and_share_when_mor
     assert next_job(0) == ("cpu", 1)
 
 
-def test_slurm_jobs_take_the_slurm_section(monkeypatch, tmp_path):
+def fake_slurm(tmp_path: Path, monkeypatch, **tools: str) -> None:
+    """Slurm's commands on the PATH as shell scripts: `srun` (which submitit looks for) failing, and `tools`."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit looks for srun; nothing is submitted here
-    (bin_dir / "srun").chmod(0o755)
+    for tool, body in {"srun": "exit 1", **tools}.items():
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+def test_slurm_jobs_take_the_slurm_section(monkeypatch, tmp_path):
+    fake_slurm(tmp_path, monkeypatch)  # submitit looks for srun; nothing is submitted here
     slurm = {"partition": "gpu", "timeout_min": 90, "gpus_per_node": 1, "additional_parameters": {"account": "lab"}}
     params = Params.model_validate({"ablate": {"jobs": 4, "cluster": "slurm", "slurm": slurm}})
     executor, next_job = executor_for(params, tmp_path / "logs", torch.device("cpu"))
@@ -369,13 +375,7 @@ def test_a_job_that_slurm_refuses_is_one_line(here, tmp_path, monkeypatch):
 
     from acdistill.cli import app
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
-    (bin_dir / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: gpu' >&2\nexit 1\n")
-    for tool in ("srun", "sbatch"):
-        (bin_dir / tool).chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    fake_slurm(tmp_path, monkeypatch, sbatch="echo 'sbatch: error: invalid partition specified: gpu' >&2\nexit 1")
     args = ["ablate", "-S", "ablate.cluster=slurm", "--runs", "ablate_refused", "--out", "metrics/ablate_refused.json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "Traceback" not in result.output
