@@ -1,0 +1,170 @@
+"""95 % intervals for accuracies, and for the difference between two models' accuracies.
+
+An accuracy measured on n test images is a binomial proportion; a model trained at several seeds adds the spread
+between seeds. docs/attacks.md ("How sure a number is") states the rules; in short:
+
+- one run, n images: Wilson's score interval (Wilson 1927), which stays inside [0, 1] and keeps its coverage near
+  0 % and 100 %, where robust accuracies often lie;
+- two runs on the same images: Newcombe's interval for paired proportions (Newcombe 1998, Statistics in Medicine
+  17:2635, method 10), from the per-image correctness of both runs; McNemar's exact test gives the p-value;
+- two runs on different images: Newcombe's hybrid score interval for independent proportions (Newcombe 1998,
+  Statistics in Medicine 17:873, method 10);
+- runs at S seeds, each on the same n images: mean ± t · SE with two variance components,
+  SE² = s²/S + v/n (s² the variance of the S accuracies, v the variance over images of each image's mean
+  correctness), and Welch–Satterthwaite's degrees of freedom. A difference between two seeded points adds both
+  points' seed variances to the image variance of the per-image differences.
+
+A difference is *within noise* when its interval contains 0. Every function works in fractions (0.25 is 25 %);
+callers print percent. Per-image correctness travels as `pack_bits` strings (one bit an image, base64).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+Z95 = 1.959963984540054  # the standard normal's 97.5 % quantile
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate and its 95 % interval, as fractions; `method` names the rule that made it."""
+
+    estimate: float
+    low: float
+    high: float
+    method: str
+
+    @property
+    def within_noise(self) -> bool:
+        """For a difference: the interval contains 0."""
+        return self.low <= 0.0 <= self.high
+
+    def percent(self, digits: int = 2) -> list[float]:
+        return [round(100 * self.low, digits), round(100 * self.high, digits)]
+
+
+def pack_bits(correct: Sequence[bool] | np.ndarray) -> str:
+    """Per-image correctness [n] -> base64 of its bits (n / 6 characters): small enough for a results JSON."""
+    return base64.b64encode(np.packbits(np.asarray(correct, dtype=bool)).tobytes()).decode("ascii")
+
+
+def unpack_bits(packed: str, n: int) -> np.ndarray:
+    """The inverse of `pack_bits`: bool [n]."""
+    return np.unpackbits(np.frombuffer(base64.b64decode(packed), dtype=np.uint8), count=n).astype(bool)
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> Interval:
+    """Wilson's score interval for a proportion of `successes` in `n` trials (n >= 1)."""
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"wilson: need 0 <= successes <= n and n >= 1, got {successes} of {n}")
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Interval(p, max(0.0, centre - half), min(1.0, centre + half), "wilson")
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, z: float = Z95) -> Interval:
+    """acc(a) - acc(b) for two runs on the same images (bool [n] each): Newcombe's method 10, which combines the
+    two Wilson intervals through the correlation of the runs' per-image results (phi, corrected as Newcombe's
+    worked example in Altman et al.'s "Statistics with Confidence" does)."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise ValueError(f"paired_difference: two runs on the same images, got {a.shape} and {b.shape}")
+    n = len(a)
+    both, only_a, only_b = int((a & b).sum()), int((a & ~b).sum()), int((~a & b).sum())
+    neither = n - both - only_a - only_b
+    p1, p2 = (both + only_a) / n, (both + only_b) / n
+    w1, w2 = wilson(both + only_a, n, z), wilson(both + only_b, n, z)
+    margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    phi = 0.0
+    if margins > 0:
+        cross = both * neither - only_a * only_b
+        corrected = cross - n / 2 if cross > n / 2 else (cross if cross < 0 else 0.0)
+        phi = corrected / math.sqrt(margins)
+    d1, e1, d2, e2 = p1 - w1.low, w1.high - p1, p2 - w2.low, w2.high - p2
+    low = (p1 - p2) - math.sqrt(max(0.0, d1 * d1 - 2 * phi * d1 * e2 + e2 * e2))
+    high = (p1 - p2) + math.sqrt(max(0.0, d2 * d2 - 2 * phi * d2 * e1 + e1 * e1))
+    return Interval(p1 - p2, max(-1.0, low), min(1.0, high), "newcombe-paired")
+
+
+def mcnemar_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided exact McNemar p-value: the images one run gets right and the other wrong, tested against an even
+    split (the binomial test on the discordant pairs)."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
+    m = only_a + only_b
+    if m == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    tail = sum(math.comb(m, i) for i in range(k + 1)) / 2**m
+    return min(1.0, 2 * tail)
+
+
+def independent_difference(k1: int, n1: int, k2: int, n2: int, z: float = Z95) -> Interval:
+    """k1/n1 - k2/n2 for runs on different images: Newcombe's hybrid score interval (square-and-add Wilson)."""
+    w1, w2 = wilson(k1, n1, z), wilson(k2, n2, z)
+    p1, p2 = k1 / n1, k2 / n2
+    low = (p1 - p2) - math.hypot(p1 - w1.low, w2.high - p2)
+    high = (p1 - p2) + math.hypot(p2 - w2.low, w1.high - p1)
+    return Interval(p1 - p2, max(-1.0, low), min(1.0, high), "newcombe-independent")
+
+
+def t_quantile(df: float) -> float:
+    """The t distribution's 97.5 % quantile (Student), for real degrees of freedom >= 1."""
+    from scipy.stats import t  # imported here: only seeded intervals need it
+
+    return float(t.ppf(0.975, df))
+
+
+def _welch(components: list[tuple[float, float]]) -> tuple[float, float]:
+    """(variance of the estimate, Welch-Satterthwaite degrees of freedom) from (variance term, its df) pairs."""
+    total = sum(v for v, _ in components)
+    denominator = sum(v * v / df for v, df in components if df > 0 and v > 0)
+    return total, (total * total / denominator if denominator > 0 else math.inf)
+
+
+def _image_variance(per_image_means: np.ndarray) -> float:
+    n = len(per_image_means)
+    return float(np.var(per_image_means, ddof=1)) / n if n > 1 else 0.0
+
+
+def over_seeds(runs: np.ndarray) -> Interval:
+    """The mean accuracy of one point trained at S >= 2 seeds, each run evaluated on the same n images
+    (bool [S, n]): mean ± t · sqrt(s²/S + v/n), two variance components (module docstring)."""
+    runs = np.asarray(runs, dtype=float)
+    if runs.ndim != 2 or runs.shape[0] < 2:
+        raise ValueError(f"over_seeds: runs at two or more seeds (bool [S, n]), got shape {runs.shape}")
+    seeds, n = runs.shape
+    accuracies = runs.mean(axis=1)
+    # Near 0 % or 100 % the images' variance vanishes; Wilson's width for the mean on n images keeps a floor under it
+    floor = wilson(round(float(accuracies.mean()) * n), n)
+    images = max(_image_variance(runs.mean(axis=0)), ((floor.high - floor.low) / (2 * Z95)) ** 2)
+    variance, df = _welch([(float(np.var(accuracies, ddof=1)) / seeds, seeds - 1), (images, n - 1)])
+    half = t_quantile(df) * math.sqrt(variance) if math.isfinite(df) else Z95 * math.sqrt(variance)
+    mean = float(accuracies.mean())
+    return Interval(mean, max(0.0, mean - half), min(1.0, mean + half), "seeds+images")
+
+
+def seeded_difference(a: np.ndarray, b: np.ndarray) -> Interval:
+    """mean acc(a) - mean acc(b) for two points at S_a, S_b >= 2 seeds on the same n images (bool [S_a, n] and
+    [S_b, n]): the seed variance of each point plus the image variance of the per-image difference of their
+    seed means."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 2 or b.ndim != 2 or min(a.shape[0], b.shape[0]) < 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"seeded_difference: two points at two or more seeds on the same images, {a.shape} {b.shape}")
+    acc_a, acc_b = a.mean(axis=1), b.mean(axis=1)
+    variance, df = _welch(
+        [
+            (float(np.var(acc_a, ddof=1)) / len(acc_a), len(acc_a) - 1),
+            (float(np.var(acc_b, ddof=1)) / len(acc_b), len(acc_b) - 1),
+            (_image_variance(a.mean(axis=0) - b.mean(axis=0)), a.shape[1] - 1),
+        ]
+    )
+    half = t_quantile(df) * math.sqrt(variance) if math.isfinite(df) else Z95 * math.sqrt(variance)
+    diff = float(acc_a.mean() - acc_b.mean())
+    return Interval(diff, max(-1.0, diff - half), min(1.0, diff + half), "seeds+images")
