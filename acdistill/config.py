@@ -125,8 +125,17 @@ class TrainParams(BaseModel):
 
 class DataParams(Strict):
     dataset: str = "cifar10"
-    train_subset: int | str | None = Field(4000, description="first N images, a path to an index file, or null")
+    train_subset: int | str | None = Field(
+        4000, description="first N images, a range A:B (images A to B-1), a path to an index file, or null"
+    )
     test_subset: int | str | None = 1000
+    val_subset: str | None = Field(
+        None,
+        description=(
+            "training images held out for choosing settings (eval.split: val): a range A:B or an index file; none of "
+            "them may be in train_subset"
+        ),
+    )
     root: str = Field("data", description="torchvision download directory")
     augment: bool = True
 
@@ -134,6 +143,10 @@ class DataParams(Strict):
     def _known_dataset(self) -> DataParams:
         DATASETS.get(self.dataset)
         return self
+
+    def for_training(self) -> dict[str, Any]:
+        """What decides a trained model: every key but val_subset, which only evaluations read."""
+        return self.model_dump(mode="json", exclude={"val_subset"})
 
 
 class TeacherTrain(TrainParams):
@@ -218,6 +231,13 @@ class TeacherParams(Strict):
     strict_accuracy: bool = Field(
         False, description=("a clean accuracy more than 5 points below the stated one is an error instead of a warning")
     )
+    cross_dataset: bool = Field(
+        False,
+        description=(
+            "distill from a teacher whose checkpoint names another dataset than data.dataset (with as many classes), "
+            "on purpose; false refuses it"
+        ),
+    )
     train: TeacherTrain = TeacherTrain()
 
     @model_validator(mode="after")
@@ -301,6 +321,9 @@ class SanityParams(Strict):
 
 class EvalParams(Strict):
     attacks: list[str] = ["natural", "fgsm", "pgd20"]
+    split: Literal["test", "val"] = Field(
+        "test", description="test: data.test_subset; val: data.val_subset, training images held out from training"
+    )
     n: int | None = Field(1000, ge=1, description="first n test images; null for the whole test subset")
     batch_size: int = Field(256, ge=1)
     eps: Eps = 8 / 255
@@ -376,6 +399,32 @@ ABLATE_SECTIONS = ("seed", "data", "distill", "eval")
 FINETUNE = "adv_finetune"
 # A point key of explicit points: the point's label, and the name of a link to its run directory.
 NAME = "name"
+# A point key: the held-out accuracy by which ablate.search chooses this point's setting (default: search.by).
+SEARCH_BY = "search_by"
+# Point keys that are not params keys.
+POINT_KEYS = (FINETUNE, NAME, SEARCH_BY)
+
+
+class SearchParams(Strict):
+    """ablate.search: before the points run, choose one setting of each point (e.g. its lr) on held-out training
+    images (data.val_subset): a run per value at the first seed, evaluated there, the value with the highest
+    accuracy under `by` kept. The seeds then run at that value; the chosen value's run is the first seed's."""
+
+    key: str = Field(description="the dotted params key to choose, e.g. distill.lr")
+    values: list[Any] = Field(min_length=2, description="the values tried, for every point that does not set key")
+    by: str = Field("pgd20", description="the attack whose held-out accuracy is maximized (a point's search_by wins)")
+    attacks: list[str] | None = Field(None, description="the held-out evaluation's attacks; null: natural and by")
+
+    @model_validator(mode="after")
+    def _known_attacks(self) -> SearchParams:
+        for name in [self.by, *(self.attacks or [])]:
+            EVAL_ATTACKS.get(name)
+        if self.attacks is not None and self.by not in self.attacks:
+            raise ValueError(f"search.by '{self.by}' must be one of search.attacks")
+        return self
+
+    def attacks_for(self, by: str) -> list[str]:
+        return list(dict.fromkeys([*(self.attacks or ["natural"]), by]))
 
 
 class SlurmParams(Strict):
@@ -425,8 +474,26 @@ class AblateParams(Strict):
         None,
         min_length=1,
         description=(
-            "run every point once per seed and report each column's mean and standard deviation over the runs; "
-            "null: one run per point, at the params' seed"
+            "two or more seeds: run every point once per seed and report each accuracy's mean with its 95 % interval "
+            "over seeds and images; null: one run per point at the params' seed, intervals over the images"
+        ),
+    )
+    compare: list[tuple[str, str]] = Field(
+        default_factory=list,
+        description=(
+            "pairs of point names [A, B]: the table gives A - B per attack with its 95 % interval, and says whether "
+            "it is within noise"
+        ),
+    )
+    only: list[str] | None = Field(
+        None, description="names of the explicit points to run, of all the params define; null: every point"
+    )
+    search: SearchParams | None = None
+    keep_weights: list[str] = Field(
+        default_factory=list,
+        description=(
+            "names of points whose students later stages read: a finished point whose weights are missing (a clone "
+            "holds only the committed results) is trained again"
         ),
     )
 
@@ -435,7 +502,15 @@ class AblateParams(Strict):
         given = {**self.grid, **{k: [v] for k, v in self.fixed.items()}}
         if self.seeds is not None and len(set(self.seeds)) < len(self.seeds):
             raise ValueError(f"seeds must differ: {', '.join(map(str, self.seeds))}")
+        if self.seeds is not None and len(self.seeds) == 1:
+            raise ValueError(
+                f"one seed ({self.seeds[0]}) gives no interval over seeds; without seeds each run's interval is over "
+                f"its test images only: set seed: {self.seeds[0]} instead, or give two or more seeds"
+            )
         names = [point[NAME] for point in self.points if NAME in point]
+        for name in [n for pair in self.compare for n in pair] + self.keep_weights + (self.only or []):
+            if name not in names:
+                raise ValueError(f"no point named '{name}'; named points: {', '.join(names) or 'none'}")
         for name in names:
             if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name):
                 raise ValueError(f"point name {name!r}: use letters, digits and . _ + - only")
@@ -445,10 +520,15 @@ class AblateParams(Strict):
             given.update({k: [v] for k, v in point.items() if k != NAME})
         if NAME in self.grid:
             raise ValueError(f"'{NAME}' names an explicit point; a grid point is named by its values")
+        if self.search is not None:
+            given.setdefault(self.search.key, self.search.values)
         for key, values in given.items():
             if key == FINETUNE:
                 if not all(isinstance(v, bool) for v in values):
                     raise ValueError(f"'{FINETUNE}' takes true or false")
+            elif key == SEARCH_BY:
+                if self.search is None:
+                    raise ValueError(f"'{SEARCH_BY}' names the attack of ablate.search, which is not set")
             elif key.split(".")[0] not in (*ABLATE_SECTIONS, "aft", "speed"):
                 raise ValueError(
                     f"'{key}': a grid point can change only {', '.join(ABLATE_SECTIONS)}, aft and speed (the teacher "
@@ -478,6 +558,14 @@ class Params(Strict):
     # file in errors: an ablation point's params are these with the point's values, validated again.
     _raw: dict | None = PrivateAttr(default=None)
     _where: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _held_out_images(self) -> Params:
+        if self.eval.split == "val" and self.data.val_subset is None:
+            raise ValueError("eval.split 'val' needs data.val_subset: the training images held out for it")
+        if self.ablate.search is not None and self.data.val_subset is None:
+            raise ValueError("ablate.search chooses on held-out images: set data.val_subset (e.g. 10000:11000)")
+        return self
 
     def with_overrides(self, overrides: dict[str, Any]) -> Params:
         """These params with dotted overrides ({"distill.gacd.k": 256}) applied to what they were read from (every
@@ -518,10 +606,10 @@ def _apply(raw: dict, dotted: str, value: Any, where: str) -> None:
 def _describe(err: ValidationError) -> str:
     """'section.key: what is wrong' for the first error (pydantic lists them all; one line is what users read)."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = ".".join(str(p) for p in first["loc"])
     msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{loc}: {msg}{more}"
+    return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
 
 
 def load_params(path: str | Path | None = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:

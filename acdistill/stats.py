@@ -9,10 +9,11 @@ between seeds. docs/attacks.md ("How sure a number is") states the rules; in sho
   17:2635, method 10), from the per-image correctness of both runs; McNemar's exact test gives the p-value;
 - two runs on different images: Newcombe's hybrid score interval for independent proportions (Newcombe 1998,
   Statistics in Medicine 17:873, method 10);
-- runs at S seeds, each on the same n images: mean ± t · SE with two variance components,
-  SE² = s²/S + v/n (s² the variance of the S accuracies, v the variance over images of each image's mean
-  correctness), and Welch–Satterthwaite's degrees of freedom. A difference between two seeded points adds both
-  points' seed variances to the image variance of the per-image differences.
+- runs at S seeds, each on the same n images: mean ± t · SE, the correctness of image i at seed s read as
+  seed effect + image effect + residual (a two-way layout without replication), SE² = (MS_seeds + MS_images -
+  MS_residual) / (n S) from its mean squares, and t with Welch–Satterthwaite's degrees of freedom. A difference
+  between two seeded points adds their variances and subtracts twice the covariance of their per-image seed
+  means, when both saw the same images.
 
 A difference is *within noise* when its interval contains 0. Every function works in fractions (0.25 is 25 %);
 callers print percent. Per-image correctness travels as `pack_bits` strings (one bit an image, base64).
@@ -122,49 +123,88 @@ def t_quantile(df: float) -> float:
 
 
 def _welch(components: list[tuple[float, float]]) -> tuple[float, float]:
-    """(variance of the estimate, Welch-Satterthwaite degrees of freedom) from (variance term, its df) pairs."""
+    """(the estimate's variance, Welch-Satterthwaite degrees of freedom) from (variance term, its df) pairs; a term
+    may be negative (a mean square subtracted), its square still counts."""
     total = sum(v for v, _ in components)
-    denominator = sum(v * v / df for v, df in components if df > 0 and v > 0)
+    denominator = sum(v * v / df for v, df in components if df > 0 and v != 0)
     return total, (total * total / denominator if denominator > 0 else math.inf)
 
 
-def _image_variance(per_image_means: np.ndarray) -> float:
-    n = len(per_image_means)
-    return float(np.var(per_image_means, ddof=1)) / n if n > 1 else 0.0
+@dataclass(frozen=True)
+class TwoWay:
+    """Mean squares of runs [S, n] (seed s, image i) under y_si = mu + seed_s + image_i + residual_si, the
+    two-way layout without replication. The grand mean's variance is (seeds + images - residual) / (n S)."""
+
+    seeds: float
+    images: float
+    residual: float
+    n_seeds: int
+    n_images: int
+
+    @classmethod
+    def of(cls, runs: np.ndarray) -> TwoWay:
+        y = np.asarray(runs, dtype=float)
+        s, n = y.shape
+        by_seed, by_image, grand = y.mean(axis=1), y.mean(axis=0), y.mean()
+        residual = y - by_seed[:, None] - by_image[None, :] + grand
+        dof_residual = (s - 1) * (n - 1)
+        return cls(
+            n * float(np.sum((by_seed - grand) ** 2)) / (s - 1),
+            s * float(np.sum((by_image - grand) ** 2)) / (n - 1) if n > 1 else 0.0,
+            float(np.sum(residual**2)) / dof_residual if dof_residual else 0.0,
+            s,
+            n,
+        )
+
+    def terms(self) -> list[tuple[float, float]]:
+        """(variance term, df) of the seed, image and (subtracted) residual mean squares."""
+        scale = self.n_images * self.n_seeds
+        return [
+            (self.seeds / scale, self.n_seeds - 1),
+            (self.images / scale, self.n_images - 1),
+            (-self.residual / scale, (self.n_seeds - 1) * (self.n_images - 1)),
+        ]
+
+
+def _interval(estimate: float, variance: float, df: float, low: float, high: float) -> tuple[float, float]:
+    half = (t_quantile(df) if math.isfinite(df) else Z95) * math.sqrt(max(variance, 0.0))
+    return max(low, estimate - half), min(high, estimate + half)
 
 
 def over_seeds(runs: np.ndarray) -> Interval:
     """The mean accuracy of one point trained at S >= 2 seeds, each run evaluated on the same n images
-    (bool [S, n]): mean ± t · sqrt(s²/S + v/n), two variance components (module docstring)."""
+    (bool [S, n]): mean ± t · SE, SE² = (MS_seeds + MS_images - MS_residual) / (n S) from the two-way layout
+    (`TwoWay`), t with Welch-Satterthwaite's degrees of freedom. The variance is at least the residual's share
+    (MS_residual / (n S)) and the variance that Wilson's interval for the mean on n images implies (its width over
+    2 z, squared), so that a point at 0 % on every image and seed keeps an interval, between the one of its S n
+    results pooled and the one of a single run."""
     runs = np.asarray(runs, dtype=float)
     if runs.ndim != 2 or runs.shape[0] < 2:
         raise ValueError(f"over_seeds: runs at two or more seeds (bool [S, n]), got shape {runs.shape}")
-    seeds, n = runs.shape
-    accuracies = runs.mean(axis=1)
-    # Near 0 % or 100 % the images' variance vanishes; Wilson's width for the mean on n images keeps a floor under it
-    floor = wilson(round(float(accuracies.mean()) * n), n)
-    images = max(_image_variance(runs.mean(axis=0)), ((floor.high - floor.low) / (2 * Z95)) ** 2)
-    variance, df = _welch([(float(np.var(accuracies, ddof=1)) / seeds, seeds - 1), (images, n - 1)])
-    half = t_quantile(df) * math.sqrt(variance) if math.isfinite(df) else Z95 * math.sqrt(variance)
-    mean = float(accuracies.mean())
-    return Interval(mean, max(0.0, mean - half), min(1.0, mean + half), "seeds+images")
+    layout = TwoWay.of(runs)
+    mean = float(runs.mean())
+    n = runs.shape[1]
+    floor = wilson(round(mean * n), n)
+    variance, df = _welch(layout.terms())
+    variance = max(variance, layout.residual / (n * layout.n_seeds), ((floor.high - floor.low) / (2 * Z95)) ** 2)
+    return Interval(mean, *_interval(mean, variance, df, 0.0, 1.0), "seeds+images")
 
 
-def seeded_difference(a: np.ndarray, b: np.ndarray) -> Interval:
-    """mean acc(a) - mean acc(b) for two points at S_a, S_b >= 2 seeds on the same n images (bool [S_a, n] and
-    [S_b, n]): the seed variance of each point plus the image variance of the per-image difference of their
-    seed means."""
+def seeded_difference(a: np.ndarray, b: np.ndarray, *, paired_images: bool = True) -> Interval:
+    """mean acc(a) - mean acc(b) for two points at S_a, S_b >= 2 seeds (bool [S_a, n_a] and [S_b, n_b]), their
+    seeds independent. Var = Var(mean a) + Var(mean b) - 2 Cov, each variance from its two-way layout, and Cov the
+    covariance over images of the two points' per-image seed means (both saw the same images: `paired_images`,
+    n_a = n_b; 0 otherwise), divided by n."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.ndim != 2 or b.ndim != 2 or min(a.shape[0], b.shape[0]) < 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"seeded_difference: two points at two or more seeds on the same images, {a.shape} {b.shape}")
-    acc_a, acc_b = a.mean(axis=1), b.mean(axis=1)
-    variance, df = _welch(
-        [
-            (float(np.var(acc_a, ddof=1)) / len(acc_a), len(acc_a) - 1),
-            (float(np.var(acc_b, ddof=1)) / len(acc_b), len(acc_b) - 1),
-            (_image_variance(a.mean(axis=0) - b.mean(axis=0)), a.shape[1] - 1),
-        ]
-    )
-    half = t_quantile(df) * math.sqrt(variance) if math.isfinite(df) else Z95 * math.sqrt(variance)
-    diff = float(acc_a.mean() - acc_b.mean())
-    return Interval(diff, max(-1.0, diff - half), min(1.0, diff + half), "seeds+images")
+    if a.ndim != 2 or b.ndim != 2 or min(a.shape[0], b.shape[0]) < 2:
+        raise ValueError(f"seeded_difference: two points at two or more seeds, got {a.shape} and {b.shape}")
+    if paired_images and a.shape[1] != b.shape[1]:
+        raise ValueError(f"seeded_difference: paired images need the same n, got {a.shape[1]} and {b.shape[1]}")
+    components = TwoWay.of(a).terms() + TwoWay.of(b).terms()
+    if paired_images and a.shape[1] > 1:
+        n = a.shape[1]
+        covariance = float(np.cov(a.mean(axis=0), b.mean(axis=0))[0, 1]) / n
+        components.append((-2 * covariance, n - 1))
+    variance, df = _welch(components)
+    diff = float(a.mean() - b.mean())
+    return Interval(diff, *_interval(diff, variance, df, -1.0, 1.0), "seeds+images")

@@ -21,8 +21,10 @@ from acdistill.data import ImageSet, load_split
 from acdistill.engine import evaluate
 from acdistill.engine.probe import extract_features, fit_linear_head, linear_probe
 from acdistill.errors import AcdistillError
-from acdistill.pipeline.ablate import expand, markdown_table, mean_and_sd, with_seeds
+from acdistill.pipeline.ablate import expand, over_seeds_rows, with_seeds
+from acdistill.pipeline.compare import markdown_table
 from acdistill.pipeline.figures import student_labels
+from acdistill.stats import over_seeds, pack_bits
 
 
 class PixelFeatures(nn.Module):
@@ -120,7 +122,7 @@ def test_grid_expands_to_the_product_first_key_slowest():
     assert expand({}) == []
 
 
-def test_seeds_give_one_row_per_point_with_each_measured_column_as_mean_and_sample_sd():
+def test_seeds_give_one_row_per_point_with_each_accuracy_as_mean_and_interval_and_other_columns_as_mean_and_sd():
     points = [{"distill.gacd.k": 16}, {"distill.gacd.k": 64}]
     runs = with_seeds(points, [0, 1])
     assert runs == [
@@ -129,18 +131,27 @@ def test_seeds_give_one_row_per_point_with_each_measured_column_as_mean_and_samp
         {"distill.gacd.k": 64, "seed": 0},
         {"distill.gacd.k": 64, "seed": 1},
     ]
+    rng = np.random.default_rng(0)
+    correct = [rng.random(200) < p for p in (0.10, 0.12, 0.20, 0.23)]
+    evaluations = [
+        {"eval": {"pgd20": {"accuracy": 100 * c.mean(), "n": 200, "images": "same", "correct": pack_bits(c)}}}
+        for c in correct
+    ]
     rows = [
-        {**point, "pgd20": pgd20, "run": f"ablate/{i}"} for i, (point, pgd20) in enumerate(zip(runs, [10, 12, 20, 23]))
+        {**point, "pgd20": 100 * c.mean(), "train_minutes": minutes, "run": f"ablate/{i}"}
+        for i, (point, c, minutes) in enumerate(zip(runs, correct, [1.0, 3.0, 2.0, 2.0]))
     ]
-    table = mean_and_sd(points, rows)
-    assert table == [
-        {"distill.gacd.k": 16, "seeds": [0, 1], "pgd20": 11.0, "pgd20_sd": 1.414, "runs": ["ablate/0", "ablate/1"]},
-        {"distill.gacd.k": 64, "seeds": [0, 1], "pgd20": 21.5, "pgd20_sd": 2.121, "runs": ["ablate/2", "ablate/3"]},
-    ]
+    table = over_seeds_rows(points, rows, evaluations)
+    for row, pair in zip(table, (correct[:2], correct[2:])):
+        interval = over_seeds(np.stack(pair))
+        assert row["pgd20"] == pytest.approx(100 * interval.estimate, abs=0.01)
+        assert row["pgd20_ci95"] == interval.percent() and "pgd20_sd" not in row
+    assert (table[0]["train_minutes"], table[0]["train_minutes_sd"]) == (2.0, 1.414)
+    assert table[0]["seeds"] == [0, 1] and table[0]["runs"] == ["ablate/0", "ablate/1"]
     page = markdown_table(table, "github")
-    assert "| 11.00 ± 1.41 |" in page and "pgd20_sd" not in page and "ablate/0" not in page
-    assert mean_and_sd(points[:1], rows[:1])[0]["pgd20_sd"] is None  # one seed: no spread to report
-    assert " 10.00 |" in markdown_table(mean_and_sd(points[:1], rows[:1]), "github")
+    low, high = table[0]["pgd20_ci95"]
+    assert f"| {table[0]['pgd20']:.1f} ({low:.1f}–{high:.1f}) " in page and "| 2.00 ± 1.41 " in page
+    assert "pgd20_ci95" not in page and "_sd" not in page and "ablate/0" not in page
 
 
 def test_students_are_labelled_by_file_name_or_by_directory_where_file_names_repeat():

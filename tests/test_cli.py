@@ -10,6 +10,7 @@ import torch
 from conftest import run
 
 from acdistill import create_model, load_model, teachers
+from acdistill.stats import unpack_bits, wilson
 
 
 def digest(path):
@@ -309,12 +310,48 @@ def test_bad_params_file(here, tmp_path):
     )
 
 
-def test_teacher_with_other_class_count_is_refused(here):
+def test_a_teacher_of_another_dataset_or_class_count_is_refused_before_anything_is_written(here):
     from acdistill import save_model
 
     save_model(create_model("small_cnn", num_classes=100), here / "models/t100.safetensors", dataset="cifar100")
-    result = run("distill", "--teacher", "models/t100.safetensors", ok=False)
-    assert "teacher models/t100.safetensors has 100 classes but cifar10 has 10" in result.output
+    save_model(create_model("small_cnn", num_classes=10), here / "models/tmnist.safetensors", dataset="mnist")
+    before = {p: p.stat().st_mtime_ns for p in (here / "models").rglob("*")}
+    out = ["--out", "models/refused.safetensors", "--metrics", "metrics/refused.json"]
+    result = run("distill", "--teacher", "models/t100.safetensors", *out, ok=False)
+    assert "teacher models/t100.safetensors has 100 classes (its sidecar says), but cifar10 has 10" in result.output
+    result = run("distill", "--teacher", "models/tmnist.safetensors", "--method", "kd", *out, ok=False)
+    assert "was trained on mnist (its sidecar says), but data.dataset is cifar10; set teacher.cross_dataset" in (
+        result.output
+    )
+    for command in (["adv-finetune", "-S", "aft.method=ard", *out], ["ablate", "--runs", "ablate_refused"]):
+        result = run(*command, "--teacher", "models/tmnist.safetensors", ok=False)
+        assert "was trained on mnist" in result.output
+    assert {p: p.stat().st_mtime_ns for p in (here / "models").rglob("*")} == before
+    assert not (here / "metrics/refused.json").exists() and not (here / "ablate_refused").exists()
+    # on purpose: a transfer setting
+    run("distill", "--teacher", "models/tmnist.safetensors", "--method", "kd", *out, "-S", "teacher.cross_dataset=true")
+    assert (here / "models/refused.safetensors").is_file()
+
+
+def test_attack_eval_gives_each_accuracy_with_its_wilson_interval_and_keeps_the_per_image_results(here):
+    run(
+        "attack-eval", "--model", "models/student.safetensors", "--out", "metrics/eval_ci.json", "-S", "eval.sweep=null"
+    )
+    results = json.loads((here / "metrics/eval_ci.json").read_text())
+    per_image = json.loads((here / "metrics/eval_ci_per_image.json").read_text())
+    table = (here / "metrics/eval_ci.md").read_text()
+    for attack in ("natural", "fgsm", "pgd20", "all_attacks"):
+        r, bits = results[attack], per_image[attack]
+        assert "correct" not in r and bits["n"] == r["n"] == 32  # the metrics keep to the accuracies
+        correct = unpack_bits(bits["correct"], bits["n"])
+        assert 100 * correct.mean() == pytest.approx(r["accuracy"], abs=0.01)
+        assert r["ci95"] == wilson(int(correct.sum()), 32).percent()
+        assert r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
+        assert f"{r['ci95'][0]:.1f}–{r['ci95'][1]:.1f}" in table
+    assert per_image["natural"]["images"] == per_image["pgd20"]["images"]  # the same 32 test images
+    # the robust images are among the clean ones
+    robust, clean = (unpack_bits(per_image[a]["correct"], 32) for a in ("pgd20", "natural"))
+    assert not (robust & ~clean).any()
 
 
 def test_per_class_accuracies_add_up_to_the_total(here):

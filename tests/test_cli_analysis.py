@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -11,6 +12,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import run
@@ -18,8 +20,9 @@ from PIL import Image
 
 from acdistill.config import Params
 from acdistill.io import LOCK_NAME
-from acdistill.pipeline.ablate import executor_for
+from acdistill.pipeline.jobs import executor_for
 from acdistill.provenance import code_info, machine_info, source_digest
+from acdistill.stats import over_seeds, seeded_difference, unpack_bits
 
 
 def digests(*dirs):
@@ -94,24 +97,148 @@ def test_explicit_points_and_a_fine_tuned_point_that_starts_from_its_distilled_p
     assert "| kd " in (here / "metrics/ablate_points.md").read_text()
 
 
-def test_ablate_over_seeds_tabulates_mean_and_sd_and_reuses_the_run_at_the_params_seed(here):
-    kd = ["-S", "ablate.points=[{name: kd, distill.method: kd}]", "-S", "ablate.grid={}"]
+def test_ablate_over_seeds_gives_each_accuracy_with_its_interval_and_flags_a_pair_within_noise(here):
+    points = "ablate.points=[{name: kd, distill.method: kd}, {name: kd-tau2, distill.method: kd, distill.kd.tau: 2}]"
+    kd = ["-S", points, "-S", "ablate.grid={}"]
     run("ablate", *kd, "--out", "metrics/ablate_kd.json")
     seed0 = Path(json.loads((here / "metrics/ablate_kd.json").read_text())["points"][0]["run"])
-    out = run("ablate", *kd, "--seeds", "0,1", "--out", "metrics/ablate_seeds.json").output
-    assert "ablate run 1/2 kd,seed=0: finished before, reused" in out and "ablate run 2/2 kd,seed=1: running in" in out
-    result = json.loads((here / "metrics/ablate_seeds.json").read_text())
-    runs, (point,) = result["runs"], result["points"]
-    assert [r["seed"] for r in runs] == point["seeds"] == [0, 1] and Path(runs[0]["run"]) == seed0
-    students = [(Path(r["run"]) / "student.safetensors").read_bytes() for r in runs]
-    assert students[0] != students[1]  # the seed reached training
-    for column in ("natural", "pgd20", "train_minutes"):
-        values = [r[column] for r in runs]
-        assert point[column] == pytest.approx(statistics.fmean(values), abs=1e-3)
-        assert point[f"{column}_sd"] == pytest.approx(statistics.stdev(values), abs=1e-3)
+    pair = ["-S", "ablate.compare=[[kd, kd-tau2]]"]
+    out = run("ablate", *kd, *pair, "--seeds", "0,1,2", "--out", "seeds/ablate.json").output
+    assert "ablate run 1/6 kd,seed=0: finished before, reused" in out and "ablate run 2/6 kd,seed=1: running in" in out
+    result = json.loads((here / "seeds/ablate.json").read_text())
+    runs, point = result["runs"], result["points"][0]
+    assert [r["seed"] for r in runs[:3]] == point["seeds"] == [0, 1, 2] and Path(runs[0]["run"]) == seed0
+    students = [(Path(r["run"]) / "student.safetensors").read_bytes() for r in runs[:3]]
+    assert len(set(students)) == 3  # the seed reached training
+    evaluations = [json.loads(next(Path(r["run"]).glob("eval-*.json")).read_text())["eval"] for r in runs]
+    for column in ("natural", "pgd20"):
+        per_image = np.stack([unpack_bits(e[column]["correct"], e[column]["n"]) for e in evaluations[:3]])
+        interval = over_seeds(per_image)
+        assert point[column] == pytest.approx(100 * interval.estimate, abs=1e-3)
+        assert point[column] == pytest.approx(statistics.fmean(r[column] for r in runs[:3]), abs=1e-3)
+        assert point[f"{column}_ci95"] == interval.percent() and interval.low < interval.estimate < interval.high
+    minutes = [r["train_minutes"] for r in runs[:3]]
+    assert point["train_minutes_sd"] == pytest.approx(statistics.stdev(minutes), abs=1e-3)
     assert (here / "ablate/kd").resolve() == seed0.resolve()  # a named point links its first seed's run
-    table = (here / "metrics/ablate_seeds.md").read_text()
-    assert "2 students per point" in table and f"| {point['pgd20']:.2f} ± {point['pgd20_sd']:.2f} |" in table
+    # kd against kd at another temperature, on 16 test images at three seeds: far within noise
+    natural = next(c for c in result["comparisons"] if c["attack"] == "natural")
+    expected = seeded_difference(
+        np.stack([unpack_bits(e["natural"]["correct"], e["natural"]["n"]) for e in evaluations[:3]]),
+        np.stack([unpack_bits(e["natural"]["correct"], e["natural"]["n"]) for e in evaluations[3:]]),
+    )
+    assert expected.within_noise and natural["ci95"] == expected.percent() and natural["verdict"] == "within noise"
+    table = (here / "seeds/ablate.md").read_text()
+    low, high = point["pgd20_ci95"]
+    assert "3 students per point" in table and f"{point['pgd20']:.1f} ({low:.1f}–{high:.1f})" in table
+    assert "## Comparisons" in table and "within noise" in table.split("## Comparisons")[1]
+    run("report", "--metrics", "seeds", "--out", "seeds/report.md")
+    page = (here / "seeds/report.md").read_text()
+    assert "kd − kd-tau2" in page and "within noise" in page and "within noise of it:" in page
+
+
+def test_a_search_chooses_each_points_lr_on_held_out_training_images_and_its_run_is_the_first_seeds(here):
+    points = (
+        "ablate.points=[{name: kd, distill.method: kd}, {name: natural, distill.method: natural, search_by: natural}]"
+    )
+    search = "ablate.search={key: distill.lr, values: [0.002, 0.2], by: pgd20}"
+    args = [
+        "-S",
+        points,
+        "-S",
+        "ablate.grid={}",
+        "-S",
+        search,
+        "-S",
+        "data.val_subset=64:96",
+        "--runs",
+        "ablate_search",
+    ]
+    out = run("ablate", *args, "--out", "search/ablate.json").output
+    assert out.count("ablate search run") == 4 and "ablate point 1/2 kd: trained before, evaluating in" in out
+    result = json.loads((here / "search/ablate.json").read_text())
+    for record, point in zip(result["search"], result["points"]):
+        assert [t["value"] for t in record["values"]] == [0.002, 0.2]
+        best = max(record["values"], key=lambda t: t["accuracy"])
+        assert record["chosen"] == best["value"] == point["distill.lr"]
+        assert record["by"] == ("natural" if point["name"] == "natural" else "pgd20")
+        run_dir = Path(point["run"])
+        held_out, test = (
+            json.loads(p.read_text()) for p in sorted(run_dir.glob("eval-*.json"), key=lambda p: p.stat().st_mtime)
+        )
+        assert held_out["split"] == "val" and test["split"] == "test"  # one training, evaluated twice
+        assert held_out["eval"][record["by"]]["accuracy"] == best["accuracy"] and held_out["eval"]["natural"]["n"] == 32
+        images = torch.arange(64, 96).numpy().tobytes()
+        assert held_out["eval"]["natural"]["images"] == hashlib.sha256(images).hexdigest()[:16]
+    assert "## Search: distill.lr on the held-out training images" in (here / "search/ablate.md").read_text()
+    again = run("ablate", *args, "--out", "search/ablate.json").output
+    assert again.count("finished before, reused") == 6 and "running in" not in again
+
+
+def test_finished_points_are_reused_from_their_small_results_alone_and_retrained_where_weights_are_needed(here):
+    points = "ablate.points=[{name: kd, distill.method: kd}, {name: kd-aft, distill.method: kd, adv_finetune: true}]"
+    args = ["-S", points, "-S", "ablate.grid={}", "--runs", "ablate_clone", "--out", "clone/ablate.json"]
+    run("ablate", *args)
+    first = json.loads((here / "clone/ablate.json").read_text())["points"]
+    trained = {
+        p.parent.name: json.loads(p.read_text())["student_sha256"] for p in here.glob("ablate_clone/*/result.json")
+    }
+    for run_dir in (here / "ablate_clone").glob("*-*"):  # what a git clone of a study holds: the small files
+        for path in list(run_dir.iterdir()):
+            if path.name != "result.json" and not path.name.startswith("eval-"):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+    out = run("ablate", *args).output
+    assert out.count("finished before, reused") == 2 and "running in" not in out
+    assert json.loads((here / "clone/ablate.json").read_text())["points"] == first
+    # a new evaluation needs the student: it trains again, bit for bit the same on the same machine
+    out = run("ablate", *args, "-S", "ablate.fixed={eval.n: 8}").output
+    assert "ablate point 1/2 kd: running in" in out and "ablate point 2/2 kd-aft: running in" in out
+    again = {
+        p.parent.name: json.loads(p.read_text())["student_sha256"] for p in here.glob("ablate_clone/*/result.json")
+    }
+    assert again == trained
+    # a later stage reads the kd student: ablate.keep_weights trains it again where its weights are missing
+    for path in (here / "ablate_clone").glob("kd-*/student.*"):
+        path.unlink()
+    out = run("ablate", *args, "-S", "ablate.keep_weights=[kd]").output
+    assert "kd: running in" in out and (here / "ablate_clone/kd/student.safetensors").is_file()
+
+
+def test_held_out_images_that_are_training_images_are_refused(here):
+    before = digests(here / "metrics")
+    result = run(
+        "attack-eval",
+        "--model",
+        "models/student.safetensors",
+        "-S",
+        "data.val_subset=32:96",
+        "-S",
+        "eval.split=val",
+        "--out",
+        "metrics/eval_val.json",
+        ok=False,
+    )
+    assert "data.val_subset 32:96 shares 32 images with data.train_subset 64 (first: 32)" in result.output
+    result = run("distill", "-S", "data.val_subset=0:8", "--out", "models/v.safetensors", ok=False)
+    assert "shares 8 images" in result.output
+    result = run("attack-eval", "--model", "models/student.safetensors", "-S", "eval.split=val", ok=False)
+    assert "eval.split 'val' needs data.val_subset" in result.output
+    assert digests(here / "metrics") == before and not (here / "models/v.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seeds", "0,1,0"], "seeds must differ: 0, 1, 0"),
+        (["--seeds", "3"], "one seed (3) gives no interval over seeds; without seeds each run's interval is over"),
+        (["-S", "ablate.points=[{name: kd, distill.method: kd, seed: 4}]", "--seeds", "0,1"], "'seed' is set by"),
+        (["-S", "ablate.compare=[[kd, nowhere]]", "-S", "ablate.points=[{name: kd, distill.method: kd}]"], "no point"),
+    ],
+)
+def test_colliding_seeds_one_seed_and_an_unknown_pair_are_one_line_and_write_nothing(here, args, message):
+    before = digests(here / "metrics", here / "ablate")
+    result = run("ablate", "--out", "metrics/ablate_refused.json", *args, ok=False)
+    assert message in result.output
+    assert digests(here / "metrics", here / "ablate") == before
 
 
 def test_a_run_reused_from_other_acdistill_code_is_named_in_the_output_and_the_table(here):

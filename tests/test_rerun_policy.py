@@ -29,7 +29,8 @@ NOT_TRAINING = [
     "README.md",
 ]
 # Imported by the training stages without deciding what they compute: file handling, errors, registries, logging of
-# provenance, the device choice, and the evaluation that only monitors the per-epoch curves.
+# provenance, the device choice, the evaluation that only monitors the per-epoch curves, its intervals, ablate's
+# tables and its jobs.
 NOT_A_RESULT = {
     "acdistill/__init__.py",
     "acdistill/io.py",
@@ -43,6 +44,9 @@ NOT_A_RESULT = {
     "acdistill/attacks/suite.py",
     "acdistill/untouched.py",
     "acdistill/pipeline/__init__.py",
+    "acdistill/pipeline/compare.py",
+    "acdistill/pipeline/jobs.py",
+    "acdistill/stats.py",
     *NOT_TRAINING,
 }
 

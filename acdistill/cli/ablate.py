@@ -37,8 +37,15 @@ def ablate(
     seeds: Annotated[
         str | None,
         typer.Option(
-            help="S1,S2,...: run every point at each seed and tabulate mean ± standard deviation; replaces ablate.seeds"
+            help=(
+                "S1,S2,... (two or more): run every point at each seed and tabulate each accuracy's mean with its "
+                "95 % interval; replaces ablate.seeds"
+            )
         ),
+    ] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(help="NAME1,NAME2,...: run only these explicit points of the params; replaces ablate.only"),
     ] = None,
     jobs: Annotated[
         int | None,
@@ -62,7 +69,8 @@ def ablate(
     """Distill and evaluate a student per point of a grid or list of points (params section `ablate`).
 
     A point's params are the params file, then -S overrides, then ablate.fixed, then the point's values. With
-    --seeds, every point runs once per seed. Finished runs are reused, not rerun."""
+    ablate.search, each point's setting is first chosen on held-out training images. With --seeds, every point runs
+    once per seed. Finished runs are reused, not rerun; accuracies come with their 95 % intervals."""
     overrides = dict(parse_override(s) for s in set_ or [])
     if grid:
         overrides["ablate.grid"] = dict(parse_grid_option(g) for g in grid)
@@ -72,6 +80,8 @@ def ablate(
         overrides["ablate.jobs"] = jobs
     if seeds is not None:
         overrides["ablate.seeds"] = parse_override(f"ablate.seeds=[{seeds}]")[1]
+    if only is not None:
+        overrides["ablate.only"] = [name.strip() for name in only.split(",")]
     params = load_params(params_file, overrides)
     run(params, teacher=teacher, runs=runs, out=out, data_dir=data_dir, device=device)
 

@@ -11,6 +11,7 @@ dataset, else torchvision (``download=True``) under ``root``.
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -179,15 +180,40 @@ def read_index_file(path: str) -> np.ndarray:
     return idx.astype(np.int64)
 
 
+RANGE = re.compile(r"\s*(\d+)\s*:\s*(\d+)\s*")
+
+
 def subset_indices(subset: int | str | None) -> np.ndarray | None:
-    """None: the whole split; an int n: the first n images; a string: a path to an index file."""
+    """None: the whole split; an int n: the first n images; "A:B": images A to B - 1; another string: a path to an
+    index file."""
     if subset is None:
         return None
     if isinstance(subset, int):
         if subset <= 0:
             raise AcdistillError(f"subset size must be positive, got {subset}")
         return np.arange(subset)
+    bounds = RANGE.fullmatch(subset)
+    if bounds:
+        start, stop = int(bounds[1]), int(bounds[2])
+        if stop <= start:
+            raise AcdistillError(f"subset range {subset}: A:B takes the images A to B - 1, so B must exceed A")
+        return np.arange(start, stop)
     return read_index_file(subset)
+
+
+def check_held_out(train_subset: int | str | None, held_out: str | None) -> None:
+    """Refuse held-out images that are also training images: a setting chosen on them would be chosen on data the
+    model was fitted to."""
+    if held_out is None:
+        return
+    held = subset_indices(held_out)
+    train = subset_indices(train_subset)
+    shared = held if train is None else np.intersect1d(held, train)
+    if len(shared):
+        raise AcdistillError(
+            f"data.val_subset {held_out} shares {len(shared)} images with data.train_subset {train_subset} (first: "
+            f"{int(shared[0])}); held-out images must not be trained on"
+        )
 
 
 def load_split(

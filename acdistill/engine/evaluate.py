@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -13,6 +14,7 @@ from acdistill.attacks import EVAL_ATTACKS
 from acdistill.attacks.suite import AttackFn, Budget
 from acdistill.data import ImageSet, iterate
 from acdistill.errors import AcdistillError
+from acdistill.stats import pack_bits, wilson
 from acdistill.untouched import leaves_model_untouched
 
 
@@ -38,20 +40,34 @@ def correct_mask(
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
 
 
-def summarize(correct: torch.Tensor, labels: torch.Tensor, num_classes: int, seconds: float) -> dict:
-    """per_class is a list indexed by class (None where the subset has no example of it): a list, so that
-    `dvc metrics show` keeps to the scalar columns."""
+def images_digest(indices: torch.Tensor) -> str:
+    """Which images a result covers, as a short digest of their dataset indices: two results with the same digest
+    were measured on the same images, so that their per-image results can be paired."""
+    return hashlib.sha256(indices.to(torch.int64).cpu().numpy().tobytes()).hexdigest()[:16]
+
+
+def summarize(
+    correct: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor, num_classes: int, seconds: float
+) -> dict:
+    """One attack's result. per_class is a list indexed by class (None where the subset has no example of it): a
+    list, so that `dvc metrics show` keeps to the scalar columns. ci95 is Wilson's 95 % interval over the n
+    images, in percent; `correct` the per-image results (acdistill.stats.pack_bits) of the images `images` names,
+    which paired comparisons read."""
     per_class = [
         round(100.0 * correct[labels == c].float().mean().item(), 2) if (labels == c).any() else None
         for c in range(num_classes)
     ]
     present = [a for a in per_class if a is not None]
+    n = int(len(correct))
     return {
-        "accuracy": round(100.0 * correct.float().mean().item(), 2) if len(correct) else 0.0,
+        "accuracy": round(100.0 * correct.float().mean().item(), 2) if n else 0.0,
+        "ci95": wilson(int(correct.sum()), n).percent() if n else None,
         "per_class": per_class,
         "worst_class": min(present) if present else 0.0,
-        "n": int(len(correct)),
+        "n": n,
         "seconds": round(seconds, 2),
+        "images": images_digest(indices),
+        "correct": pack_bits(correct.cpu().numpy()),
     }
 
 
@@ -88,7 +104,8 @@ def evaluate(
     """Evaluate `model` on the first `n` examples of `data` under each named attack (acdistill attacks lists them).
 
     As AutoAttack does, an attack runs only on the examples the model classifies correctly when clean; the
-    others count as not robust. Returns {attack: {accuracy (percent), per_class, worst_class, n, seconds, steps}}
+    others count as not robust. Returns {attack: {accuracy (percent), ci95 (Wilson's 95 % interval over the n
+    images, percent), per_class, worst_class, n, seconds, steps, images, correct}}
     plus "all_attacks" when more than one attack ran: an example counts there only if it is classified correctly
     under every attack run. `limits` runs a costly attack on only the first N of the n examples
     ({"aa-fast": 500}); its entry and "all_attacks" then cover those N.
@@ -121,15 +138,15 @@ def evaluate(
                 model, still_correct, spec.run, budget=budget, batch_size=batch_size, device=device, on_batch=step
             )
             seconds = time.perf_counter() - start
-        results[spec.name] = summarize(correct, data.labels[:m], data.num_classes, seconds)
+        results[spec.name] = summarize(correct, data.labels[:m], data.indices[:m], data.num_classes, seconds)
         if spec.steps is not None:
             results[spec.name]["steps"] = spec.steps_for(budget)
         k = min(len(robust_all), m)
         robust_all = robust_all[:k] & correct[:k]
     if len(specs) > 1:
-        results["all_attacks"] = summarize(
-            robust_all, data.labels[: len(robust_all)], data.num_classes, sum(r["seconds"] for r in results.values())
-        )
+        k = len(robust_all)
+        seconds = sum(r["seconds"] for r in results.values())
+        results["all_attacks"] = summarize(robust_all, data.labels[:k], data.indices[:k], data.num_classes, seconds)
     return results
 
 

@@ -1,12 +1,15 @@
 """acdistill ablate: distill and evaluate one student per point of a parameter grid (or a list of points), then
-tabulate them. A point with `adv_finetune: true` fine-tunes the distilled student of the same point without it.
-With `seeds`, every point runs once per seed, and the table gives each column's mean ± standard deviation: a single
-seed can mislead, as three seeds of the study's students show (RESULTS.md, investigation 7).
+tabulate them with 95 % intervals. A point with `adv_finetune: true` fine-tunes the distilled student of the same
+point without it. With `seeds`, every point runs once per seed, and the table gives each accuracy's mean with its
+interval over seeds and images (acdistill.stats); `compare` names pairs of points whose differences it tests.
 
-Each point runs in its own directory, ablate/<point>-<hash>/, named by the hash of everything that decides its
-result (its validated params and the teacher's sha256). A finished point is reused as long as that hash matches,
-so widening a grid runs only the new points, and an interrupted ablation resumes mid-point from the epoch state.
-The DVC stage keeps ablate/ with `persist: true` for the same reason. The hash leaves out the code, so that editing
+Each point trains in its own directory, ablate/<point>-<hash>/, named by the hash of everything that decides the
+trained student (its validated params but the evaluation's, and the teacher's sha256): result.json records the
+training, and each evaluation of it is one eval-<hash>.json, named by the hash of the `eval` and `data` sections
+and the seed. A trained point is reused as long as its hash matches, and evaluated anew only when the evaluation
+changes: widening a grid runs only the new points, an interrupted ablation resumes mid-point from the epoch state,
+and these small files alone (without the weights, as a git clone holds them) let a rerun reuse every finished point.
+The DVC stage keeps ablate/ with `persist: true` for the same reason. The hashes leave out the code, so that editing
 a docstring does not retrain a study; instead each result records the acdistill code that produced it, and a run
 reused from other code is named in the output, to be deleted and rerun where the change matters.
 """
@@ -15,37 +18,50 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import shutil
 import signal
-import statistics
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import submitit
 import torch
-from tabulate import tabulate
 
 from acdistill.checkpoint import load_model, read_sidecar
-from acdistill.config import ABLATE_SECTIONS, FINETUNE, NAME, Params, fingerprint
-from acdistill.data import load_split
+from acdistill.config import FINETUNE, NAME, POINT_KEYS, SEARCH_BY, Params, fingerprint
 from acdistill.engine import evaluate
 from acdistill.errors import AcdistillError, warn
 from acdistill.io import claim_outputs, write_json, write_text
 from acdistill.methods import METHODS
-from acdistill.pipeline.common import ProgressBars, check_json_out, device_of, echo, writes
+from acdistill.pipeline.common import (
+    ProgressBars,
+    check_json_out,
+    device_of,
+    echo,
+    evaluation_split,
+    teacher_sha256,
+    writes,
+)
+from acdistill.pipeline.compare import (
+    comparisons,
+    comparisons_table,
+    descending,
+    markdown_table,
+    measured_points,
+    over_seeds_rows,
+    row_of,
+    search_table,
+    ties_text,
+    ties_with_best,
+)
+from acdistill.pipeline.jobs import Job, run_in_parallel
 from acdistill.pipeline.training import distill, finetune
 from acdistill.provenance import code_info, machine_info, source_digest
 
-RESULT = "result.json"
+RESULT = "result.json"  # a run's training; each evaluation of it is eval-<hash>.json
+STUDENT = "student.safetensors"
 
 
 def expand(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -74,23 +90,33 @@ def distilled_point(point: dict[str, Any]) -> dict[str, Any]:
 def point_params(params: Params, point: dict[str, Any]) -> Params:
     """The params of one point: `params`, then ablate.fixed, then the point's values."""
     try:
-        return params.with_overrides(
-            {**params.ablate.fixed, **{k: v for k, v in point.items() if k not in (FINETUNE, NAME)}}
-        )
+        return params.with_overrides({**params.ablate.fixed, **{k: v for k, v in point.items() if k not in POINT_KEYS}})
     except AcdistillError as e:
         raise AcdistillError(f"ablate point {point_label(point)}: {e}") from None
 
 
 def point_dir(root: Path, point: dict[str, Any], params: Params, teacher_sha: str | None) -> tuple[Path, str]:
-    """The point's directory and the hash of what decides its result (not the ablate section itself, so that
-    editing the grid leaves the finished points' hashes alone)."""
+    """The point's directory and the hash of what decides its trained student: the seed, the data (but the held-out
+    images), the distill section (and aft for a fine-tuning point) and the teacher; not the ablate section, so that
+    editing the grid leaves the finished points' hashes alone, nor the evaluation."""
     dumped = params.model_dump(mode="json")
-    sections = (*ABLATE_SECTIONS, "aft") if point.get(FINETUNE) else ABLATE_SECTIONS
-    digest = fingerprint({k: dumped[k] for k in sections}, teacher_sha256=teacher_sha)
+    sections = ("seed", "distill", "aft") if point.get(FINETUNE) else ("seed", "distill")
+    decided = {k: dumped[k] for k in sections} | {"data": params.data.for_training()}
+    digest = fingerprint(decided, teacher_sha256=teacher_sha)
     # The same settings reached under another label (a grid key set to its default value) reuse that directory.
     existing = sorted(root.glob(f"*-{digest[:8]}")) if root.is_dir() else []
     slug = re.sub(r"[^A-Za-z0-9.=_-]+", "_", point_label(point))[:80]
     return (existing[0] if existing else root / f"{slug}-{digest[:8]}"), digest
+
+
+def evaluation_digest(params: Params) -> str:
+    """The hash of what decides an evaluation of a trained student: the eval and data sections and the seed."""
+    dumped = params.model_dump(mode="json")
+    return fingerprint({k: dumped[k] for k in ("seed", "data", "eval")})
+
+
+def evaluation_path(run: Path, digest: str) -> Path:
+    return run / f"eval-{digest[:8]}.json"
 
 
 def link_latest(link: Path, run: Path) -> None:
@@ -102,12 +128,34 @@ def link_latest(link: Path, run: Path) -> None:
     link.symlink_to(run.name, target_is_directory=True)
 
 
-def finished(run: Path, digest: str) -> dict[str, Any] | None:
+def read_result(path: Path, digest: str) -> dict[str, Any] | None:
+    """The result at `path` if it was written for `digest`."""
     try:
-        result = json.loads((run / RESULT).read_text())
+        result = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     return result if result.get("fingerprint") == digest else None
+
+
+def finished(run: Path, digest: str) -> dict[str, Any] | None:
+    """The run's training result, if it trained with these settings."""
+    return read_result(run / RESULT, digest)
+
+
+def has_weights(run: Path) -> bool:
+    return (run / STUDENT).is_file() and (run / STUDENT).with_suffix(".json").is_file()
+
+
+def to_do(run: Path, digest: str, eval_digest: str, need_weights: bool) -> str | None:
+    """What a run still needs: "train" (and then evaluate), "evaluate", or None. A run trained before whose weights
+    are gone (a clone holds only the small results) trains again only when it must be evaluated anew, or when its
+    weights are needed (`need_weights`: a point fine-tunes it, or ablate.keep_weights names it)."""
+    if finished(run, digest) is None:
+        return "train"
+    weights = has_weights(run)
+    if read_result(evaluation_path(run, eval_digest), eval_digest) is None:
+        return "evaluate" if weights else "train"
+    return "train" if need_weights and not weights else None
 
 
 def utc_now() -> str:
@@ -118,36 +166,28 @@ def run_point(
     params: Params,
     run: Path,
     digest: str,
+    eval_digest: str,
     point: dict[str, Any],
     *,
     teacher: Path,
     data_dir: Path | None,
     device: torch.device,
     distilled: tuple[Path, dict[str, Any]] | None = None,
+    train: bool = True,
 ) -> dict[str, Any]:
-    """Train (resuming its epoch state) and evaluate one point: distill a student, or, for a fine-tuning point,
-    fine-tune `distilled` (the finished distilled point's directory and result). A student already in `run` is
-    from an unfinished attempt at this same point, since the point has no result yet, so it is overwritten."""
-    started, start = utc_now(), time.perf_counter()
-    kwargs = dict(
-        teacher=teacher,
-        out=run / "student.safetensors",
-        data_dir=data_dir,
-        device=device,
-        resume=True,
-        force=True,
-        run_dir=run,
-    )
-    if distilled is None:
-        summary = distill(params, metrics=run / "distill.json", **kwargs)
-        before = 0.0
-    else:
-        summary = finetune(params, model=distilled[0] / "student.safetensors", metrics=run / "aft.json", **kwargs)
-        before = distilled[1]["train_minutes"]  # a fine-tuned student costs its distillation too
-    train_minutes = before + (time.perf_counter() - start) / 60
-    student = load_model(run / "student.safetensors", device)
-    test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
+    """Train (resuming its epoch state) and evaluate one point, or with `train` false only evaluate its student:
+    distill a student, or, for a fine-tuning point, fine-tune `distilled` (the finished distilled point's directory
+    and result). A student already in `run` is from an unfinished attempt at this same point, or from a finished one
+    that must train again, so it is overwritten, and the evaluations of the old student are removed. Returns the
+    evaluation."""
+    if train:
+        for old in run.glob("eval-*.json"):
+            old.unlink()
+        train_point(params, run, digest, point, teacher=teacher, data_dir=data_dir, device=device, distilled=distilled)
+    student = load_model(run / STUDENT, device)
+    test = evaluation_split(params, data_dir)
     e = params.eval
+    started, start = utc_now(), time.perf_counter()
     with ProgressBars() as progress:
         results = evaluate(
             student,
@@ -161,6 +201,41 @@ def run_point(
             device=device,
             progress=progress,
         )
+    evaluation = {
+        "fingerprint": eval_digest,
+        "code": code_info(),
+        "machine": machine_info(),
+        "split": e.split,
+        "student_sha256": read_sidecar(run / STUDENT)["sha256"],
+        "eval": results,
+        "minutes": round((time.perf_counter() - start) / 60, 2),
+        "started": started,
+        "finished": utc_now(),
+    }
+    write_json(evaluation_path(run, eval_digest), evaluation)
+    return evaluation
+
+
+def train_point(
+    params: Params,
+    run: Path,
+    digest: str,
+    point: dict[str, Any],
+    *,
+    teacher: Path,
+    data_dir: Path | None,
+    device: torch.device,
+    distilled: tuple[Path, dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """Train one point and write its result.json (see run_point)."""
+    started, start = utc_now(), time.perf_counter()
+    kwargs = dict(teacher=teacher, out=run / STUDENT, data_dir=data_dir, device=device, resume=True, force=True)
+    if distilled is None:
+        summary = distill(params, metrics=run / "distill.json", run_dir=run, **kwargs)
+        before = 0.0
+    else:
+        summary = finetune(params, model=distilled[0] / STUDENT, metrics=run / "aft.json", run_dir=run, **kwargs)
+        before = distilled[1]["train_minutes"]  # a fine-tuned student costs its distillation too
     result = {
         "fingerprint": digest,
         "code": code_info(),
@@ -168,9 +243,9 @@ def run_point(
         "point": point,
         "method": params.distill.method,
         "student": params.distill.student,
-        "train_minutes": round(train_minutes, 2),
+        "student_sha256": read_sidecar(run / STUDENT)["sha256"],
+        "train_minutes": round(before + (time.perf_counter() - start) / 60, 2),
         "train_images": summary["train_images"],
-        "eval": results,
         "started": started,
         "finished": utc_now(),
     }
@@ -185,93 +260,24 @@ def other_code(result: dict[str, Any]) -> str | None:
     return None if source == source_digest() else source or "unrecorded"
 
 
-def row_of(point: dict[str, Any], result: dict[str, Any], run: Path) -> dict[str, Any]:
-    attacks = {name: r["accuracy"] for name, r in result["eval"].items()}
-    last = [name for name in result["eval"] if name != "all_attacks"][-1]
-    return {
-        **point,
-        **attacks,
-        f"worst_class_{last}": result["eval"][last]["worst_class"],
-        "train_minutes": result["train_minutes"],
-        "run": str(run),
-    }
-
-
-def descending(value: Any) -> tuple:
-    """Sort key: numbers largest first, then other values (a method name, an unset column) alphabetically."""
-    return (0, -value, "") if isinstance(value, (int, float)) else (1, 0, str(value))
-
-
-def mean_and_sd(points: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per point from its runs (consecutive in `rows`, one per seed): each measured column's mean, and its
-    sample standard deviation as <column>_sd (null from a single run)."""
-    per_point = len(rows) // len(points)
-    out = []
-    for point, start in zip(points, range(0, len(rows), per_point)):
-        runs = rows[start : start + per_point]
-        row: dict[str, Any] = {**point, "seeds": [r["seed"] for r in runs]}
-        for column in (k for k in runs[0] if k not in point and k not in ("seed", "run")):
-            values = [r[column] for r in runs]
-            row[column] = round(statistics.fmean(values), 3)
-            row[f"{column}_sd"] = round(statistics.stdev(values), 3) if len(values) > 1 else None
-        out.append({**row, "runs": [r["run"] for r in runs]})
-    return out
-
-
-def markdown_table(rows: list[dict[str, Any]], fmt: str) -> str:
-    """Rows as a table; a column with a <column>_sd companion shows as mean ± sd."""
-    if not rows:
-        return "(no points)"
-    keys = dict.fromkeys(k for r in rows for k in r)  # explicit points set different keys
-    headers = [k for k in keys if k not in ("run", "runs") and not (k.endswith("_sd") and k[:-3] in keys)]
-
-    def cell(row: dict[str, Any], key: str) -> Any:
-        sd = row.get(f"{key}_sd")
-        return f"{row[key]:.2f} ± {sd:.2f}" if sd is not None else row.get(key, "")
-
-    return tabulate([[cell(r, k) for k in headers] for r in rows], headers=headers, tablefmt=fmt, floatfmt=".2f")
-
-
-def plan(
-    runs_to_do: list[dict[str, Any]], per_run: list[Params], params: Params, runs: Path, teacher_sha: str | None
-) -> list[tuple[dict[str, Any], Params, Path, str, Path | None]]:
-    """The unfinished runs, each once (points that reach the same settings share a directory), with the distilled
-    run each fine-tuning point starts from: (point, params, run directory, digest, distilled run or None)."""
-    todo: dict[Path, tuple] = {}
-    by_digest: dict[str, Path] = {}
-
-    def add(point: dict[str, Any], p: Params) -> Path:
-        run, digest = point_dir(runs, point, p, teacher_sha)
-        run = by_digest.setdefault(digest, run)
-        distilled = None
-        if point.get(FINETUNE):
-            first = distilled_point(point)
-            distilled = add(first, point_params(params, first))
-        if finished(run, digest) is None and run not in todo:
-            todo[run] = (point, p, run, digest, distilled)
-        return run
-
-    for point, p in zip(runs_to_do, per_run):
-        add(point, p)
-    return list(todo.values())
-
-
 def run_point_job(
     params: Params,
     run: Path,
     digest: str,
+    eval_digest: str,
     point: dict[str, Any],
     *,
     teacher: Path,
     data_dir: Path | None,
     device: str,
     threads: int | None,
+    train: bool,
     distilled: Path | None,
 ) -> None:
     """`run_point` in a job's own process: its share of the CPU cores, its device (the one GPU a local job sees, as
     cuda), and the finished distilled point a fine-tuning point starts from."""
     # submitit's jobs ignore SIGTERM (Slurm sends it before a preemption), and ablate starts them ignoring SIGINT
-    # (job_signals); ablate stops a local job with SIGTERM (stop_jobs). The epoch state stays for a resume.
+    # (jobs.job_signals); ablate stops a local job with SIGTERM (jobs.stop_jobs). The epoch state stays for a resume.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -280,177 +286,159 @@ def run_point_job(
         params,
         run,
         digest,
+        eval_digest,
         point,
         teacher=teacher,
         data_dir=data_dir,
         device=device_of(params, device),
         distilled=before,
+        train=train,
     )
 
 
-def executor_for(params: Params, folder: Path, device: torch.device):
-    """submitit's executor for ablate.cluster, its logs in `folder`, and a function that sets the parameters of the
-    job in a slot (local: which GPU it sees, slot modulo the GPUs) and returns (device, threads) for run_point_job."""
-    cfg = params.ablate
-    if cfg.cluster == "slurm":
-        s = cfg.slurm
-        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
-        executor.update_parameters(
-            timeout_min=s.timeout_min,
-            gpus_per_node=s.gpus_per_node,
-            cpus_per_task=s.cpus_per_task,
-            slurm_partition=s.partition,
-            mem_gb=s.mem_gb,
-            slurm_additional_parameters=s.additional_parameters,
-        )
-        on = "cuda" if s.gpus_per_node else "cpu"
-        return executor, lambda slot: (on, None)
-    executor = submitit.LocalExecutor(folder=folder)
-    executor.update_parameters(timeout_min=7 * 24 * 60)  # a point may train for days; submitit's default is 2 min
-    if device.type == "cuda":
-        gpus = torch.cuda.device_count()
-        if cfg.jobs > gpus:
-            warn(f"ablate: {cfg.jobs} jobs on {gpus} GPUs; the jobs share them")
+@dataclass
+class Runs:
+    """The runs of one ablation: where they live, what they distill from, and what happened to them."""
 
-        def next_job(slot: int) -> tuple[str, int | None]:
-            executor.update_parameters(gpus_per_node=1, visible_gpus=(slot % gpus,))
-            return "cuda", None
+    params: Params
+    root: Path
+    teacher: Path
+    teacher_sha: str | None
+    data_dir: Path | None
+    device: torch.device
+    stale: list[str] = field(default_factory=list)  # labels of finished runs reused from other acdistill code
+    ran: set[Path] = field(default_factory=set)  # runs that jobs ran just now
 
-        return executor, next_job
-    cores = os.cpu_count() or 1
-    if cfg.jobs > cores:
-        warn(f"ablate: {cfg.jobs} jobs on {cores} CPU cores; the jobs share them")
-    threads = max(1, cores // cfg.jobs)
-    return executor, lambda slot: (str(device), threads)
+    def locate(self, point: dict[str, Any], p: Params, need_weights: bool) -> tuple[Path, str, str, str | None]:
+        """(run directory, digest, evaluation digest, what is left to do: see `to_do`)."""
+        run, digest = point_dir(self.root, point, p, self.teacher_sha)
+        eval_digest = evaluation_digest(p)
+        keep = need_weights or point.get(NAME) in self.params.ablate.keep_weights
+        return run, digest, eval_digest, to_do(run, digest, eval_digest, keep)
 
+    def plan(self, points: list[dict[str, Any]], per_run: list[Params]) -> list[Job]:
+        """The runs with work left, as jobs, each once (points that reach the same settings share a directory); a
+        fine-tuning point that trains brings its distilled point, which must keep its weights."""
+        jobs: dict[Path, Job] = {}
 
-def check_job(job, point: dict[str, Any]) -> None:
-    """A finished job's failure as an AcdistillError naming the point, the job's own error line and its log."""
-    try:
-        job.result()
-    except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as e:
-        # The job's traceback ends in its error's line; an acdistill error is the message a user would have seen.
-        errors = [line for line in str(e).splitlines() if re.match(r"[\w.]+(Error|Exception|Interrupt)\b", line)]
-        reason = errors[-1].removeprefix(f"{AcdistillError.__module__}.AcdistillError: ") if errors else "no message"
-        raise AcdistillError(
-            f"ablate point {point_label(point)} failed in its job: {reason[:300]} (its log: {job.paths.stderr})"
-        ) from None
+        def add(point: dict[str, Any], p: Params, need_weights: bool) -> Path:
+            run, digest, eval_digest, action = self.locate(point, p, need_weights)
+            distilled = None
+            if action == "train" and point.get(FINETUNE):
+                first = distilled_point(point)
+                distilled = add(first, point_params(self.params, first), True)
+            if action is not None and run not in jobs:
+                jobs[run] = Job(
+                    label=point_label(point),
+                    run=run,
+                    doing="running" if action == "train" else "evaluating",
+                    target=run_point_job,
+                    args=(p, run, digest, eval_digest, point),
+                    kwargs=dict(
+                        teacher=self.teacher, data_dir=self.data_dir, train=action == "train", distilled=distilled
+                    ),
+                    fine_tunes=distilled is not None,
+                )
+            return run
 
+        for point, p in zip(points, per_run):
+            add(point, p, False)
+        return list(jobs.values())
 
-def stop_jobs(jobs: list) -> None:
-    """Stop running jobs and wait for them to end; their points resume from their epoch state next time. A local
-    job gets SIGTERM through its submitit controller, which forwards it to the job and then ends quietly (submitit's
-    own cancel sends the controller SIGINT, which a process started in the background ignores)."""
-    local = [job for job in jobs if isinstance(job, submitit.local.local.LocalJob) and job._process is not None]
-    for job in jobs:
-        if job in local:
-            job._process.send_signal(signal.SIGTERM)
+    def result_of(
+        self, point: dict[str, Any], p: Params, progress: str, need_weights: bool = False
+    ) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+        """The point's run directory, training result and evaluation, running what is missing (first its distilled
+        point, when a fine-tuning point trains)."""
+        run, digest, eval_digest, action = self.locate(point, p, need_weights)
+        if action is None and run in self.ran:
+            echo(f"{progress}{point_label(point)}: ran in {run}")
+        elif action is None:
+            source = other_code(finished(run, digest))
+            echo(
+                f"{progress}{point_label(point)}: finished before, reused"
+                + (f"; trained by other acdistill code (source {source}, now {source_digest()})" if source else "")
+            )
+            if source:
+                self.stale.append(point_label(point))
         else:
-            job.cancel(check=False)
-    for job in local:
-        try:
-            job._process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            job._process.kill()
+            distilled = None
+            if action == "train" and point.get(FINETUNE):
+                first = distilled_point(point)
+                first_run, first_result, _ = self.result_of(
+                    first, point_params(self.params, first), "  first the distilled point ", need_weights=True
+                )
+                distilled = (first_run, first_result)
+            doing = "running" if action == "train" else "trained before, evaluating"
+            echo(f"{progress}{point_label(point)}: {doing} in {run}")
+            run_point(
+                p,
+                run,
+                digest,
+                eval_digest,
+                point,
+                teacher=self.teacher,
+                data_dir=self.data_dir,
+                device=self.device,
+                distilled=distilled,
+                train=action == "train",
+            )
+        return run, finished(run, digest), read_result(evaluation_path(run, eval_digest), eval_digest)
+
+    def run_all(
+        self, points: list[dict[str, Any]], per_run: list[Params], what: str
+    ) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
+        """Every run of `points` (with ablate.jobs > 1 or on Slurm, the missing ones in parallel first)."""
+        cfg = self.params.ablate
+        if cfg.jobs > 1 or cfg.cluster == "slurm":
+            self.ran |= run_in_parallel(self.params, self.plan(points, per_run), runs=self.root, device=self.device)
+        return [
+            self.result_of(point, p, f"ablate {what} {i}/{len(points)} ")
+            for i, (point, p) in enumerate(zip(points, per_run), start=1)
+        ]
 
 
-class Stopped(Exception):
-    """SIGTERM while jobs run: ablate stops them, then exits with 128 + SIGTERM, as a process killed by it would
-    (Ctrl-C: 128 + SIGINT)."""
-
-
-@contextmanager
-def job_signals() -> Iterator[Callable[[], AbstractContextManager]]:
-    """SIGTERM (`kill`) and Ctrl-C stop this process's jobs instead of leaving them running without it, or printing
-    their tracebacks. Yields a context for each submission: the jobs it starts ignore Ctrl-C (the terminal sends it to
-    every process of the foreground group), so that this process alone receives it and stops them quietly."""
-    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
-        yield nullcontext
-        return
-
-    def on_sigterm(*_):
-        raise Stopped
-
-    @contextmanager
-    def ignoring_ctrl_c():
-        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, handler)
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        yield ignoring_ctrl_c
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def submit_job(executor, point: dict[str, Any], *args, **kwargs):
-    """The job of one point; a submission the cluster refuses (sbatch's error) is an AcdistillError."""
-    try:
-        return executor.submit(run_point_job, *args, **kwargs)
-    except (submitit.core.utils.FailedJobError, OSError) as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
-        raise AcdistillError(f"ablate point {point_label(point)}: its job could not be submitted: {reason}") from None
-
-
-def run_in_parallel(
-    params: Params,
-    planned: list[tuple[dict[str, Any], Params, Path, str, Path | None]],
-    *,
-    runs: Path,
-    teacher: Path,
-    data_dir: Path | None,
-    device: torch.device,
-) -> set[Path]:
-    """Run the unfinished runs `planned` (point, params, run directory, digest, its distilled run or None), up to
-    ablate.jobs at a time: first every distilled point, then the points that fine-tune them. Returns the run
-    directories it ran; a failed job is an AcdistillError naming the point and its log, which is kept (the logs of
-    jobs that all succeeded are removed)."""
-    if not planned:
-        return set()
-    logs = runs / ".submitit"
-    executor, next_job = executor_for(params, logs, device)
-    ran: set[Path] = set()
-    running: dict[int, tuple[Any, dict[str, Any], Path]] = {}  # slot (a share of the devices) -> job, point, run
-    with job_signals() as submitting:
-        try:
-            for wave in filter(None, ([p for p in planned if p[4] is None], [p for p in planned if p[4] is not None])):
-                pending = list(wave)
-                while pending or running:
-                    for slot in sorted(set(range(params.ablate.jobs)) - set(running))[: len(pending)]:
-                        point, p, run, digest, distilled = pending.pop(0)
-                        on, threads = next_job(slot)
-                        echo(f"ablate: {point_label(point)}: running in {run} (job {len(ran) + len(running) + 1})")
-                        with submitting():
-                            job = submit_job(
-                                executor,
-                                point,
-                                p,
-                                run,
-                                digest,
-                                point,
-                                teacher=teacher,
-                                data_dir=data_dir,
-                                device=on,
-                                threads=threads,
-                                distilled=distilled,
-                            )
-                        running[slot] = (job, point, run)
-                    time.sleep(0.5)
-                    for slot, (job, point, run) in list(running.items()):
-                        if job.done():
-                            del running[slot]
-                            check_job(job, point)
-                            ran.add(run)
-        except (KeyboardInterrupt, Stopped) as stop:
-            print(f"ablate: stopped; {len(running)} running point(s) stopped too, to resume next time", file=sys.stderr)
-            raise SystemExit(128 + (signal.SIGTERM if isinstance(stop, Stopped) else signal.SIGINT)) from None
-        finally:  # a failed point, Ctrl-C or kill: the points still running stop, and resume on the next run
-            stop_jobs([job for job, _, _ in running.values()])
-    shutil.rmtree(logs, ignore_errors=True)
-    return ran
+def searched(
+    runs: Runs, points: list[dict[str, Any]], first_seed: int | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """ablate.search: each point with its chosen value of search.key set (points that set the key keep theirs), and
+    one record per searched point ({point, by, values: [{value, accuracy, ci95}], chosen}). A fine-tuning point takes
+    the value chosen for its distilled point."""
+    search = runs.params.ablate.search
+    if search is None:
+        return points, []
+    todo: dict[str, dict[str, Any]] = {}  # distilled point's label -> its search runs, by value
+    for point in points:
+        base = {k: v for k, v in distilled_point(point).items() if k != SEARCH_BY}
+        if search.key in point or point_label(base) in todo:
+            continue
+        by = point.get(SEARCH_BY, search.by)
+        held_out = {
+            "eval.split": "val",
+            "eval.attacks": search.attacks_for(by),
+            "eval.n": None,
+            "eval.n_per_attack": {},
+        }
+        seed = {"seed": first_seed} if first_seed is not None else {}
+        trials = [{**base, search.key: value, **held_out, **seed} for value in search.values]
+        todo[point_label(base)] = {"point": base, "by": by, "trials": trials}
+    trials = [t for entry in todo.values() for t in entry["trials"]]
+    results = runs.run_all(trials, [point_params(runs.params, t) for t in trials], "search run")
+    found = iter(results)
+    records, chosen = [], {}
+    for label, entry in todo.items():
+        tried = []
+        for value, (_, _, evaluation) in zip(search.values, found):
+            r = evaluation["eval"][entry["by"]]
+            tried.append({"value": value, "accuracy": r["accuracy"], "ci95": r.get("ci95")})
+        best = max(tried, key=lambda t: t["accuracy"])  # the first of equals: the order of search.values
+        chosen[label] = best["value"]
+        records.append({"point": label, "by": entry["by"], "values": tried, "chosen": best["value"]})
+    out = []
+    for point in points:
+        base = {k: v for k, v in distilled_point(point).items() if k != SEARCH_BY}
+        out.append(point if search.key in point else {**point, search.key: chosen[point_label(base)]})
+    return out, records
 
 
 @writes("out", dirs=("runs",))
@@ -463,16 +451,26 @@ def ablate(
     data_dir: Path | None = None,
     device: str | torch.device | None = None,
 ) -> dict[str, Any]:
-    """Distill and evaluate a student at every point of `params.ablate`'s grid, then at each explicit point: the
-    params, then ablate.fixed, then the point's values; with ablate.seeds, once per seed. Each run lives in its
-    own directory under `runs`; finished runs are reused. Writes `out` (.json) and its markdown table; returns the
-    table's rows ("points"), the runs of each seed ("runs") and the labels of runs reused from other code."""
+    """Distill and evaluate a student at every point of `params.ablate`'s grid, then at each explicit point (those
+    of ablate.only): the params, then ablate.fixed, then the point's values; with ablate.search, first the search
+    for each point's setting; with ablate.seeds, once per seed. Each run lives in its own directory under `runs`;
+    finished runs are reused. Writes `out` (.json) and its markdown table; returns the table's rows ("points"), the
+    runs of each seed ("runs"), the search ("search"), the comparisons and the labels of runs reused from other
+    code."""
     cfg = params.ablate
-    points = expand(cfg.grid) + cfg.points
+    points = expand(cfg.grid) + [p for p in cfg.points if cfg.only is None or p.get(NAME) in cfg.only]
     if not points:
         raise AcdistillError("ablate: no points; set ablate.grid or ablate.points in params, or pass --grid KEY=V1,V2")
-    runs_to_do = with_seeds(points, cfg.seeds)
-    per_run = [point_params(params, p) for p in runs_to_do]  # every run validated before any starts
+    for pair in cfg.compare:
+        if cfg.only is not None and not set(pair) <= set(cfg.only):
+            raise AcdistillError(f"ablate.compare: {pair[0]} and {pair[1]} are not both among ablate.only")
+    first_seed = cfg.seeds[0] if cfg.seeds else None
+    # every run validated before any starts, the search's with each of its values
+    per_run = [point_params(params, p) for p in with_seeds(points, cfg.seeds)]
+    if cfg.search is not None:
+        for point in points:
+            for value in cfg.search.values:
+                point_params(params, {**point, cfg.search.key: value, "eval.split": "val"})
     columns = (
         {k for p in points for k in p} | {"train_minutes", "all_attacks"} | {a for p in per_run for a in p.eval.attacks}
     )
@@ -486,60 +484,59 @@ def ablate(
         )
     dev = device_of(params, device)
     needs_teacher = any(METHODS.get(p.distill.method).needs_teacher for p in per_run)
-    teacher_sha = read_sidecar(teacher)["sha256"] if needs_teacher else None
+    teacher_sha = teacher_sha256(teacher, params) if needs_teacher else None
     claim_outputs()
 
-    stale: list[str] = []  # labels of the finished runs reused from other acdistill code
-    ran: set[Path] = set()  # runs that jobs (ablate.jobs > 1, or Slurm) ran just now
-    if cfg.jobs > 1 or cfg.cluster == "slurm":
-        ran = run_in_parallel(
-            params,
-            plan(runs_to_do, per_run, params, runs, teacher_sha),
-            runs=runs,
-            teacher=teacher,
-            data_dir=data_dir,
-            device=dev,
-        )
-
-    def result_of(point: dict[str, Any], p: Params, progress: str) -> tuple[Path, dict[str, Any]]:
-        """The point's finished result, running it (and first its distilled point, when fine-tuning) if needed."""
-        run, digest = point_dir(runs, point, p, teacher_sha)
-        result = finished(run, digest)
-        if result is not None and run in ran:
-            echo(f"{progress}{point_label(point)}: ran in {run}")
-        elif result is not None:
-            source = other_code(result)
-            echo(
-                f"{progress}{point_label(point)}: finished before, reused"
-                + (f"; trained by other acdistill code (source {source}, now {source_digest()})" if source else "")
-            )
-            if source:
-                stale.append(point_label(point))
-        else:
-            echo(f"{progress}{point_label(point)}: running in {run}")
-            distilled = None
-            if point.get(FINETUNE):
-                first = distilled_point(point)
-                distilled = result_of(first, point_params(params, first), "  first the distilled point ")
-            result = run_point(
-                p, run, digest, point, teacher=teacher, data_dir=data_dir, device=dev, distilled=distilled
-            )
-        if NAME in point and (not cfg.seeds or point["seed"] == cfg.seeds[0]):  # with seeds: the first seed's run
+    ablation = Runs(params, runs, teacher, teacher_sha, data_dir, dev)
+    points, search = searched(ablation, points, first_seed)
+    runs_to_do = with_seeds(points, cfg.seeds)
+    per_run = [point_params(params, p) for p in runs_to_do]
+    results = ablation.run_all(runs_to_do, per_run, "run" if cfg.seeds else "point")
+    for point, (run, _, _) in zip(runs_to_do, results):
+        if NAME in point and point.get("seed", first_seed) == first_seed:  # with seeds: the first seed's run
             link_latest(runs / point[NAME], run)
-        return run, result
-
-    rows = []
-    for i, (point, p) in enumerate(zip(runs_to_do, per_run), start=1):
-        run, result = result_of(point, p, f"ablate {'run' if cfg.seeds else 'point'} {i}/{len(runs_to_do)} ")
-        rows.append(row_of(point, result, run))
-    table = mean_and_sd(points, rows) if cfg.seeds else rows
+    rows = [row_of(point, result, evaluation, run) for point, (run, result, evaluation) in zip(runs_to_do, results)]
+    evaluations = [evaluation for _, _, evaluation in results]
+    table = over_seeds_rows(points, rows, evaluations) if cfg.seeds else rows
+    per_point = len(rows) // len(points)
+    measured = measured_points(
+        [[e["eval"] for e in evaluations[i : i + per_point]] for i in range(0, len(rows), per_point)]
+    )
+    ties = ties_with_best([point_label(p) for p in points], measured)
+    compared = comparisons([tuple(pair) for pair in cfg.compare], [p.get(NAME, "") for p in points], measured)
     if cfg.sort_by is not None:
         table.sort(key=lambda r: descending(r.get(cfg.sort_by)))
+    stale = ablation.stale
+    write_outputs(params, out, teacher, table, rows, search, ties, compared, stale, per_run)
+    return {
+        "points": table,
+        **({"runs": rows} if cfg.seeds else {}),
+        "search": search,
+        "comparisons": compared,
+        "reused_from_other_code": stale,
+    }
+
+
+def write_outputs(
+    params: Params,
+    out: Path,
+    teacher: Path,
+    table: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    search: list[dict[str, Any]],
+    ties: dict[str, dict[str, Any]],
+    compared: list[dict[str, Any]],
+    stale: list[str],
+    per_run: list[Params],
+) -> None:
+    """ablate's JSON and markdown, and its terminal table."""
+    cfg = params.ablate
     order = f"sorted by {cfg.sort_by}, descending" if cfg.sort_by else "in grid order"
     students = (
-        f"{len(cfg.seeds)} students per point, one per seed, as mean ± sample standard deviation"
+        f"{len(cfg.seeds)} students per point, one per seed: each accuracy is their mean with its 95 % interval over "
+        "seeds and test images, other columns mean ± sample standard deviation"
         if cfg.seeds
-        else "One student per point"
+        else "One student per point: each accuracy with its 95 % interval over the test images (Wilson)"
     )
     stale_note = (
         f"Trained by other acdistill code than this table's (source {source_digest()}), and reused: "
@@ -547,7 +544,13 @@ def ablate(
         if stale
         else ""
     )
+    split = {p.eval.split for p in per_run}
+    images = "held-out training images (data.val_subset)" if split == {"val"} else "test images"
+    if search:
+        echo(search_table(search, cfg.search.key, "simple"))
     echo(markdown_table(table, "simple"))
+    if compared:
+        echo(comparisons_table(compared, "simple"))
     write_json(
         out,
         {
@@ -555,19 +558,36 @@ def ablate(
             "explicit_points": cfg.points,
             "fixed": cfg.fixed,
             "teacher": str(teacher),
+            "evaluated_on": sorted(split),
             "points": table,
             **({"seeds": cfg.seeds, "runs": rows} if cfg.seeds else {}),
+            "search": search,
+            "within_noise_of_best": ties,
+            "comparisons": compared,
             "code": code_info(),
             "reused_from_other_code": stale,
         },
     )
-    write_text(
-        out.with_suffix(".md"),
-        f"# Ablation\n\n{students} ({order}); accuracies in %, fixed settings "
-        f"{cfg.fixed or 'none'}.\n\n{markdown_table(table, 'github')}\n" + (f"\n{stale_note}\n" if stale else ""),
-    )
+    sections = ["# Ablation\n"]
+    if search:
+        s = cfg.search
+        sections.append(
+            f"## Search: {s.key} on the held-out training images (data.val_subset {params.data.val_subset})\n\n"
+            f"Each point's {s.key} is the value with the highest held-out accuracy under its `by` attack (with its "
+            f"95 % interval over those images), trained at the first seed; the table below runs that value.\n\n"
+            f"{search_table(search, s.key, 'github')}\n"
+        )
+    sections += [
+        f"{students} ({order}); accuracies in % on the {images}, fixed settings {cfg.fixed or 'none'}.\n\n"
+        f"{markdown_table(table, 'github')}\n",
+        "A difference is within noise when its 95 % interval contains 0; between runs on the same images the "
+        f"interval is paired over the images.\n\n{ties_text(ties)}\n",
+    ]
+    if compared:
+        sections.append(f"## Comparisons\n\n{comparisons_table(compared, 'github')}\n")
+    if stale:
+        sections.append(f"{stale_note}\n")
+    write_text(out.with_suffix(".md"), "\n".join(sections))
     if stale:
         warn(stale_note)
     echo(f"wrote {out} and {out.with_suffix('.md')}")
-
-    return {"points": table, **({"runs": rows} if cfg.seeds else {}), "reused_from_other_code": stale}

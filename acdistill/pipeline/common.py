@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from acdistill.checkpoint import save_model, sidecar_path
+from acdistill.checkpoint import read_sidecar, save_model, sidecar_path
 from acdistill.config import Params, TrainParams
 from acdistill.data import DATASETS, ImageSet, load_split
+from acdistill.data.datasets import check_held_out
 from acdistill.distributed import from_env
 from acdistill.engine import Trainer, resolve_device
 from acdistill.engine.trainer import check_settings, console
@@ -98,6 +99,16 @@ class ProgressBars:
             self.bar.stop()
 
 
+def evaluation_split(params: Params, data_dir: Path | None) -> ImageSet:
+    """The images the `eval` section measures: data.test_subset of the test split, or with eval.split val the
+    training images of data.val_subset, which no training may see."""
+    d = params.data
+    if params.eval.split == "val":
+        check_held_out(d.train_subset, d.val_subset)
+        return load_split(d.dataset, True, d.val_subset, d.root, data_dir)
+    return load_split(d.dataset, False, d.test_subset, d.root, data_dir)
+
+
 def monitor_split(params: Params, data_dir: Path | None, monitor_n: int) -> ImageSet:
     """The held-out monitor slice: the first `monitor_n` images of the test subset."""
     d = params.data
@@ -112,6 +123,29 @@ def new_model(arch: str, params: Params, num_classes: int) -> torch.nn.Module:
 def build_method(section: TrainParams, student: torch.nn.Module, teacher: torch.nn.Module | None) -> Method:
     cls = METHODS.get(section.method)
     return cls(student, teacher if cls.needs_teacher else None, section.method_params(), section.attack)
+
+
+def teacher_sha256(teacher: Path, params: Params) -> str:
+    """The sha256 of the teacher checkpoint at `teacher`, once its sidecar shows a model of data.dataset's classes,
+    trained on data.dataset unless teacher.cross_dataset: called before any file is written."""
+    if not Path(teacher).is_file():
+        raise AcdistillError(
+            f"model file not found: {teacher}; get a teacher first with `acdistill fetch-teacher` (or `dvc repro "
+            "fetch-teacher`)"
+        )
+    side = read_sidecar(teacher)
+    ours = params.data.dataset
+    classes = DATASETS.get(ours).num_classes
+    if side.get("num_classes", side["arch_kwargs"].get("num_classes")) != classes:
+        raise AcdistillError(
+            f"teacher {teacher} has {side.get('num_classes')} classes (its sidecar says), but {ours} has {classes}"
+        )
+    if side["dataset"] != ours and not params.teacher.cross_dataset:
+        raise AcdistillError(
+            f"teacher {teacher} was trained on {side['dataset']} (its sidecar says), but data.dataset is {ours}; set "
+            "teacher.cross_dataset: true to distill across datasets on purpose"
+        )
+    return side["sha256"]
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
@@ -176,6 +210,7 @@ def train_and_save(
     ranks, device = from_env(device)
     check_outputs(out, metrics, force)
     check_settings(section, params.speed, device, METHODS.get(section.method), ranks)
+    check_held_out(params.data.train_subset, params.data.val_subset)
     claim_outputs()
     with output_lock(out, metrics, state_path) if ranks.main else nullcontext():
         d = params.data
@@ -192,7 +227,7 @@ def train_and_save(
             label=stage,
             state_path=state_path,
             live_dir=live_dir,
-            context={"data": params.data.model_dump(), "arch": student.arch, **context},
+            context={"data": params.data.for_training(), "arch": student.arch, **context},
             ranks=ranks,
         )
         start = time.perf_counter()

@@ -11,14 +11,21 @@ from tabulate import tabulate
 
 from acdistill.checkpoint import load_model, read_sidecar, sidecar_path
 from acdistill.config import Params
-from acdistill.data import load_split
 from acdistill.engine import evaluate
 from acdistill.engine.evaluate import check_model_outputs, eps_sweep, first_n
 from acdistill.engine.sanity import Check, sanity_checks
 from acdistill.errors import AcdistillError, warn
 from acdistill.formats import Normalize
 from acdistill.io import claim_outputs, write_json, write_text
-from acdistill.pipeline.common import ProgressBars, check_json_out, device_of, echo, refuse_overwrite, writes
+from acdistill.pipeline.common import (
+    ProgressBars,
+    check_json_out,
+    device_of,
+    echo,
+    evaluation_split,
+    refuse_overwrite,
+    writes,
+)
 from acdistill.plots import eps_sweep_png
 
 # Points of clean accuracy below the checkpoint's own record that signal a wrong setup rather than sampling noise
@@ -42,12 +49,41 @@ def open_model(
     return net, recorded
 
 
+# What each attack's result holds per image: kept beside the metrics (<out>_per_image.json), not in them, so that
+# `dvc metrics show` keeps to the accuracies; report and ablate read it for paired comparisons.
+PER_IMAGE = ("images", "correct")
+
+
+def interval_text(ci95: list[float] | None) -> str:
+    return f"{ci95[0]:.1f}–{ci95[1]:.1f}" if ci95 else ""
+
+
 def results_table(results: dict[str, dict], fmt: str) -> str:
     rows = [
-        [name, f"{r['accuracy']:.2f}", f"{r['worst_class']:.2f}", r["n"], r.get("steps", ""), f"{r['seconds']:.1f}"]
+        [
+            name,
+            f"{r['accuracy']:.2f}",
+            interval_text(r.get("ci95")),
+            f"{r['worst_class']:.2f}",
+            r["n"],
+            r.get("steps", ""),
+            f"{r['seconds']:.1f}",
+        ]
         for name, r in results.items()
     ]
-    return tabulate(rows, headers=["attack", "accuracy %", "worst class %", "n", "steps", "seconds"], tablefmt=fmt)
+    headers = ["attack", "accuracy %", "95 % interval", "worst class %", "n", "steps", "seconds"]
+    return tabulate(rows, headers=headers, tablefmt=fmt)
+
+
+def split_per_image(results: dict[str, dict]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """(the results without their per-image fields, {attack: {n, images, correct}})."""
+    metrics = {name: {k: v for k, v in r.items() if k not in PER_IMAGE} for name, r in results.items()}
+    per_image = {name: {"n": r["n"], **{k: r[k] for k in PER_IMAGE}} for name, r in results.items()}
+    return metrics, per_image
+
+
+def per_image_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}_per_image.json")
 
 
 def sanity_table(checks: list[Check], fmt: str) -> str:
@@ -71,8 +107,9 @@ def sweep_table(rows: list[dict], fmt: str, norm: str) -> str:
 
 
 def report_of(results: dict[str, dict], checks: list[Check] | None, curve: list[dict] | None) -> dict[str, Any]:
-    """The JSON an evaluation writes: {attack: result}, plus the masking checks' outcomes and the sweep."""
-    report: dict[str, Any] = dict(results)
+    """The JSON an evaluation writes: {attack: result without its per-image fields}, plus the masking checks'
+    outcomes and the sweep."""
+    report: dict[str, Any] = split_per_image(results)[0]
     if checks:
         report["sanity"] = {c.name: c.as_dict() for c in checks}
     if curve is not None:
@@ -99,8 +136,9 @@ def evaluate_checkpoint(
 
     With `eval.sweep`, also an accuracy-vs-eps curve; with `sanity`, the gradient-masking checks of
     acdistill.engine.sanity. Prints the tables; with `out` (.json), writes the JSON, a markdown report beside it,
-    and the sweep as <out>_sweep.json and .png. Returns {attack: {accuracy, per_class, worst_class, n, seconds,
-    steps}}, plus "sanity" and "sweep" when they ran."""
+    each attack's per-image results as <out>_per_image.json, and the sweep as <out>_sweep.json and .png. Returns
+    {attack: {accuracy, ci95, per_class, worst_class, n, seconds, steps, images, correct}}, plus "sanity" and
+    "sweep" when they ran."""
     model = Path(model)
     cfg = params.eval
     if out is not None:
@@ -111,7 +149,7 @@ def evaluate_checkpoint(
         raise AcdistillError("--sanity needs eps > 0")
     dev = device_of(params, device)
     net, recorded_clean = open_model(model, arch, format, normalize, params, dev)
-    test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
+    test = evaluation_split(params, data_dir)
     check_model_outputs(net, test, dev)
     common = dict(batch_size=cfg.batch_size, seed=params.seed, device=dev)
     sweep_n = (cfg.sweep.n or cfg.n) if cfg.sweep else None
@@ -179,9 +217,10 @@ def evaluate_checkpoint(
             )
         sections.append(f"## Gradient-masking checks\n\n{sanity_table(checks, 'github')}\n")
     if out is not None:
-        written = [out, out.with_suffix(".md")]
+        written = [out, out.with_suffix(".md"), per_image_path(out)]
         write_json(out, report_of(results, checks, None))
         write_text(written[1], "\n".join(sections))
+        write_json(written[2], split_per_image(results)[1])
         if curve:
             data_path, png = out.with_name(f"{out.stem}_sweep.json"), out.with_name(f"{out.stem}_sweep.png")
             write_json(data_path, curve)
@@ -195,4 +234,6 @@ def evaluate_checkpoint(
             written += [data_path, png]
         echo("wrote " + ", ".join(str(w) for w in written))
 
-    return report_of(results, checks, curve)
+    report = report_of(results, checks, curve)
+    report.update(results)  # the caller gets the per-image results too
+    return report

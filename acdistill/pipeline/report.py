@@ -20,10 +20,16 @@ from acdistill.checkpoint import FORMAT
 from acdistill.config import Params
 from acdistill.errors import AcdistillError
 from acdistill.io import write_text
-from acdistill.pipeline.ablate import markdown_table
 from acdistill.pipeline.common import TRAINING_STAGES, echo, writes
-
-SKIPPED_RESULTS = ("sanity",)
+from acdistill.pipeline.compare import (
+    Measured,
+    attacks_of,
+    comparisons_table,
+    markdown_table,
+    ties_text,
+    ties_with_best,
+)
+from acdistill.pipeline.evaluation import interval_text, per_image_path
 
 
 def read_json(path: Path) -> Any:
@@ -34,7 +40,8 @@ def read_json(path: Path) -> Any:
 
 
 def collect_runs(models: Path, metrics: Path) -> list[dict[str, Any]]:
-    """One record per checkpoint under `models`: sidecar facts plus its evaluation."""
+    """One record per checkpoint under `models`: sidecar facts plus its evaluation, with each attack's per-image
+    results where attack-eval kept them (metrics/eval_<name>_per_image.json)."""
     sidecars = {p: read_json(p) for p in sorted(models.glob("*.json")) if p.with_suffix(".safetensors").is_file()}
     sidecars = {p: s for p, s in sidecars.items() if isinstance(s, dict) and s.get("format") == FORMAT}
     by_sha = {s["sha256"]: p.stem for p, s in sidecars.items()}
@@ -44,6 +51,8 @@ def collect_runs(models: Path, metrics: Path) -> list[dict[str, Any]]:
         source = info.get("student_sha256") or info.get("teacher_sha256")
         eval_path = metrics / f"eval_{path.stem}.json"
         evaluation = read_json(eval_path) if eval_path.is_file() else {}
+        per_image = read_json(per_image_path(eval_path)) if per_image_path(eval_path).is_file() else {}
+        attacks = attacks_of(evaluation)
         runs.append(
             {
                 "name": path.stem,
@@ -53,11 +62,9 @@ def collect_runs(models: Path, metrics: Path) -> list[dict[str, Any]]:
                 "epochs": info.get("epochs", "-"),
                 "from": by_sha.get(source, "(not in this workspace)") if source else "-",
                 "minutes": info.get("minutes_this_run", "-"),
-                "accuracy": {
-                    k: r["accuracy"]
-                    for k, r in evaluation.items()
-                    if k not in SKIPPED_RESULTS and isinstance(r, dict) and "accuracy" in r
-                },
+                "accuracy": {k: evaluation[k]["accuracy"] for k in attacks},
+                "ci95": {k: evaluation[k].get("ci95") for k in attacks},
+                "measured": {k: Measured.of([per_image[k]]) if k in per_image else None for k in attacks},
             }
         )
     rank = {stage: i for i, stage in enumerate(TRAINING_STAGES)}
@@ -67,14 +74,24 @@ def collect_runs(models: Path, metrics: Path) -> list[dict[str, Any]]:
 def runs_table(runs: list[dict[str, Any]]) -> str:
     attacks = list(dict.fromkeys(a for r in runs for a in r["accuracy"]))
     headers = ["run", "stage", "arch", "method", "distilled / tuned from", "epochs", "train min"] + [
-        f"{a} %" for a in attacks
+        f"{a} % (95 % interval)" for a in attacks
     ]
     rows = [
         [r["name"], r["stage"], r["arch"], r["method"], r["from"], r["epochs"], r["minutes"]]
-        + [r["accuracy"].get(a, "-") for a in attacks]
+        + [accuracy_cell(r, a) for a in attacks]
         for r in runs
     ]
     return tabulate(rows, headers=headers, tablefmt="github")
+
+
+def runs_ties(runs: list[dict[str, Any]]) -> str:
+    """Per attack, the best run and the runs within noise of it (paired over the images both saw)."""
+    evaluated = [r for r in runs if r["measured"]]
+    ties = ties_with_best(
+        [r["name"] for r in evaluated],
+        [{a: m for a, m in r["measured"].items() if m is not None} for r in evaluated],
+    )
+    return ties_text(ties)
 
 
 def experiment_rows(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -106,19 +123,23 @@ def experiment_rows(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "experiment": label,
                     "model": name,
                     "method": methods.get(name, "-"),
-                    "accuracy": {
-                        k: r["accuracy"] for k, r in results.items() if isinstance(r, dict) and "accuracy" in r
-                    },
+                    "accuracy": {k: results[k]["accuracy"] for k in attacks_of(results)},
+                    "ci95": {k: results[k].get("ci95") for k in attacks_of(results)},
                 }
             )
     return rows
 
 
+def accuracy_cell(run: dict[str, Any], attack: str) -> Any:
+    ci = run["ci95"].get(attack)
+    return f"{run['accuracy'][attack]} ({interval_text(ci)})" if ci else run["accuracy"].get(attack, "-")
+
+
 def experiments_table(rows: list[dict[str, Any]]) -> str:
     attacks = list(dict.fromkeys(a for r in rows for a in r["accuracy"]))
     return tabulate(
-        [[r["experiment"], r["model"], r["method"]] + [r["accuracy"].get(a, "-") for a in attacks] for r in rows],
-        headers=["experiment", "model", "method"] + [f"{a} %" for a in attacks],
+        [[r["experiment"], r["model"], r["method"]] + [accuracy_cell(r, a) for a in attacks] for r in rows],
+        headers=["experiment", "model", "method"] + [f"{a} % (95 % interval)" for a in attacks],
         tablefmt="github",
     )
 
@@ -158,14 +179,27 @@ def report(
     if not runs:
         raise AcdistillError(f"no runs: {models} holds no acdistill checkpoint (.safetensors + .json sidecar)")
     exp_rows = experiment_rows(dvc_experiments()) if experiments else []
+    ties = runs_ties(runs)
     parts = [
         f"# acdistill report\n\n{len(runs)} runs in `{models}`; accuracies in % from `{metrics}/eval_*.json` "
-        f"('-' where a model was not evaluated).\n\n{runs_table(runs)}\n"
+        f"('-' where a model was not evaluated), each with its 95 % interval over the test images (Wilson).\n\n"
+        f"{runs_table(runs)}\n"
+        + (
+            "\nA difference is within noise when its 95 % interval contains 0 (paired over the images both runs saw):"
+            f"\n\n{ties}\n"
+            if ties
+            else ""
+        )
     ]
     ablation = metrics / "ablate.json"
     if ablation.is_file():
-        points = read_json(ablation).get("points", [])
+        result = read_json(ablation)
+        points = result.get("points", [])
         parts.append(f"## Ablation ({len(points)} points, `{ablation}`)\n\n{markdown_table(points, 'github')}\n")
+        if result.get("within_noise_of_best"):
+            parts.append(ties_text(result["within_noise_of_best"]) + "\n")
+        if result.get("comparisons"):
+            parts.append(comparisons_table(result["comparisons"], "github") + "\n")
     probe = metrics / "probe.json"
     if probe.is_file():
         p = read_json(probe)

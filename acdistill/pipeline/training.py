@@ -20,12 +20,12 @@ from acdistill.methods import METHODS
 from acdistill.models import create_model
 from acdistill.pipeline.common import (
     ProgressBars,
-    check_classes,
     check_outputs,
     device_of,
     echo,
     freeze,
     new_model,
+    teacher_sha256,
     train_and_save,
     writes,
 )
@@ -112,9 +112,8 @@ def distill(
     dev = device_of(params, device)
     teacher_model, context = None, {}
     if METHODS.get(cfg.method).needs_teacher:
+        context["teacher_sha256"] = teacher_sha256(teacher, params)
         teacher_model = freeze(load_model(teacher, dev))
-        context["teacher_sha256"] = read_sidecar(teacher)["sha256"]
-        check_classes(teacher_model, params.data.dataset, f"teacher {teacher}")
     student_model = new_model(cfg.student, params, DATASETS.get(params.data.dataset).num_classes)
     return train_and_save(
         "distill",
@@ -159,8 +158,8 @@ def finetune(
     context = {"student_sha256": sidecar["sha256"]}
     teacher_model = None
     if METHODS.get(cfg.method).needs_teacher:
+        context["teacher_sha256"] = teacher_sha256(teacher, params)
         teacher_model = freeze(load_model(teacher, dev))
-        context["teacher_sha256"] = read_sidecar(teacher)["sha256"]
     return train_and_save(
         "aft",
         cfg,
