@@ -482,7 +482,7 @@ class AblateParams(Strict):
         default_factory=list,
         description=(
             "pairs of point names [A, B]: the table gives A - B per attack with its 95 % interval, and says whether "
-            "it is within noise"
+            "it is within noise (with ablate.only, the pairs of points it runs)"
         ),
     )
     only: list[str] | None = Field(

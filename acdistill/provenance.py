@@ -20,18 +20,44 @@ import acdistill
 PACKAGE = Path(acdistill.__file__).parent
 
 
+# Modules that present, schedule or report results without deciding any number a run measures: the CLI, tables and
+# intervals computed from the stored per-image results, reports, figures, parallel jobs, file handling and errors.
+PRESENTATION = (
+    "__main__.py",
+    "cli/",
+    "pipeline/compare.py",
+    "pipeline/figures.py",
+    "pipeline/jobs.py",
+    "pipeline/report.py",
+    "analysis.py",
+    "errors.py",
+    "io.py",
+    "plots.py",
+    "stats.py",
+)
+
+
 @functools.cache
-def source_digest(package: Path = PACKAGE) -> str:
+def source_digest(package: Path = PACKAGE, *, results_only: bool = False) -> str:
     """sha256 (first 12 hex digits) over the package's .py files, by relative path: it changes with any edit to
-    the code, installed or checked out, and with nothing else."""
+    the code, installed or checked out, and with nothing else. `results_only`: over the modules that decide what a
+    run trains and measures, all but PRESENTATION's."""
     h = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
-        h.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+        name = path.relative_to(package).as_posix()
+        if results_only and name.startswith(PRESENTATION):
+            continue
+        h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:12]
 
 
 def code_info() -> dict[str, str]:
-    return {"version": acdistill.__version__, "source": source_digest()}
+    """The version, the digest of all the code (`source`) and of the code that decides results (`results`)."""
+    return {
+        "version": acdistill.__version__,
+        "source": source_digest(),
+        "results": source_digest(results_only=True),
+    }
 
 
 def cpu_name() -> str:

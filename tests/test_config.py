@@ -103,13 +103,24 @@ def test_the_gpu_quick_profile_validates_with_every_point():
     assert {p.distill.student for p in points.values()} == {"resnet18"}
 
 
-def test_every_point_of_the_study_validates():
+def test_every_point_of_the_study_validates_at_every_searched_lr_and_its_teacher_is_the_released_file():
     from acdistill.pipeline.ablate import point_params
 
     params = load_params(REPO / "configs/study.yaml")
-    methods = {point_params(params, point).distill.method for point in params.ablate.points}
+    search = params.ablate.search
+    assert search.key == "distill.lr" and params.data.val_subset and params.teacher.source == "file"
+    methods = {
+        point_params(params, {**point, search.key: value}).distill.method
+        for point in params.ablate.points
+        for value in search.values
+    }
     paper_methods = {"natural", "sat", "trades", "kd", "ard", "iad", "rslad", "gacd", "crdnd"}
-    assert methods == paper_methods <= set(METHODS.names()) and len(params.ablate.points) == 15
+    assert methods == paper_methods <= set(METHODS.names())
+    assert not any(search.key in point for point in params.ablate.points)  # one search for every method
+    teacher = load_params(REPO / "configs/study-teacher.yaml")
+    assert teacher.data.train_subset is None and teacher.teacher.train.epochs > params.distill.epochs
+    released = REPO / "study" / params.teacher.path
+    assert released.is_file() and released.with_suffix(".json").is_file() and released.stat().st_size <= 5 * 2**20
 
 
 def test_the_fingerprint_covers_the_run_method_section_and_no_other():

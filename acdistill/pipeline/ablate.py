@@ -11,7 +11,8 @@ changes: widening a grid runs only the new points, an interrupted ablation resum
 and these small files alone (without the weights, as a git clone holds them) let a rerun reuse every finished point.
 The DVC stage keeps ablate/ with `persist: true` for the same reason. The hashes leave out the code, so that editing
 a docstring does not retrain a study; instead each result records the acdistill code that produced it, and a run
-reused from other code is named in the output, to be deleted and rerun where the change matters.
+reused from other code that decides results (provenance.PRESENTATION lists the code that does not) is named in
+the output, to be deleted and rerun where the change matters.
 """
 
 from __future__ import annotations
@@ -254,10 +255,15 @@ def train_point(
 
 
 def other_code(result: dict[str, Any]) -> str | None:
-    """The source digest of the code that produced a finished result when it is not this code's ("unrecorded"
-    for results written before acdistill recorded it), else None."""
-    source = result.get("code", {}).get("source")
-    return None if source == source_digest() else source or "unrecorded"
+    """The digest of the code that decided a finished result (provenance.source_digest, results_only) when it is not
+    this code's ("unrecorded" for results written before acdistill recorded it), else None: an edit to the CLI, the
+    tables or the reports leaves finished results as they were."""
+    decided = result.get("code", {}).get("results")
+    return None if decided == results_digest() else decided or "unrecorded"
+
+
+def results_digest() -> str:
+    return source_digest(results_only=True)
 
 
 def run_point_job(
@@ -357,7 +363,7 @@ class Runs:
             source = other_code(finished(run, digest))
             echo(
                 f"{progress}{point_label(point)}: finished before, reused"
-                + (f"; trained by other acdistill code (source {source}, now {source_digest()})" if source else "")
+                + (f"; trained by other acdistill code (source {source}, now {results_digest()})" if source else "")
             )
             if source:
                 self.stale.append(point_label(point))
@@ -403,42 +409,42 @@ def searched(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """ablate.search: each point with its chosen value of search.key set (points that set the key keep theirs), and
     one record per searched point ({point, by, values: [{value, accuracy, ci95}], chosen}). A fine-tuning point takes
-    the value chosen for its distilled point."""
+    the value chosen for its distilled point. A trial of a named point is named <name>.<key's last part>=<value>."""
     search = runs.params.ablate.search
     if search is None:
         return points, []
-    todo: dict[str, dict[str, Any]] = {}  # distilled point's label -> its search runs, by value
+    short = search.key.rsplit(".", 1)[-1]
+
+    def base_of(point: dict[str, Any]) -> str:  # the distilled point, which fine-tuning points share
+        return point_label({k: v for k, v in distilled_point(point).items() if k != SEARCH_BY})
+
+    todo: dict[str, dict[str, Any]] = {}  # base -> the point's label, its attack, its trials (one per value)
     for point in points:
-        base = {k: v for k, v in distilled_point(point).items() if k != SEARCH_BY}
-        if search.key in point or point_label(base) in todo:
+        if search.key in point or base_of(point) in todo:
             continue
         by = point.get(SEARCH_BY, search.by)
-        held_out = {
-            "eval.split": "val",
-            "eval.attacks": search.attacks_for(by),
-            "eval.n": None,
-            "eval.n_per_attack": {},
-        }
-        seed = {"seed": first_seed} if first_seed is not None else {}
-        trials = [{**base, search.key: value, **held_out, **seed} for value in search.values]
-        todo[point_label(base)] = {"point": base, "by": by, "trials": trials}
+        held_out = {"eval.split": "val", "eval.attacks": search.attacks_for(by), "eval.n": None}
+        held_out |= {"eval.n_per_attack": {}} | ({"seed": first_seed} if first_seed is not None else {})
+        trials = []
+        for value in search.values:
+            trial = {k: v for k, v in distilled_point(point).items() if k != SEARCH_BY} | {search.key: value}
+            named = {NAME: f"{point[NAME]}.{short}={value}"} if NAME in point else {}
+            trials.append(named | trial | held_out)
+        todo[base_of(point)] = {"label": point.get(NAME, base_of(point)), "by": by, "trials": trials}
     trials = [t for entry in todo.values() for t in entry["trials"]]
-    results = runs.run_all(trials, [point_params(runs.params, t) for t in trials], "search run")
-    found = iter(results)
+    found = iter(runs.run_all(trials, [point_params(runs.params, t) for t in trials], "search run"))
     records, chosen = [], {}
-    for label, entry in todo.items():
+    for base, entry in todo.items():
         tried = []
         for value, (_, _, evaluation) in zip(search.values, found):
             r = evaluation["eval"][entry["by"]]
             tried.append({"value": value, "accuracy": r["accuracy"], "ci95": r.get("ci95")})
         best = max(tried, key=lambda t: t["accuracy"])  # the first of equals: the order of search.values
-        chosen[label] = best["value"]
-        records.append({"point": label, "by": entry["by"], "values": tried, "chosen": best["value"]})
-    out = []
-    for point in points:
-        base = {k: v for k, v in distilled_point(point).items() if k != SEARCH_BY}
-        out.append(point if search.key in point else {**point, search.key: chosen[point_label(base)]})
-    return out, records
+        chosen[base] = best["value"]
+        records.append({"point": entry["label"], "by": entry["by"], "values": tried, "chosen": best["value"]})
+    return [
+        point if search.key in point else {**point, search.key: chosen[base_of(point)]} for point in points
+    ], records
 
 
 @writes("out", dirs=("runs",))
@@ -461,9 +467,6 @@ def ablate(
     points = expand(cfg.grid) + [p for p in cfg.points if cfg.only is None or p.get(NAME) in cfg.only]
     if not points:
         raise AcdistillError("ablate: no points; set ablate.grid or ablate.points in params, or pass --grid KEY=V1,V2")
-    for pair in cfg.compare:
-        if cfg.only is not None and not set(pair) <= set(cfg.only):
-            raise AcdistillError(f"ablate.compare: {pair[0]} and {pair[1]} are not both among ablate.only")
     first_seed = cfg.seeds[0] if cfg.seeds else None
     # every run validated before any starts, the search's with each of its values
     per_run = [point_params(params, p) for p in with_seeds(points, cfg.seeds)]
@@ -503,7 +506,9 @@ def ablate(
         [[e["eval"] for e in evaluations[i : i + per_point]] for i in range(0, len(rows), per_point)]
     )
     ties = ties_with_best([point_label(p) for p in points], measured)
-    compared = comparisons([tuple(pair) for pair in cfg.compare], [p.get(NAME, "") for p in points], measured)
+    names = [p.get(NAME, "") for p in points]
+    pairs = [tuple(pair) for pair in cfg.compare if set(pair) <= set(names)]  # with ablate.only, those it runs
+    compared = comparisons(pairs, names, measured)
     if cfg.sort_by is not None:
         table.sort(key=lambda r: descending(r.get(cfg.sort_by)))
     stale = ablation.stale
@@ -539,7 +544,7 @@ def write_outputs(
         else "One student per point: each accuracy with its 95 % interval over the test images (Wilson)"
     )
     stale_note = (
-        f"Trained by other acdistill code than this table's (source {source_digest()}), and reused: "
+        f"Trained by other acdistill code than this table's (source {results_digest()}), and reused: "
         f"{', '.join(stale)}. Delete a run's directory to retrain it."
         if stale
         else ""

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from tabulate import tabulate
 
+from acdistill.config import SEARCH_BY
 from acdistill.stats import (
     Interval,
     independent_difference,
@@ -205,7 +206,7 @@ def comparisons_table(rows: list[dict[str, Any]], fmt: str) -> str:
             ]
             for r in rows
         ],
-        headers=["difference", "attack", "points", "95 % interval", "verdict"],
+        headers=["comparison", "attack", "difference (points)", "95 % interval", "verdict"],
         tablefmt=fmt,
     )
 
@@ -216,11 +217,12 @@ def row_of(point: dict[str, Any], result: dict[str, Any], evaluation: dict[str, 
     attacks = {}
     for name, r in results.items():
         attacks[name] = r["accuracy"]
-        if r.get("ci95") is not None:
-            attacks[f"{name}_ci95"] = r["ci95"]
+        measured = Measured.of([r])
+        if measured is not None:
+            attacks[f"{name}_ci95"] = measured.interval().percent()
     last = [name for name in results if name != "all_attacks"][-1]
     return {
-        **point,
+        **{k: v for k, v in point.items() if k != SEARCH_BY},
         **attacks,
         f"worst_class_{last}": results[last]["worst_class"],
         "train_minutes": result["train_minutes"],
