@@ -486,7 +486,7 @@ class AblateParams(Strict):
         ),
     )
     only: list[str] | None = Field(
-        None, description="names of the explicit points to run, of all the params define; null: every point"
+        None, description="names of the explicit points to run, and no other (not the grid's); null: every point"
     )
     search: SearchParams | None = None
     keep_weights: list[str] = Field(

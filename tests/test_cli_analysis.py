@@ -134,6 +134,10 @@ def test_ablate_over_seeds_gives_each_accuracy_with_its_interval_and_flags_a_pai
     run("report", "--metrics", "seeds", "--out", "seeds/report.md")
     page = (here / "seeds/report.md").read_text()
     assert "kd − kd-tau2" in page and "within noise" in page and "within noise of it:" in page
+    # --only runs the named points alone (the grid's too are left out), reusing their runs
+    only = run("ablate", *kd, "--only", "kd-tau2", "--grid", "distill.gacd.k=8,16", "--out", "seeds/only.json").output
+    assert [p["name"] for p in json.loads((here / "seeds/only.json").read_text())["points"]] == ["kd-tau2"]
+    assert "running in" not in only and "finished before, reused" in only
 
 
 def test_a_search_chooses_each_points_lr_on_held_out_training_images_and_its_run_is_the_first_seeds(here):

@@ -464,7 +464,10 @@ def ablate(
     runs of each seed ("runs"), the search ("search"), the comparisons and the labels of runs reused from other
     code."""
     cfg = params.ablate
-    points = expand(cfg.grid) + [p for p in cfg.points if cfg.only is None or p.get(NAME) in cfg.only]
+    if cfg.only is None:
+        points = expand(cfg.grid) + cfg.points
+    else:  # the named points alone, in their order in the params
+        points = [p for p in cfg.points if p.get(NAME) in cfg.only]
     if not points:
         raise AcdistillError("ablate: no points; set ablate.grid or ablate.points in params, or pass --grid KEY=V1,V2")
     first_seed = cfg.seeds[0] if cfg.seeds else None
