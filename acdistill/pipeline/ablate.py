@@ -13,6 +13,7 @@ reused from other code is named in the output, to be deleted and rerun where the
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -30,7 +31,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import submitit
 import torch
 from tabulate import tabulate
 
@@ -291,6 +291,8 @@ def run_point_job(
 def executor_for(params: Params, folder: Path, device: torch.device):
     """submitit's executor for ablate.cluster, its logs in `folder`, and a function that sets the parameters of the
     job in a slot (local: which GPU it sees, slot modulo the GPUs) and returns (device, threads) for run_point_job."""
+    import submitit
+
     cfg = params.ablate
     if cfg.cluster == "slurm":
         s = cfg.slurm
@@ -326,6 +328,8 @@ def executor_for(params: Params, folder: Path, device: torch.device):
 
 def check_job(job, point: dict[str, Any]) -> None:
     """A finished job's failure as an AcdistillError naming the point, the job's own error line and its log."""
+    import submitit
+
     try:
         job.result()
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as e:
@@ -341,6 +345,8 @@ def stop_jobs(jobs: list) -> None:
     """Stop running jobs and wait for them to end; their points resume from their epoch state next time. A local
     job gets SIGTERM through its submitit controller, which forwards it to the job and then ends quietly (submitit's
     own cancel sends the controller SIGINT, which a process started in the background ignores)."""
+    import submitit
+
     local = [job for job in jobs if isinstance(job, submitit.local.local.LocalJob) and job._process is not None]
     for job in jobs:
         if job in local:
@@ -388,6 +394,8 @@ def job_signals() -> Iterator[Callable[[], AbstractContextManager]]:
 
 def submit_job(executor, point: dict[str, Any], *args, **kwargs):
     """The job of one point; a submission the cluster refuses (sbatch's error) is an AcdistillError."""
+    import submitit
+
     try:
         return executor.submit(run_point_job, *args, **kwargs)
     except (submitit.core.utils.FailedJobError, OSError) as e:
@@ -483,6 +491,12 @@ def ablate(
         raise AcdistillError(
             "ablate.cluster: slurm, but this machine has no Slurm (no srun on PATH); run it on the cluster's login "
             "node, or use cluster: local"
+        )
+    # submitit is imported by the functions that run jobs only: a machine without it runs points one at a time
+    if (cfg.jobs > 1 or cfg.cluster == "slurm") and importlib.util.find_spec("submitit") is None:
+        raise AcdistillError(
+            "ablate.jobs > 1 and ablate.cluster: slurm run points through submitit, which is not installed: "
+            "pip install 'acdistill[jobs]' (or run the points one at a time, jobs: 1)"
         )
     dev = device_of(params, device)
     needs_teacher = any(METHODS.get(p.distill.method).needs_teacher for p in per_run)
