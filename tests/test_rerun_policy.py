@@ -29,7 +29,7 @@ NOT_TRAINING = [
     "README.md",
 ]
 # Imported by the training stages without deciding what they compute: file handling, errors, registries, logging of
-# provenance, the device choice, and the evaluation that only monitors the per-epoch curves.
+# provenance, the device choice, the writing of the per-epoch curves, and the evaluation that only monitors them.
 NOT_A_RESULT = {
     "acdistill/__init__.py",
     "acdistill/io.py",
@@ -38,6 +38,7 @@ NOT_A_RESULT = {
     "acdistill/provenance.py",
     "acdistill/engine/__init__.py",
     "acdistill/engine/device.py",
+    "acdistill/engine/curves.py",
     "acdistill/engine/evaluate.py",
     "acdistill/attacks/__init__.py",
     "acdistill/attacks/suite.py",
