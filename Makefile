@@ -13,7 +13,7 @@ export PATH := $(BIN):$(PATH)
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e ".[test,robustbench]"
+	$(PY) -m pip install --quiet -e ".[test,robustbench,jobs]"
 	@# torchattacks' wheel bundles an old copy of robustbench's modules; the real ones must be the last written
 	$(PY) -m pip install --quiet --force-reinstall --no-deps robustbench==1.1.1
 	touch $@

@@ -99,8 +99,24 @@ def test_the_gpu_quick_profile_validates_with_every_point():
     params = load_params(REPO / "configs/gpu-quick.yaml")
     assert params.data.train_subset is None and params.device == "cuda" and params.speed.step_graph
     points = {p["name"]: point_params(params, p) for p in params.ablate.points}
-    assert points["rslad"].speed.step_graph and not points["gacd"].speed.step_graph  # GACD cannot be graphed
-    assert {p.distill.student for p in points.values()} == {"resnet18"}
+    methods = {name: (p.distill.method, p.speed.step_graph) for name, p in points.items()}
+    assert methods == {
+        "sat": ("sat", True),
+        "ard": ("ard", True),
+        "rslad": ("rslad", True),
+        "crdnd": ("crdnd", True),
+        "crdnd-no-acm": ("crdnd", True),
+        "gacd": ("gacd", False),  # GACD cannot be graphed
+        "gacd-aft": ("gacd", False),
+        "gacd-eq10": ("gacd", False),
+    }
+    assert not points["crdnd-no-acm"].distill.method_params().acm and points["crdnd"].distill.method_params().acm
+    literal = points["gacd-eq10"].distill.method_params()
+    assert not literal.symmetric and not literal.embed_bn and literal.negatives == "bank"
+    # one student architecture, data, training attack and epochs for every point
+    shared = {(p.distill.student, p.distill.attack, p.distill.epochs, p.data) for p in points.values()}
+    assert len(shared) == 1 and next(iter(shared))[0] == "resnet18"
+    assert [p.get("adv_finetune", False) for p in params.ablate.points].count(True) == 1
 
 
 def test_every_point_of_the_study_validates_at_every_searched_lr_and_its_teacher_is_the_released_file():

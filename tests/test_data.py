@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -77,3 +80,21 @@ def test_epoch_order_is_a_function_of_the_seed(mirror):
     batch = next(iterate(data, 8))
     assert batch.x.dtype == torch.float32 and batch.x.min() >= 0 and batch.x.max() <= 1
     assert np.allclose(batch.x.numpy() * 255, data.images[:8].numpy())
+
+
+def test_the_unpacked_device_pack_is_a_mirror_with_the_exact_test_images(mirror, tmp_path):
+    """The GPU node's data (docs/gpu.md): cifar10_device_pack.npz, decoded by its own script into a directory that
+    holds cifar10_jpeg.npz alone. acdistill reads all of CIFAR-10 from it, with test images 0-999 exact."""
+    unpack = [sys.executable, str(mirror / "unpack_device_pack.py"), str(mirror / "cifar10_device_pack.npz")]
+    done = subprocess.run([*unpack, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["cifar10_jpeg.npz"]
+    train = load_split("cifar10", True, None, data_dir=tmp_path)
+    test = load_split("cifar10", False, 1000, data_dir=tmp_path)
+    exact = load_split("cifar10", False, 1000, data_dir=mirror)  # the lossless file
+    assert train.source == test.source == "mirror:cifar10_jpeg.npz" and exact.source.endswith("lossless_subset.npz")
+    assert len(train) == 50000 and torch.equal(train.labels, load_split("cifar10", True, None, data_dir=mirror).labels)
+    assert torch.equal(test.images, exact.images) and torch.equal(test.labels, exact.labels)
+    beyond = load_split("cifar10", False, 1001, data_dir=tmp_path).images[1000].int()
+    jpeg = load_split("cifar10", False, 1001, data_dir=mirror).images[1000].int()
+    assert 0 < (beyond - jpeg).abs().float().mean() < 5  # image 1000 on: re-encoded, a few levels off the JPEG copy

@@ -29,8 +29,8 @@ NOT_TRAINING = [
     "README.md",
 ]
 # Imported by the training stages without deciding what they compute: file handling, errors, registries, logging of
-# provenance, the device choice, the evaluation that only monitors the per-epoch curves, its intervals, ablate's
-# tables and its jobs.
+# provenance, the device choice, the writing of the per-epoch curves, the evaluation that only monitors them, its
+# intervals, ablate's tables and its jobs.
 NOT_A_RESULT = {
     "acdistill/__init__.py",
     "acdistill/io.py",
@@ -39,6 +39,7 @@ NOT_A_RESULT = {
     "acdistill/provenance.py",
     "acdistill/engine/__init__.py",
     "acdistill/engine/device.py",
+    "acdistill/engine/curves.py",
     "acdistill/engine/evaluate.py",
     "acdistill/attacks/__init__.py",
     "acdistill/attacks/suite.py",

@@ -1,13 +1,15 @@
 """The training loop shared by teacher training, distillation and adversarial fine-tuning.
 
 Per step it asks the method for x' (`perturb`) and a dict of named loss terms (`loss`), and minimizes their sum.
-Per epoch it logs every term's mean, the learning rate, and clean / PGD accuracy on a held-out slice (dvclive),
-then writes a resumable state file atomically. Epoch e's data order, augmentation and attack noise are a pure
-function of (seed, e), so a run resumed at an epoch boundary replays exactly what an uninterrupted run does.
+Per epoch it logs every term's mean, the learning rate, and clean / PGD accuracy on a held-out slice (in dvclive's
+files, `acdistill.engine.curves`), then writes a resumable state file atomically. Epoch e's data order,
+augmentation and attack noise are a pure function of (seed, e), so a run resumed at an epoch boundary replays exactly
+what an uninterrupted run does.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from contextlib import nullcontext
@@ -22,6 +24,7 @@ from acdistill.attacks import EVAL_ATTACKS, Budget, ce_objective, pgd
 from acdistill.config import SpeedParams, TrainParams, fingerprint
 from acdistill.data import Batch, ImageSet, iterate
 from acdistill.distributed import Ranks
+from acdistill.engine.curves import open_curves
 from acdistill.engine.evaluate import correct_mask
 from acdistill.engine.step_graph import GraphedStep, Step
 from acdistill.errors import AcdistillError, warn
@@ -230,8 +233,18 @@ class Trainer:
         return out
 
     def fit(
-        self, train_set: ImageSet, monitor_set: ImageSet | None = None, *, augment: bool = True, resume: bool = True
+        self,
+        train_set: ImageSet,
+        monitor_set: ImageSet | None = None,
+        *,
+        augment: bool = True,
+        resume: bool = True,
+        max_steps: int | None = None,
     ) -> list[dict[str, Any]]:
+        """Train for cfg.epochs epochs (those after a resumed state's), monitoring on `monitor_set` after each;
+        returns the per-epoch history. `max_steps` ends each epoch after that many steps: a timing run
+        (acdistill.pipeline.sizing), which sees the whole `train_set` (GACD's memory bank is as large as in the run
+        it times) in less time than an epoch."""
         cfg = self.cfg
         if self.device.type != "cpu":  # resident uint8 images (150 MB for CIFAR-10): batching and crops run there
             train_set = train_set.to(self.device)
@@ -240,17 +253,15 @@ class Trainer:
         start_epoch, history = self._load_state() if resume else (0, [])
         if self.ranks.world > 1:  # every rank starts from rank 0's weights and buffers
             self.ddp = self.ranks.data_parallel(self.model, self.method, self.device)
-        steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+        steps_per_epoch = min(math.ceil(len(train_set) / cfg.batch_size), max_steps or math.inf)
         if start_epoch and self.ranks.main:
             console.print(f"{self.label}: resuming after epoch {start_epoch} of {cfg.epochs} ({self.state_path})")
-        live = None
+        curves = None
         if self.live_dir is not None and self.ranks.main:
-            from dvclive import Live
-
             # Curves are rewritten from the saved history: DVC deletes a stage's plots before rerunning it.
-            live = Live(str(self.live_dir), save_dvc_exp=False, dvcyaml=None)
+            curves = open_curves(self.live_dir)
             for record in history:
-                self._log(live, record)
+                curves.log(record)
         self.model.train()
         columns = (
             TextColumn("{task.description}"),
@@ -276,12 +287,12 @@ class Trainer:
                         ),
                         soft_wrap=True,  # one line per epoch in logs too, where rich would wrap at 80 columns
                     )
-                if live is not None:
-                    self._log(live, record)
+                if curves is not None:
+                    curves.log(record)
                 self._save_state(epoch + 1, history)
                 self.ranks.barrier()  # no rank runs ahead of the saved state
-        if live is not None:
-            live.end()
+        if curves is not None:
+            curves.end()
         self.model.eval()
         return history
 
@@ -297,13 +308,6 @@ class Trainer:
             f"{self.label}: {what} in epoch {epoch + 1}; the last good checkpoint is kept (lower the lr?)"
         )
 
-    @staticmethod
-    def _log(live, record: dict[str, Any]) -> None:
-        for key, value in record.items():
-            if key != "epoch":
-                live.log_metric(key, value)
-        live.next_step()
-
     def _epoch(
         self, epoch: int, data: ImageSet, augment: bool, steps_per_epoch: int, bar: Progress, task
     ) -> dict[str, Any]:
@@ -317,16 +321,10 @@ class Trainer:
         train_step = self.step_function()
         if self.graphed_step is not None:
             self.graphed_step.release()  # captured anew: on_epoch_start may have changed what the step reads
-        for step, batch in enumerate(
-            iterate(
-                data,
-                cfg.batch_size,
-                shuffle=True,
-                augment=augment,
-                seed=_epoch_seed(self.seed, epoch),
-                device=self.device,
-            )
-        ):
+        batches = iterate(
+            data, cfg.batch_size, shuffle=True, augment=augment, seed=_epoch_seed(self.seed, epoch), device=self.device
+        )
+        for step, batch in enumerate(itertools.islice(batches, steps_per_epoch)):
             global_size = len(batch)
             if global_size < self.ranks.world:  # an epoch's last few images cannot give every rank one: skipped
                 continue

@@ -17,6 +17,7 @@ the output, to be deleted and rerun where the change matters.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import re
@@ -487,6 +488,12 @@ def ablate(
         raise AcdistillError(
             "ablate.cluster: slurm, but this machine has no Slurm (no srun on PATH); run it on the cluster's login "
             "node, or use cluster: local"
+        )
+    # submitit is imported by the functions that run jobs only: a machine without it runs points one at a time
+    if (cfg.jobs > 1 or cfg.cluster == "slurm") and importlib.util.find_spec("submitit") is None:
+        raise AcdistillError(
+            "ablate.jobs > 1 and ablate.cluster: slurm run points through submitit, which is not installed: "
+            "pip install 'acdistill[jobs]' (or run the points one at a time, jobs: 1)"
         )
     dev = device_of(params, device)
     needs_teacher = any(METHODS.get(p.distill.method).needs_teacher for p in per_run)
