@@ -559,14 +559,6 @@ class Params(Strict):
     _raw: dict | None = PrivateAttr(default=None)
     _where: str = PrivateAttr(default="")
 
-    @model_validator(mode="after")
-    def _held_out_images(self) -> Params:
-        if self.eval.split == "val" and self.data.val_subset is None:
-            raise ValueError("eval.split 'val' needs data.val_subset: the training images held out for it")
-        if self.ablate.search is not None and self.data.val_subset is None:
-            raise ValueError("ablate.search chooses on held-out images: set data.val_subset (e.g. 10000:11000)")
-        return self
-
     def with_overrides(self, overrides: dict[str, Any]) -> Params:
         """These params with dotted overrides ({"distill.gacd.k": 256}) applied to what they were read from (every
         method's section included), validated again."""

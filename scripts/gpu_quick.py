@@ -233,7 +233,8 @@ def table(params: Params, plan: dict, teacher_eval: dict, ablated: dict) -> tupl
     for point in ablated["points"]:
         run = Path(point["run"])
         result = json.loads((run / "result.json").read_text())
-        digest = evaluation_digest(point_params(params, point))
+        named = next(p for p in params.ablate.points if p[NAME] == point[NAME])
+        digest = evaluation_digest(point_params(params, named))
         evaluation = read_result(evaluation_path(run, digest), digest)
         tuned = point.get(FINETUNE, False)
         trained = json.loads((run / ("aft.json" if tuned else "distill.json")).read_text())
@@ -334,7 +335,7 @@ def run(params: Params, args: argparse.Namespace, device: torch.device, data_dir
     ablated = acdistill.ablate(students, teacher=TEACHER, data_dir=data_dir, device=device)
     minutes["students"] = round((time.perf_counter() - start) / 60, 2)
     minutes["this run, in all"] = round((time.perf_counter() - STARTED) / 60, 2)
-    rows, text = table(params, plan, teacher_eval, ablated)
+    rows, text = table(students, plan, teacher_eval, ablated)
     compared, verdicts = orderings(params, rows)
     e = params.eval
     machine = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from conftest import REPO, run
 
+from acdistill import create_model, save_model
 from acdistill.config import Params
 
 # Where and how fast a run executes, not what it computes: left out of fingerprints too (docs/pipeline.md).
@@ -30,12 +31,13 @@ TINY_RUN = {
 }
 # Sizes only: the study's data, models, schedules and evaluation scaled down to seconds.
 STUDY_SIZES = {
-    "data": {"train_subset": 32, "test_subset": 16},
-    "teacher": {"arch": "small_cnn", "train": TINY_RUN},
+    "data": {"train_subset": 32, "test_subset": 16, "val_subset": "32:40"},
     "distill": {"student": "small_cnn", **TINY_RUN, "gacd": {"k": 8}},
     "aft": TINY_RUN,
     "eval": {"n": 8, "n_per_attack": {"aa-fast": 4}, "steps": 1},
     "figures": {"n": 16, "tsne_classes": [0, 9], "tsne_per_class": 2},
+    # in this process, where the reads are recorded; two lr values
+    "ablate": {"jobs": 1, "search": {"key": "distill.lr", "values": [0.05, 0.1], "by": "pgd20"}},
 }
 MAIN_ABLATION = {"ablate": {"grid": {}, "points": [{"name": "tuned", "adv_finetune": True}]}}
 
@@ -58,8 +60,12 @@ def stages(dvc_yaml: Path) -> list[tuple[str, str, set[str]]]:
             else [(name, stage, None)]
         )
         for label, body, item in expanded:
-            cmd = body["cmd"] if item is None else body["cmd"].replace("${item}", item)
-            out.append((label, cmd, declared_sections(body.get("params", []))))
+            commands = body["cmd"] if isinstance(body["cmd"], list) else [body["cmd"]]
+            for i, cmd in enumerate(commands):
+                cmd = cmd if item is None else cmd.replace("${item}", item)
+                out.append(
+                    (label + (f"#{i + 1}" if len(commands) > 1 else ""), cmd, declared_sections(body.get("params", [])))
+                )
     return out
 
 
@@ -122,6 +128,8 @@ def test_the_study_pipeline_declares_what_each_stage_reads(tmp_path, monkeypatch
     study = yaml.safe_load((REPO / "configs" / "study.yaml").read_text())
     (tmp_path / "configs" / "study.yaml").write_text(yaml.safe_dump(merged(study, STUDY_SIZES)))
     shutil.copy(REPO / "study" / "dvc.yaml", tmp_path / "study" / "dvc.yaml")
+    # a small stand-in for the released teacher, at the path the study reads
+    save_model(create_model("small_cnn"), tmp_path / "study" / study["teacher"]["path"], dataset="cifar10")
     reads = reads_per_stage(tmp_path / "study" / "dvc.yaml", tmp_path / "study", monkeypatch)
     assert {label: read for label, (read, _) in reads.items()} == {
         label: declared for label, (_, declared) in reads.items()

@@ -59,7 +59,7 @@ REFUSED = [
         ["ablate", *GRID, "--out", "metrics/ablate.md"],
         "the results are written as .json",
     ),
-    (["ablate", *GRID], "no sidecar models/teacher.json"),
+    (["ablate", *GRID], "model file not found: models/teacher.safetensors; get a teacher first"),
     (
         ["figures", "-S", "figures.n=1"],
         "figures.n: Input should be greater than or equal to 2",

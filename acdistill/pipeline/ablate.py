@@ -471,9 +471,14 @@ def ablate(
         points = [p for p in cfg.points if p.get(NAME) in cfg.only]
     if not points:
         raise AcdistillError("ablate: no points; set ablate.grid or ablate.points in params, or pass --grid KEY=V1,V2")
+    if cfg.search is not None and params.data.val_subset is None:
+        raise AcdistillError("ablate.search chooses on held-out images: set data.val_subset (e.g. 10000:11000)")
     first_seed = cfg.seeds[0] if cfg.seeds else None
     # every run validated before any starts, the search's with each of its values
     per_run = [point_params(params, p) for p in with_seeds(points, cfg.seeds)]
+    for point, p in zip(with_seeds(points, cfg.seeds), per_run):
+        if p.eval.split == "val" and p.data.val_subset is None:
+            raise AcdistillError(f"ablate point {point_label(point)}: eval.split 'val' needs data.val_subset")
     if cfg.search is not None:
         for point in points:
             for value in cfg.search.values:

@@ -104,6 +104,8 @@ def evaluation_split(params: Params, data_dir: Path | None) -> ImageSet:
     training images of data.val_subset, which no training may see."""
     d = params.data
     if params.eval.split == "val":
+        if d.val_subset is None:
+            raise AcdistillError("eval.split 'val' needs data.val_subset: the training images held out for it")
         check_held_out(d.train_subset, d.val_subset)
         return load_split(d.dataset, True, d.val_subset, d.root, data_dir)
     return load_split(d.dataset, False, d.test_subset, d.root, data_dir)
