@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    field_validator,
     model_serializer,
     model_validator,
 )
@@ -29,6 +30,7 @@ from pydantic import (
 from acdistill.attacks import EVAL_ATTACKS, Budget
 from acdistill.budgets import Eps, PixelFloat, Strict, TrainAttack
 from acdistill.data import DATASETS
+from acdistill.data.datasets import RANGE
 from acdistill.errors import AcdistillError
 from acdistill.formats import format_names, parse_normalize
 from acdistill.methods import METHODS
@@ -129,7 +131,7 @@ class DataParams(Strict):
         4000, description="first N images, a range A:B (images A to B-1), a path to an index file, or null"
     )
     test_subset: int | str | None = 1000
-    val_subset: str | None = Field(
+    val_subset: int | str | None = Field(
         None,
         description=(
             "training images held out for choosing settings (eval.split: val): a range A:B or an index file; none of "
@@ -142,6 +144,16 @@ class DataParams(Strict):
     @model_validator(mode="after")
     def _known_dataset(self) -> DataParams:
         DATASETS.get(self.dataset)
+        if isinstance(self.val_subset, int):
+            raise ValueError(
+                f"val_subset: {self.val_subset} would be the first training images; held-out images are a range A:B "
+                "(e.g. 10000:11000) or an index file"
+            )
+        for key in ("train_subset", "test_subset", "val_subset"):
+            value = getattr(self, key)
+            bounds = RANGE.fullmatch(value) if isinstance(value, str) else None
+            if bounds and int(bounds[2]) <= int(bounds[1]):
+                raise ValueError(f"{key}: range {value} takes the images A to B - 1, so B must exceed A")
         return self
 
     def for_training(self) -> dict[str, Any]:
@@ -320,7 +332,7 @@ class SanityParams(Strict):
 
 
 class EvalParams(Strict):
-    attacks: list[str] = ["natural", "fgsm", "pgd20"]
+    attacks: list[str] = Field(["natural", "fgsm", "pgd20"], min_length=1)
     split: Literal["test", "val"] = Field(
         "test", description="test: data.test_subset; val: data.val_subset, training images held out from training"
     )
@@ -497,6 +509,13 @@ class AblateParams(Strict):
         ),
     )
 
+    @field_validator("compare", mode="before")
+    @classmethod
+    def _pairs(cls, value: Any) -> Any:
+        if isinstance(value, list) and not all(isinstance(p, list | tuple) and len(p) == 2 for p in value):
+            raise ValueError(f"takes pairs of point names, e.g. [[ard, sat], [rslad, sat]]; got {value}")
+        return value
+
     @model_validator(mode="after")
     def _keys(self) -> AblateParams:
         given = {**self.grid, **{k: [v] for k, v in self.fixed.items()}}
@@ -508,6 +527,9 @@ class AblateParams(Strict):
                 f"its test images only: set seed: {self.seeds[0]} instead, or give two or more seeds"
             )
         names = [point[NAME] for point in self.points if NAME in point]
+        for first, second in self.compare:
+            if first == second:
+                raise ValueError(f"compare: [{first}, {second}] compares a point with itself")
         for name in [n for pair in self.compare for n in pair] + self.keep_weights + (self.only or []):
             if name not in names:
                 raise ValueError(f"no point named '{name}'; named points: {', '.join(names) or 'none'}")
@@ -571,13 +593,41 @@ def fingerprint(model: BaseModel | dict, **context: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader without YAML 1.1's base-60 numbers, so that a range like 2:30 stays the string it
+    reads as, not the integer 150."""
+
+
+ParamsLoader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+for _tag, _pattern, _first in (
+    ("tag:yaml.org,2002:int", r"[-+]?(?:0b[0-1_]+|0[0-7_]+|(?:0|[1-9][0-9_]*)|0x[0-9a-fA-F_]+)$", "-+0123456789"),
+    (
+        "tag:yaml.org,2002:float",
+        r"[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?$|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)$"
+        r"|\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?$|[-+]?\.(?:inf|Inf|INF)$|\.(?:nan|NaN|NAN)$",
+        "-+0123456789.",
+    ),
+):
+    ParamsLoader.add_implicit_resolver(_tag, re.compile(_pattern, re.X), list(_first))
+
+
+def read_yaml(text: str) -> Any:
+    """A params file's or an override's YAML, as safe_load reads it but for base-60 numbers (ParamsLoader)."""
+    return yaml.load(text, Loader=ParamsLoader)  # a SafeLoader: no Python objects, as safe_load
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """'distill.ard.tau=10' -> ('distill.ard.tau', 10); the value is read as YAML (safe_load)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise AcdistillError(f"override '{text}' is not KEY=VALUE (e.g. distill.epochs=2)")
     try:
-        return key.strip(), yaml.safe_load(raw)
+        return key.strip(), read_yaml(raw)
     except yaml.YAMLError:
         raise AcdistillError(f"override '{text}': value is not valid YAML") from None
 
@@ -614,7 +664,7 @@ def load_params(path: str | Path | None = "params.yaml", overrides: dict[str, An
         if p.is_file():
             where = f"{p}: "
             try:
-                raw = yaml.safe_load(p.read_text()) or {}
+                raw = read_yaml(p.read_text()) or {}
             except yaml.YAMLError as e:
                 mark = getattr(e, "problem_mark", None)
                 where = f" at line {mark.line + 1}" if mark else ""

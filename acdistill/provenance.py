@@ -20,39 +20,47 @@ import acdistill
 PACKAGE = Path(acdistill.__file__).parent
 
 
-# Modules that present, schedule or report results without deciding any number a run measures: the CLI, tables and
-# intervals computed from the stored per-image results, reports, figures, parallel jobs, file handling and errors.
-PRESENTATION = (
-    "__main__.py",
-    "cli/",
-    "pipeline/compare.py",
-    "pipeline/figures.py",
-    "pipeline/jobs.py",
-    "pipeline/report.py",
-    "analysis.py",
-    "errors.py",
-    "io.py",
-    "plots.py",
-    "stats.py",
+# The modules that compute what a run trains and measures: the networks, the methods and their losses, the attacks,
+# the trainer and the evaluation loop, the data and its batches, and the reading and building of checkpoints and
+# teachers, with the stage bodies that put them together. Everything else (the params' validation, whose values
+# fingerprints cover; ablate's planning, tables and jobs; the CLI, reports, figures, statistics, files and errors)
+# schedules or presents results without computing them.
+COMPUTES = (
+    "attacks/",
+    "data/",
+    "engine/",
+    "methods/",
+    "models/",
+    "budgets.py",
+    "checkpoint.py",
+    "distributed.py",
+    "formats.py",
+    "losses.py",
+    "registry.py",
+    "serialization.py",
+    "teachers.py",
+    "untouched.py",
+    "pipeline/common.py",
+    "pipeline/training.py",
 )
 
 
 @functools.cache
 def source_digest(package: Path = PACKAGE, *, results_only: bool = False) -> str:
     """sha256 (first 12 hex digits) over the package's .py files, by relative path: it changes with any edit to
-    the code, installed or checked out, and with nothing else. `results_only`: over the modules that decide what a
-    run trains and measures, all but PRESENTATION's."""
+    the code, installed or checked out, and with nothing else. `results_only`: over the modules that compute what a
+    run trains and measures (COMPUTES) only."""
     h = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         name = path.relative_to(package).as_posix()
-        if results_only and name.startswith(PRESENTATION):
+        if results_only and not name.startswith(COMPUTES):
             continue
         h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:12]
 
 
 def code_info() -> dict[str, str]:
-    """The version, the digest of all the code (`source`) and of the code that decides results (`results`)."""
+    """The version, the digest of all the code (`source`) and of the code that computes results (`results`)."""
     return {
         "version": acdistill.__version__,
         "source": source_digest(),

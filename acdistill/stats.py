@@ -10,10 +10,10 @@ between seeds. docs/attacks.md ("How sure a number is") states the rules; in sho
 - two runs on different images: Newcombe's hybrid score interval for independent proportions (Newcombe 1998,
   Statistics in Medicine 17:873, method 10);
 - runs at S seeds, each on the same n images: mean ± t · SE, the correctness of image i at seed s read as
-  seed effect + image effect + residual (a two-way layout without replication), SE² = (MS_seeds + MS_images -
-  MS_residual) / (n S) from its mean squares, and t with Welch–Satterthwaite's degrees of freedom. A difference
-  between two seeded points adds their variances and subtracts twice the covariance of their per-image seed
-  means, when both saw the same images.
+  seed effect + image effect + residual (a two-way layout without replication), SE² the sum of its seed, image and
+  residual variance components from its mean squares (each truncated at 0), and t with Welch–Satterthwaite's
+  degrees of freedom. A difference between two seeded points sums both points' components, the image component
+  taken from the per-image differences when both saw the same images.
 
 A difference is *within noise* when its interval contains 0. Every function works in fractions (0.25 is 25 %);
 callers print percent. Per-image correctness travels as `pack_bits` strings (one bit an image, base64).
@@ -133,7 +133,7 @@ def _welch(components: list[tuple[float, float]]) -> tuple[float, float]:
 @dataclass(frozen=True)
 class TwoWay:
     """Mean squares of runs [S, n] (seed s, image i) under y_si = mu + seed_s + image_i + residual_si, the
-    two-way layout without replication. The grand mean's variance is (seeds + images - residual) / (n S)."""
+    two-way layout without replication, and the variance of the grand mean they estimate."""
 
     seeds: float
     images: float
@@ -156,55 +156,59 @@ class TwoWay:
             n,
         )
 
-    def terms(self) -> list[tuple[float, float]]:
-        """(variance term, df) of the seed, image and (subtracted) residual mean squares."""
+    def terms(self, images: bool = True) -> list[tuple[float, float]]:
+        """(variance term of the grand mean, its df): the seed component (MS_seeds - MS_residual) / (n S), the
+        image component (MS_images - MS_residual) / (n S), each truncated at 0 as a variance component must be, and
+        the residual MS_residual / (n S). `images` false leaves the image component out (a paired difference
+        estimates it from both points at once)."""
         scale = self.n_images * self.n_seeds
-        return [
-            (self.seeds / scale, self.n_seeds - 1),
-            (self.images / scale, self.n_images - 1),
-            (-self.residual / scale, (self.n_seeds - 1) * (self.n_images - 1)),
+        out = [
+            (max(self.seeds - self.residual, 0.0) / scale, self.n_seeds - 1),
+            (self.residual / scale, (self.n_seeds - 1) * (self.n_images - 1)),
         ]
+        if images:
+            out.append((max(self.images - self.residual, 0.0) / scale, self.n_images - 1))
+        return out
 
 
-def _interval(estimate: float, variance: float, df: float, low: float, high: float) -> tuple[float, float]:
+def _interval(estimate: float, components: list[tuple[float, float]], low: float, high: float) -> tuple[float, float]:
+    variance, df = _welch(components)
     half = (t_quantile(df) if math.isfinite(df) else Z95) * math.sqrt(max(variance, 0.0))
     return max(low, estimate - half), min(high, estimate + half)
 
 
 def over_seeds(runs: np.ndarray) -> Interval:
     """The mean accuracy of one point trained at S >= 2 seeds, each run evaluated on the same n images
-    (bool [S, n]): mean ± t · SE, SE² = (MS_seeds + MS_images - MS_residual) / (n S) from the two-way layout
-    (`TwoWay`), t with Welch-Satterthwaite's degrees of freedom. The variance is at least the residual's share
-    (MS_residual / (n S)) and the variance that Wilson's interval for the mean on n images implies (its width over
-    2 z, squared), so that a point at 0 % on every image and seed keeps an interval, between the one of its S n
-    results pooled and the one of a single run."""
+    (bool [S, n]): mean ± t · SE, SE² the sum of the seed, image and residual components of the two-way layout
+    (`TwoWay.terms`), t with Welch-Satterthwaite's degrees of freedom. The interval is at least Wilson's for the S·n
+    results pooled (the narrowest they allow: every result independent), so that a point at 0 % on every image and
+    seed keeps one."""
     runs = np.asarray(runs, dtype=float)
     if runs.ndim != 2 or runs.shape[0] < 2:
         raise ValueError(f"over_seeds: runs at two or more seeds (bool [S, n]), got shape {runs.shape}")
-    layout = TwoWay.of(runs)
     mean = float(runs.mean())
-    n = runs.shape[1]
-    floor = wilson(round(mean * n), n)
-    variance, df = _welch(layout.terms())
-    variance = max(variance, layout.residual / (n * layout.n_seeds), ((floor.high - floor.low) / (2 * Z95)) ** 2)
-    return Interval(mean, *_interval(mean, variance, df, 0.0, 1.0), "seeds+images")
+    low, high = _interval(mean, TwoWay.of(runs).terms(), 0.0, 1.0)
+    pooled = wilson(int(round(runs.sum())), runs.size)
+    return Interval(mean, min(low, pooled.low), max(high, pooled.high), "seeds+images")
 
 
 def seeded_difference(a: np.ndarray, b: np.ndarray, *, paired_images: bool = True) -> Interval:
     """mean acc(a) - mean acc(b) for two points at S_a, S_b >= 2 seeds (bool [S_a, n_a] and [S_b, n_b]), their
-    seeds independent. Var = Var(mean a) + Var(mean b) - 2 Cov, each variance from its two-way layout, and Cov the
-    covariance over images of the two points' per-image seed means (both saw the same images: `paired_images`,
-    n_a = n_b; 0 otherwise), divided by n."""
+    seeds independent: each point's seed and residual components, plus, when both saw the same images
+    (`paired_images`, n_a = n_b), the image component of the difference (the variance over images of the per-image
+    difference of the seed means, less both points' residual shares, truncated at 0), else each point's own image
+    component."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.ndim != 2 or b.ndim != 2 or min(a.shape[0], b.shape[0]) < 2:
         raise ValueError(f"seeded_difference: two points at two or more seeds, got {a.shape} and {b.shape}")
     if paired_images and a.shape[1] != b.shape[1]:
         raise ValueError(f"seeded_difference: paired images need the same n, got {a.shape[1]} and {b.shape[1]}")
-    components = TwoWay.of(a).terms() + TwoWay.of(b).terms()
+    layouts = TwoWay.of(a), TwoWay.of(b)
+    components = [term for layout in layouts for term in layout.terms(images=not paired_images)]
     if paired_images and a.shape[1] > 1:
         n = a.shape[1]
-        covariance = float(np.cov(a.mean(axis=0), b.mean(axis=0))[0, 1]) / n
-        components.append((-2 * covariance, n - 1))
-    variance, df = _welch(components)
+        spread = float(np.var(a.mean(axis=0) - b.mean(axis=0), ddof=1))
+        residuals = sum(layout.residual / layout.n_seeds for layout in layouts)
+        components.append((max(spread - residuals, 0.0) / n, n - 1))
     diff = float(a.mean() - b.mean())
-    return Interval(diff, *_interval(diff, variance, df, -1.0, 1.0), "seeds+images")
+    return Interval(diff, *_interval(diff, components, -1.0, 1.0), "seeds+images")

@@ -49,14 +49,14 @@ from acdistill.data import DATASETS, MIRROR_ENV, ImageSet, load_split  # noqa: E
 from acdistill.errors import AcdistillError  # noqa: E402
 from acdistill.io import write_json, write_text  # noqa: E402
 from acdistill.methods import METHODS  # noqa: E402
-from acdistill.pipeline.ablate import (  # noqa: E402
+from acdistill.pipeline.common import freeze, new_model  # noqa: E402
+from acdistill.pipeline.points import (  # noqa: E402
     distilled_point,
     evaluation_digest,
     evaluation_path,
     point_params,
     read_result,
 )
-from acdistill.pipeline.common import freeze, new_model  # noqa: E402
 from acdistill.pipeline.sizing import epoch_seconds, evaluation_seconds, most_epochs, pass_seconds  # noqa: E402
 from acdistill.provenance import code_info, cpu_name, machine_info  # noqa: E402
 from acdistill.stats import paired_difference, unpack_bits  # noqa: E402
@@ -364,8 +364,8 @@ def run(params: Params, args: argparse.Namespace, device: torch.device, data_dir
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--out", type=Path, default=Path("gpu-quick"), help="where everything is written")
-    parser.add_argument("--budget", type=float, default=8.0, help="wall-clock minutes for the whole run")
+    parser.add_argument("--out", type=Path, default=Path("gpu-quick"), help="where everything is written (gpu-quick)")
+    parser.add_argument("--budget", type=float, default=8.0, help="wall-clock minutes for the whole run (8)")
     parser.add_argument("--data-dir", type=Path, default=None, help="the offline mirror (default: ACDISTILL_DATA_DIR)")
     parser.add_argument("--force", action="store_true", help="retrain the teacher and plan again")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (the test suite's tiny run)")
@@ -384,6 +384,8 @@ def main() -> None:
         given = args.data_dir or os.environ.get(MIRROR_ENV)
         data_dir = Path(given).resolve() if given else None
         args.out = args.out.resolve()
+        if args.out.exists() and not args.out.is_dir():
+            raise AcdistillError(f"--out {args.out}: a file, not a directory")
         start = time.perf_counter()
         train, test = load_data(params, data_dir)
         load_s = time.perf_counter() - start  # every stage loads the data again: the plan counts it

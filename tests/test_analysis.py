@@ -21,9 +21,9 @@ from acdistill.data import ImageSet, load_split
 from acdistill.engine import evaluate
 from acdistill.engine.probe import extract_features, fit_linear_head, linear_probe
 from acdistill.errors import AcdistillError
-from acdistill.pipeline.ablate import expand, over_seeds_rows, with_seeds
-from acdistill.pipeline.compare import markdown_table
+from acdistill.pipeline.compare import markdown_table, over_seeds_rows
 from acdistill.pipeline.figures import student_labels
+from acdistill.pipeline.points import expand, with_seeds
 from acdistill.stats import over_seeds, pack_bits
 
 

@@ -45,13 +45,20 @@ def test_the_source_digest_follows_the_python_files_and_nothing_else(tmp_path):
     assert len(source_digest()) == 12 and source_digest() == code_info()["source"]
 
 
-def test_the_results_digest_leaves_out_the_code_that_only_presents_results(tmp_path):
+def test_the_results_digest_covers_the_code_that_computes_results_and_no_other(tmp_path):
     package = tmp_path / "pkg"
-    for name in ("engine/trainer.py", "cli/main.py", "pipeline/report.py", "stats.py"):
+    for name in (
+        "engine/trainer.py",
+        "cli/main.py",
+        "pipeline/report.py",
+        "pipeline/ablate.py",
+        "config.py",
+        "stats.py",
+    ):
         (package / name).parent.mkdir(parents=True, exist_ok=True)
         (package / name).write_text("x = 1\n")
     before = source_digest.__wrapped__(package, results_only=True)
-    for name in ("cli/main.py", "pipeline/report.py", "stats.py"):
+    for name in ("cli/main.py", "pipeline/report.py", "pipeline/ablate.py", "config.py", "stats.py"):
         (package / name).write_text("x = 2\n")
     assert source_digest.__wrapped__(package, results_only=True) == before
     (package / "engine/trainer.py").write_text("x = 2\n")

@@ -194,12 +194,16 @@ def test_finished_points_are_reused_from_their_small_results_alone_and_retrained
     assert out.count("finished before, reused") == 2 and "running in" not in out
     assert json.loads((here / "clone/ablate.json").read_text())["points"] == first
     # a new evaluation needs the student: it trains again, bit for bit the same on the same machine
+    kept = {p: p.read_bytes() for p in here.glob("ablate_clone/*-*/*.json")}
     out = run("ablate", *args, "-S", "ablate.fixed={eval.n: 8}").output
     assert "ablate point 1/2 kd: running in" in out and "ablate point 2/2 kd-aft: running in" in out
     again = {
         p.parent.name: json.loads(p.read_text())["student_sha256"] for p in here.glob("ablate_clone/*/result.json")
     }
     assert again == trained
+    # the same students again: their records and earlier evaluations stand, the new evaluation joins them
+    assert all(p.read_bytes() == data for p, data in kept.items())
+    assert all(len(list(d.glob("eval-*.json"))) == 2 for d in here.glob("ablate_clone/*-*"))
     # a later stage reads the kd student: ablate.keep_weights trains it again where its weights are missing
     for path in (here / "ablate_clone").glob("kd-*/student.*"):
         path.unlink()
@@ -491,15 +495,20 @@ def test_a_point_that_fails_in_its_job_is_one_line_with_its_error(here, tmp_path
 
     from acdistill.cli import app
 
-    bad = tmp_path / "indices.txt"
-    bad.write_text("999999\n")  # an index past the dataset: found only when the point loads its data
     args = ["ablate", "--jobs", "2", "--runs", "ablate_failing", "--out", "metrics/ablate_failing.json"]
-    result = CliRunner().invoke(app, [*args, "--grid", f"data.train_subset={bad},48"])
+    # an lr that sends the loss to infinity: found only once the point trains, in its job
+    result = CliRunner().invoke(app, [*args, "--grid", "distill.lr=1e30,0.05"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     error = [line for line in result.output.splitlines() if not line.startswith("ablate: ")]  # the running lines
     assert len(error) == 1, result.output
-    assert error[0].startswith(f"error: ablate point data.train_subset={bad} failed in its job: no cifar10 train data")
+    assert error[0].startswith("error: ablate point distill.lr=1e+30 failed in its job: distill: loss term ")
     assert "(its log: " in error[0] and not (here / "metrics/ablate_failing.json").exists()
+    # an index past the dataset is found before any point runs
+    bad = tmp_path / "indices.txt"
+    bad.write_text("999999\n")
+    result = CliRunner().invoke(app, [*args, "--runs", "ablate_never", "--grid", f"data.train_subset={bad},48"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "image 999999" in result.output
+    assert not (here / "ablate_never").exists()
 
 
 def test_a_job_that_slurm_refuses_is_one_line(here, tmp_path, monkeypatch):

@@ -94,7 +94,7 @@ def test_paper_scale_presets_validate(preset):
 
 
 def test_the_gpu_quick_profile_validates_with_every_point():
-    from acdistill.pipeline.ablate import point_params
+    from acdistill.pipeline.points import point_params
 
     params = load_params(REPO / "configs/gpu-quick.yaml")
     assert params.data.train_subset is None and params.device == "cuda" and params.speed.step_graph
@@ -120,7 +120,7 @@ def test_the_gpu_quick_profile_validates_with_every_point():
 
 
 def test_every_point_of_the_study_validates_at_every_searched_lr_and_its_teacher_is_the_released_file():
-    from acdistill.pipeline.ablate import point_params
+    from acdistill.pipeline.points import point_params
 
     params = load_params(REPO / "configs/study.yaml")
     search = params.ablate.search
@@ -146,3 +146,17 @@ def test_the_fingerprint_covers_the_run_method_section_and_no_other():
     assert fingerprint(load_params(None, {**ard, "distill.gacd": {"k": 16}}).distill) == reference
     assert fingerprint(load_params(None, {**ard, "distill.ard": {"tau": 10, "alpha": 1.0}}).distill) == reference
     assert fingerprint(load_params(None, {**ard, "distill.ard": {"tau": 20}}).distill) != reference
+
+
+def test_ranges_stay_ranges_in_params_files_and_overrides(tmp_path):
+    """YAML 1.1 reads 2:30 as the base-60 integer 150; params read it as the range it is."""
+    from acdistill.config import parse_override
+
+    assert parse_override("data.train_subset=2:30") == ("data.train_subset", "2:30")
+    assert parse_override("distill.lr=5e-4")[1] == 0.0005 and parse_override("eval.eps=8/255")[1] == "8/255"
+    (tmp_path / "p.yaml").write_text("data: {train_subset: 2:30, test_subset: 5:10, val_subset: 40:50}\n")
+    data = load_params(tmp_path / "p.yaml").data
+    assert (data.train_subset, data.test_subset, data.val_subset) == ("2:30", "5:10", "40:50")
+    from acdistill.data.datasets import subset_indices
+
+    assert subset_indices(data.train_subset).tolist() == list(range(2, 30))

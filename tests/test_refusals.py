@@ -20,6 +20,10 @@ REFUSED = [
         "distill.attack.eps: Input should be less than or equal to 1",
     ),
     (["distill", "--method", "nope"], "unknown method 'nope'"),
+    (["distill", "--method", "natural", "-S", "data.test_subset=20000"], "asks for cifar10 test image 19999"),
+    (["distill", "--method", "natural", "-S", "data.train_subset=5:3"], "range 5:3 takes the images A to B - 1"),
+    (["distill", "--method", "natural", "-S", "data.val_subset=0:8"], "shares 8 images with data.train_subset"),
+    (["attack-eval", "--model", "m.safetensors", "--attacks", ""], "eval.attacks: List should have at least 1"),
     (
         ["distill", "--method", "natural", "--out", "models/student.pt"],
         "checkpoints are written as .safetensors",

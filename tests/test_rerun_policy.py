@@ -19,6 +19,8 @@ NOT_TRAINING = [
     "acdistill/pipeline/figures.py",
     "acdistill/pipeline/probe.py",
     "acdistill/pipeline/ablate.py",
+    "acdistill/pipeline/points.py",
+    "acdistill/pipeline/runs.py",
     "acdistill/engine/sanity.py",
     "acdistill/engine/probe.py",
     "acdistill/attacks/suite.py",

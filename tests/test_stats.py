@@ -80,9 +80,13 @@ def test_the_two_way_layout_of_a_tiny_run_by_hand():
     # seed means 0.5, 0.25, grand 0.375: MS_seeds = 4 (0.125^2 + 0.125^2) = 0.125; image means 1, 0.5, 0, 0:
     # MS_images = 2 (0.625^2 + 0.125^2 + 0.375^2 + 0.375^2) / 3 = 0.458333; residuals +-0.125 and +-0.375: 0.375 / 3
     assert (layout.seeds, layout.images, layout.residual) == pytest.approx((0.125, 0.458333, 0.125), abs=1e-6)
+    # components over n S = 8: seeds (0.125 - 0.125) / 8 = 0, residual 0.125 / 8, images (0.458333 - 0.125) / 8
+    (seeds, df_seeds), (residual, df_residual), (images, df_images) = layout.terms()
+    assert (seeds, residual, images) == pytest.approx((0.0, 0.015625, 0.041667), abs=1e-6)
+    assert (df_seeds, df_residual, df_images) == (1, 3, 3)
     variance, df = _welch(layout.terms())
-    assert variance == pytest.approx(0.458333 / 8, abs=1e-6)  # (0.125 + 0.458333 - 0.125) / (n S)
-    assert df == pytest.approx(0.0572917**2 / (0.015625**2 + 0.0572917**2 / 3 + 0.015625**2 / 3), rel=1e-4)
+    assert variance == pytest.approx(0.0572917, abs=1e-6)
+    assert df == pytest.approx(0.0572917**2 / (0.015625**2 / 3 + 0.041667**2 / 3), rel=1e-3)  # zero terms drop out
     assert t_quantile(1) == pytest.approx(12.7062, abs=1e-4) and t_quantile(1e6) == pytest.approx(1.96, abs=1e-3)
 
 
@@ -112,10 +116,24 @@ def test_the_seeded_intervals_cover_the_true_accuracy_and_difference_95_times_in
     assert paired_width < 0.95 * unpaired_width, (paired_width, unpaired_width)
 
 
+def test_independent_runs_give_the_pooled_interval_not_a_collapse_to_0_100():
+    # three seeds, each right on one of 16 images, different ones: nothing shared, so about Wilson's for 3 of 48
+    runs = np.zeros((3, 16), dtype=bool)
+    runs[0, 0] = runs[1, 5] = runs[2, 9] = True
+    ci, pooled = over_seeds(runs), wilson(3, 48)
+    assert ci.high - ci.low < 1.5 * (pooled.high - pooled.low)
+    rng = np.random.default_rng(2)
+    for n, p in [(1000, 0.25), (100, 0.05)]:  # every result independent: coverage and no blown-up width
+        intervals = [over_seeds(rng.random((3, n)) < p) for _ in range(300)]
+        assert 0.92 <= np.mean([i.low <= p <= i.high for i in intervals]) <= 0.995
+        assert max(i.high - i.low for i in intervals) < 4 * (
+            wilson(round(3 * n * p), 3 * n).high - wilson(round(3 * n * p), 3 * n).low
+        )
+
+
 def test_a_point_at_zero_keeps_an_interval_and_the_inputs_are_checked():
     zero = over_seeds(np.zeros((3, 1000), dtype=bool))
-    # between the 3000 runs' pooled Wilson bound (independent seeds) and one run's (identical seeds)
-    assert zero.low == 0.0 and wilson(0, 3000).high < zero.high < wilson(0, 1000).high
+    assert zero.low == 0.0 and zero.high == pytest.approx(wilson(0, 3000).high)  # the 3000 results pooled
     with pytest.raises(ValueError, match="two or more seeds"):
         over_seeds(np.zeros((1, 10), dtype=bool))
     with pytest.raises(ValueError, match="same n"):

@@ -216,6 +216,34 @@ def check_held_out(train_subset: int | str | None, held_out: str | None) -> None
         )
 
 
+def check_subsets(
+    name: str,
+    subsets: dict[str, int | str | None],
+    *,
+    held_out: tuple[int | str | None, str | None] | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> None:
+    """Before any work: each named subset ({"data.train_subset": ..., }) reads (an index file exists and holds
+    indices), fits the offline mirror's largest copy of its split when the mirror has the dataset, and the held-out
+    images (train_subset, val_subset) are no training images. Splits are by key: a key with "test" is the test
+    split, any other the training split."""
+    spec = DATASETS.get(name)
+    mirror = mirror_dir(data_dir)
+    for key, subset in subsets.items():
+        wanted = subset_indices(subset)
+        if wanted is None or mirror is None or not len(wanted):
+            continue
+        train = "test" not in key
+        sizes = [_npz_length(mirror / mf.filename, train) for mf in spec.mirror_files]
+        if any(sizes) and int(wanted.max()) >= max(sizes):
+            raise AcdistillError(
+                f"{key} {subset} asks for {name} {'train' if train else 'test'} image {int(wanted.max())}, but the "
+                f"offline mirror {mirror} holds {max(sizes)}"
+            )
+    if held_out is not None:
+        check_held_out(*held_out)
+
+
 def load_split(
     name: str,
     train: bool,
@@ -247,9 +275,12 @@ def load_split(
                 )
             loaded = (*_read_npz(path, train), f"mirror:{path.name}")
     if loaded is None:
+        made = not Path(root).exists()
         try:
             loaded = (*spec.torchvision_loader(root, train), f"torchvision:{root}")
         except Exception as e:  # no network, or a partial download: say where we looked and how to fix it
+            if made and Path(root).is_dir() and not any(Path(root).iterdir()):
+                Path(root).rmdir()  # torchvision made it before failing: a refused run leaves nothing
             if mirror is None:
                 where = f"no mirror directory (set {MIRROR_ENV} or --data-dir)"
             elif looked:

@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from acdistill.checkpoint import read_sidecar, save_model, sidecar_path
 from acdistill.config import Params, TrainParams
 from acdistill.data import DATASETS, ImageSet, load_split
-from acdistill.data.datasets import check_held_out
+from acdistill.data.datasets import check_subsets
 from acdistill.distributed import from_env
 from acdistill.engine import Trainer, resolve_device
 from acdistill.engine.trainer import check_settings, console
@@ -99,14 +99,27 @@ class ProgressBars:
             self.bar.stop()
 
 
+def check_data(params: Params, data_dir: Path | None, use: str) -> None:
+    """The subsets a stage reads, checked before any file is written (`check_subsets`): "train" the training
+    subset and the monitor's test images, "eval" the images the eval section measures."""
+    d = params.data
+    if use == "train":
+        subsets = {"data.train_subset": d.train_subset, "data.test_subset": d.test_subset}
+    elif params.eval.split == "val":
+        if d.val_subset is None:
+            raise AcdistillError("eval.split 'val' needs data.val_subset: the training images held out for it")
+        subsets = {"data.val_subset": d.val_subset}
+    else:
+        subsets = {"data.test_subset": d.test_subset}
+    check_subsets(d.dataset, subsets, held_out=(d.train_subset, d.val_subset), data_dir=data_dir)
+
+
 def evaluation_split(params: Params, data_dir: Path | None) -> ImageSet:
     """The images the `eval` section measures: data.test_subset of the test split, or with eval.split val the
     training images of data.val_subset, which no training may see."""
     d = params.data
     if params.eval.split == "val":
-        if d.val_subset is None:
-            raise AcdistillError("eval.split 'val' needs data.val_subset: the training images held out for it")
-        check_held_out(d.train_subset, d.val_subset)
+        check_data(params, data_dir, "eval")
         return load_split(d.dataset, True, d.val_subset, d.root, data_dir)
     return load_split(d.dataset, False, d.test_subset, d.root, data_dir)
 
@@ -212,7 +225,7 @@ def train_and_save(
     ranks, device = from_env(device)
     check_outputs(out, metrics, force)
     check_settings(section, params.speed, device, METHODS.get(section.method), ranks)
-    check_held_out(params.data.train_subset, params.data.val_subset)
+    check_data(params, data_dir, "train")
     claim_outputs()
     with output_lock(out, metrics, state_path) if ranks.main else nullcontext():
         d = params.data

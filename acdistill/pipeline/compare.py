@@ -262,7 +262,8 @@ def search_table(records: list[dict[str, Any]], key: str, fmt: str) -> str:
     rows = [
         [r["point"], r["by"]]
         + [f"{t['accuracy']:.1f} ({t['ci95'][0]:.1f}–{t['ci95'][1]:.1f})" for t in r["values"]]
-        + [r["chosen"]]
+        + [r["chosen"], ", ".join(map(str, r.get("within_noise", []))) or "none"]
         for r in records
     ]
-    return tabulate(rows, headers=["point", "by", *(f"{key}={v}" for v in values), "chosen"], tablefmt=fmt)
+    headers = ["point", "by", *(f"{key}={v}" for v in values), "chosen", "within noise of it"]
+    return tabulate(rows, headers=headers, tablefmt=fmt)

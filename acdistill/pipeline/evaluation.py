@@ -19,6 +19,7 @@ from acdistill.formats import Normalize
 from acdistill.io import claim_outputs, write_json, write_text
 from acdistill.pipeline.common import (
     ProgressBars,
+    check_data,
     check_json_out,
     device_of,
     echo,
@@ -106,10 +107,14 @@ def sweep_table(rows: list[dict], fmt: str, norm: str) -> str:
     )
 
 
-def report_of(results: dict[str, dict], checks: list[Check] | None, curve: list[dict] | None) -> dict[str, Any]:
+def report_of(
+    results: dict[str, dict], checks: list[Check] | None, curve: list[dict] | None, split: str = "test"
+) -> dict[str, Any]:
     """The JSON an evaluation writes: {attack: result without its per-image fields}, plus the masking checks'
     outcomes and the sweep."""
     report: dict[str, Any] = split_per_image(results)[0]
+    if split == "val":  # a result on held-out training images says so: report and dvc read it beside test results
+        report["split"] = split
     if checks:
         report["sanity"] = {c.name: c.as_dict() for c in checks}
     if curve is not None:
@@ -147,6 +152,7 @@ def evaluate_checkpoint(
     budget = cfg.budget()
     if sanity and budget.eps <= 0:
         raise AcdistillError("--sanity needs eps > 0")
+    check_data(params, data_dir, "eval")
     dev = device_of(params, device)
     net, recorded_clean = open_model(model, arch, format, normalize, params, dev)
     test = evaluation_split(params, data_dir)
@@ -184,6 +190,8 @@ def evaluate_checkpoint(
             else None
         )
     threat = f"{cfg.norm} eps {cfg.eps:.5f}" + (f", {cfg.steps} steps" if cfg.steps else "")
+    if cfg.split == "val":
+        threat += f"; held-out training images {params.data.val_subset}, not test images"
     echo(f"{model} on {params.data.dataset} ({threat})")
     clean = results.get("natural", {}).get("accuracy")
     if clean is not None and recorded_clean is not None and clean < recorded_clean - CLEAN_DROP_WARNING:
@@ -218,7 +226,7 @@ def evaluate_checkpoint(
         sections.append(f"## Gradient-masking checks\n\n{sanity_table(checks, 'github')}\n")
     if out is not None:
         written = [out, out.with_suffix(".md"), per_image_path(out)]
-        write_json(out, report_of(results, checks, None))
+        write_json(out, report_of(results, checks, None, cfg.split))
         write_text(written[1], "\n".join(sections))
         write_json(written[2], split_per_image(results)[1])
         if curve:
@@ -234,6 +242,6 @@ def evaluate_checkpoint(
             written += [data_path, png]
         echo("wrote " + ", ".join(str(w) for w in written))
 
-    report = report_of(results, checks, curve)
+    report = report_of(results, checks, curve, cfg.split)
     report.update(results)  # the caller gets the per-image results too
     return report

@@ -55,7 +55,7 @@ def collect_runs(models: Path, metrics: Path) -> list[dict[str, Any]]:
         attacks = attacks_of(evaluation)
         runs.append(
             {
-                "name": path.stem,
+                "name": path.stem + (" (held-out training images)" if evaluation.get("split") == "val" else ""),
                 "arch": side["arch"],
                 "stage": info.get("stage", "-"),
                 "method": info.get("method", "-"),
@@ -185,7 +185,8 @@ def report(
         f"('-' where a model was not evaluated), each with its 95 % interval over the test images (Wilson).\n\n"
         f"{runs_table(runs)}\n"
         + (
-            "\nA difference is within noise when its 95 % interval contains 0 (paired over the images both runs saw):"
+            "\nA difference is within noise when its 95 % interval contains 0 (paired where both runs saw the same "
+            "images, else over each run's own):"
             f"\n\n{ties}\n"
             if ties
             else ""
