@@ -27,7 +27,7 @@ from acdistill.data import DATASETS, load_split
 from acdistill.engine import evaluate
 from acdistill.errors import AcdistillError, warn
 from acdistill.formats import OWN, build, detect, read_released
-from acdistill.io import atomic_path, write_json
+from acdistill.io import atomic_path
 from acdistill.models import ImageClassifier, assemble
 from acdistill.models.zoo import PREFIX, load_zoo_network, split_head, zoo_entry
 from acdistill.serialization import read_torch_file
@@ -179,15 +179,14 @@ def import_teacher(
     params: Params,
     *,
     out: Path,
-    metrics: Path,
     data_dir: Path | None,
     device: torch.device,
     arch: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """The fetch-teacher stage for every source but `train`: open the teacher, check its clean accuracy on the
-    first CHECK_IMAGES test images, then write `out` (+ sidecar) and `metrics`. A gap of more than ACCURACY_GAP
-    points below the source's stated accuracy is a warning, or an error (nothing written) with
+    first CHECK_IMAGES test images, then write `out` (+ sidecar, which records the returned summary). A gap of more
+    than ACCURACY_GAP points below the source's stated accuracy is a warning, or an error (nothing written) with
     `teacher.strict_accuracy`. arch: as in `open_teacher`; progress: as in `evaluate`."""
     t, d = params.teacher, params.data
     model, summary = open_teacher(t, d.dataset, arch)
@@ -213,5 +212,4 @@ def import_teacher(
             raise AcdistillError(message + " (teacher.strict_accuracy)")
         warn(f"{message}; --strict-accuracy makes this an error")
     save_model(model.cpu(), out, dataset=d.dataset, info=summary)
-    write_json(metrics, summary)
     return summary

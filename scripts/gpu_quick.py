@@ -49,8 +49,9 @@ from acdistill.data import DATASETS, MIRROR_ENV, ImageSet, load_split  # noqa: E
 from acdistill.errors import AcdistillError  # noqa: E402
 from acdistill.io import write_json, write_text  # noqa: E402
 from acdistill.methods import METHODS  # noqa: E402
-from acdistill.pipeline.common import freeze, new_model  # noqa: E402
+from acdistill.pipeline.common import details_path, freeze, new_model  # noqa: E402
 from acdistill.pipeline.points import (  # noqa: E402
+    STUDENT,
     distilled_point,
     evaluation_digest,
     evaluation_path,
@@ -237,7 +238,7 @@ def table(params: Params, plan: dict, teacher_eval: dict, ablated: dict) -> tupl
         digest = evaluation_digest(point_params(params, named))
         evaluation = read_result(evaluation_path(run, digest), digest)
         tuned = point.get(FINETUNE, False)
-        trained = json.loads((run / ("aft.json" if tuned else "distill.json")).read_text())
+        trained = read_sidecar(run / STUDENT)["info"]  # the run's last training: distillation, or the AFT after it
         planned = measured["aft_epoch_s"] if tuned else measured["distill_epoch_s"]
         rows.append(
             {
@@ -323,7 +324,7 @@ def run(params: Params, args: argparse.Namespace, device: torch.device, data_dir
         )
         minutes["teacher training"] = round((time.perf_counter() - start) / 60, 2)
     if teacher_done and TEACHER_EVAL.exists():
-        teacher_eval = json.loads(TEACHER_EVAL.read_text())
+        teacher_eval = json.loads(details_path(TEACHER_EVAL).read_text())
     else:
         start = time.perf_counter()
         teacher_eval = acdistill.evaluate_checkpoint(

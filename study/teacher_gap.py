@@ -1,6 +1,6 @@
 """How far the study's teacher is ahead of a student, per attack, paired over the test images both were evaluated on.
 
-Run from study/ after `dvc repro study/dvc.yaml`:
+Run from study/ after `dvc repro` there:
 
     python teacher_gap.py --point sat          # the SAT student trained on the study's budget (seed 0)
 

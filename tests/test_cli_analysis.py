@@ -19,29 +19,32 @@ from conftest import run
 from PIL import Image
 
 from acdistill.config import Params
-from acdistill.io import LOCK_NAME
+from acdistill.pipeline.common import details_path
 from acdistill.pipeline.jobs import executor_for
 from acdistill.provenance import code_info, machine_info, source_digest
 from acdistill.stats import over_seeds, seeded_difference, unpack_bits
 
 
+def details(metrics: Path) -> dict:
+    """What a stage wrote beside its metrics file `metrics`: the rows, counts and settings."""
+    return json.loads(details_path(metrics).read_text())
+
+
 def digests(*dirs):
-    """Every result file's hash; the lock files say who holds a directory, not what it holds."""
-    return {
-        p: hashlib.sha256(p.read_bytes()).hexdigest()
-        for d in dirs
-        for p in sorted(d.rglob("*"))
-        if p.is_file() and p.name != LOCK_NAME
-    }
+    """Every result file's hash (a finished run leaves no lock file)."""
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for d in dirs for p in sorted(d.rglob("*")) if p.is_file()}
 
 
 def test_transfer_probe_writes_the_head_and_clean_and_pgd7_accuracy(here):
     out = run("transfer-probe").output
     assert "linear head on mnist (64 train images" in out
-    probe = json.loads((here / "metrics/probe.json").read_text())
+    probe = details(here / "metrics/probe.json")
     assert probe["dataset"] == "mnist" and probe["train_images"] == 64
     assert probe["natural"]["n"] == 32 and probe["pgd7"]["steps"] == 7
     assert probe["pgd7"]["accuracy"] <= probe["natural"]["accuracy"]
+    accuracies = json.loads((here / "metrics/probe.json").read_text())
+    assert accuracies == {a: {"accuracy": probe[a]["accuracy"], "ci95": probe[a]["ci95"]} for a in accuracies}
+    assert list(accuracies) == ["natural", "pgd7", "all_attacks"]
     head = json.loads((here / "models/probe_head.json").read_text())
     assert head["feature_dim"] > 0 and head["num_classes"] == 10 and head["dataset"] == "mnist"
     assert (here / "models/probe_head.safetensors").is_file() and "| pgd7" in (here / "metrics/probe.md").read_text()
@@ -50,15 +53,20 @@ def test_transfer_probe_writes_the_head_and_clean_and_pgd7_accuracy(here):
 def test_ablate_runs_each_point_once_and_resumes_without_rerunning(here):
     first = run("ablate", "--runs", "ablate", "--out", "metrics/ablate.json").output
     assert first.count("running in") == 2
-    result = json.loads((here / "metrics/ablate.json").read_text())
+    result = details(here / "metrics/ablate.json")
     assert [p["distill.gacd.reweight"] for p in result["points"]] == [True, False]
+    accuracies = json.loads((here / "metrics/ablate.json").read_text())  # what `dvc metrics` compares
+    assert list(accuracies) == ["distill.gacd.reweight=True", "distill.gacd.reweight=False"]
+    for point, row in zip(accuracies.values(), result["points"]):
+        assert list(point) == ["natural", "pgd20", "all_attacks"]
+        assert all(point[a]["accuracy"] == row[a] and point[a]["ci95"] == row[f"{a}_ci95"] for a in point)
     assert {"natural", "pgd20", "train_minutes"} <= set(result["points"][0])
     finished = digests(here / "ablate")
     # A wider grid: the two finished points are reused, only the new one runs.
     again = run("ablate", "--grid", "distill.gacd.reweight=true,false", "--grid", "distill.gacd.tau=0.1,0.2").output
     assert again.count("finished before, reused") == 2 and again.count("running in") == 2
     assert all(digests(here / "ablate")[p] == h for p, h in finished.items() if "dvclive" not in str(p))
-    points = json.loads((here / "metrics/ablate.json").read_text())["points"]
+    points = details(here / "metrics/ablate.json")["points"]
     assert [(p["distill.gacd.reweight"], p["distill.gacd.tau"]) for p in points] == [
         (True, 0.1),
         (True, 0.2),
@@ -85,7 +93,7 @@ def test_explicit_points_and_a_fine_tuned_point_that_starts_from_its_distilled_p
     out = run("ablate", "-S", points, "-S", "ablate.grid={}", "--out", "metrics/ablate_points.json").output
     assert "first the distilled point distill.method=kd: running in" in out  # the fine-tuned point needs it first
     assert "ablate point 2/2 kd: finished before, reused" in out
-    rows = json.loads((here / "metrics/ablate_points.json").read_text())["points"]
+    rows = details(here / "metrics/ablate_points.json")["points"]
     tuned, distilled = (Path(r["run"]) for r in rows)
     assert tuned.name.startswith("kd-aft-") and (here / "ablate/kd-aft").resolve() == tuned.resolve()
     assert (here / "ablate/kd").resolve() == distilled.resolve()  # the named point reused the unnamed run
@@ -101,11 +109,11 @@ def test_ablate_over_seeds_gives_each_accuracy_with_its_interval_and_flags_a_pai
     points = "ablate.points=[{name: kd, distill.method: kd}, {name: kd-tau2, distill.method: kd, distill.kd.tau: 2}]"
     kd = ["-S", points, "-S", "ablate.grid={}"]
     run("ablate", *kd, "--out", "metrics/ablate_kd.json")
-    seed0 = Path(json.loads((here / "metrics/ablate_kd.json").read_text())["points"][0]["run"])
+    seed0 = Path(details(here / "metrics/ablate_kd.json")["points"][0]["run"])
     pair = ["-S", "ablate.compare=[[kd, kd-tau2]]"]
     out = run("ablate", *kd, *pair, "--seeds", "0,1,2", "--out", "seeds/ablate.json").output
     assert "ablate run 1/6 kd,seed=0: finished before, reused" in out and "ablate run 2/6 kd,seed=1: running in" in out
-    result = json.loads((here / "seeds/ablate.json").read_text())
+    result = details(here / "seeds/ablate.json")
     runs, point = result["runs"], result["points"][0]
     assert [r["seed"] for r in runs[:3]] == point["seeds"] == [0, 1, 2] and Path(runs[0]["run"]) == seed0
     students = [(Path(r["run"]) / "student.safetensors").read_bytes() for r in runs[:3]]
@@ -136,7 +144,7 @@ def test_ablate_over_seeds_gives_each_accuracy_with_its_interval_and_flags_a_pai
     assert "kd − kd-tau2" in page and "within noise" in page and "within noise of it:" in page
     # --only runs the named points alone (the grid's too are left out), reusing their runs
     only = run("ablate", *kd, "--only", "kd-tau2", "--grid", "distill.gacd.k=8,16", "--out", "seeds/only.json").output
-    assert [p["name"] for p in json.loads((here / "seeds/only.json").read_text())["points"]] == ["kd-tau2"]
+    assert [p["name"] for p in details(here / "seeds/only.json")["points"]] == ["kd-tau2"]
     assert "running in" not in only and "finished before, reused" in only
 
 
@@ -159,7 +167,7 @@ def test_a_search_chooses_each_points_lr_on_held_out_training_images_and_its_run
     ]
     out = run("ablate", *args, "--out", "search/ablate.json").output
     assert out.count("ablate search run") == 4 and "ablate point 1/2 kd: trained before, evaluating in" in out
-    result = json.loads((here / "search/ablate.json").read_text())
+    result = details(here / "search/ablate.json")
     for record, point in zip(result["search"], result["points"]):
         assert [t["value"] for t in record["values"]] == [0.002, 0.2]
         best = max(record["values"], key=lambda t: t["accuracy"])
@@ -182,7 +190,7 @@ def test_finished_points_are_reused_from_their_small_results_alone_and_retrained
     points = "ablate.points=[{name: kd, distill.method: kd}, {name: kd-aft, distill.method: kd, adv_finetune: true}]"
     args = ["-S", points, "-S", "ablate.grid={}", "--runs", "ablate_clone", "--out", "clone/ablate.json"]
     run("ablate", *args)
-    first = json.loads((here / "clone/ablate.json").read_text())["points"]
+    first = details(here / "clone/ablate.json")["points"]
     trained = {
         p.parent.name: json.loads(p.read_text())["student_sha256"] for p in here.glob("ablate_clone/*/result.json")
     }
@@ -192,7 +200,7 @@ def test_finished_points_are_reused_from_their_small_results_alone_and_retrained
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
     out = run("ablate", *args).output
     assert out.count("finished before, reused") == 2 and "running in" not in out
-    assert json.loads((here / "clone/ablate.json").read_text())["points"] == first
+    assert details(here / "clone/ablate.json")["points"] == first
     # a new evaluation needs the student: it trains again, bit for bit the same on the same machine
     kept = {p: p.read_bytes() for p in here.glob("ablate_clone/*-*/*.json")}
     out = run("ablate", *args, "-S", "ablate.fixed={eval.n: 8}").output
@@ -251,9 +259,7 @@ def test_colliding_seeds_one_seed_and_an_unknown_pair_are_one_line_and_write_not
 
 def test_a_run_reused_from_other_acdistill_code_is_named_in_the_output_and_the_table(here):
     run("ablate", "--out", "metrics/ablate.json")
-    first, second = (
-        Path(p["run"]) / "result.json" for p in json.loads((here / "metrics/ablate.json").read_text())["points"]
-    )
+    first, second = (Path(p["run"]) / "result.json" for p in details(here / "metrics/ablate.json")["points"])
     assert json.loads(first.read_text())["code"] == code_info()
     assert json.loads(first.read_text())["machine"] == machine_info()
     assert json.loads((first.parent / "student.json").read_text())["code"] == code_info()
@@ -269,7 +275,7 @@ def test_a_run_reused_from_other_acdistill_code_is_named_in_the_output_and_the_t
     assert out.count("finished before, reused; trained by other acdistill code") == 2 and "running in" not in out
     now = source_digest(results_only=True)
     assert f"(source 0123456789ab, now {now})" in out and "(source unrecorded, now " in out
-    result = json.loads((here / "metrics/ablate_other_code.json").read_text())
+    result = details(here / "metrics/ablate_other_code.json")
     assert result["reused_from_other_code"] == ["distill.gacd.reweight=True", "distill.gacd.reweight=False"]
     assert (
         "reused: distill.gacd.reweight=True, distill.gacd.reweight=False."
@@ -277,12 +283,12 @@ def test_a_run_reused_from_other_acdistill_code_is_named_in_the_output_and_the_t
     )
     again = run("ablate", "--out", "metrics/ablate_other_code.json").output
     assert "other acdistill code" not in again
-    assert json.loads((here / "metrics/ablate_other_code.json").read_text())["reused_from_other_code"] == []
+    assert details(here / "metrics/ablate_other_code.json")["reused_from_other_code"] == []
 
 
 def test_ablate_sorted_by_a_column(here):
     run("ablate", "--sort-by", "natural", "--out", "metrics/ablate_sorted.json")
-    points = json.loads((here / "metrics/ablate_sorted.json").read_text())["points"]
+    points = details(here / "metrics/ablate_sorted.json")["points"]
     assert [p["natural"] for p in points] == sorted((p["natural"] for p in points), reverse=True)
 
 
@@ -369,7 +375,7 @@ def test_two_jobs_run_the_points_at_once_with_the_sequential_results(here):
     run("ablate", "--runs", "ablate_sequential", "--out", "metrics/ablate_sequential.json")
     out = run("ablate", "--jobs", "2", "--runs", "ablate_jobs", "--out", "metrics/ablate_jobs.json").output
     assert out.count("ran in ablate_jobs/") == 2 and "running in" in out
-    sequential, jobs = (json.loads((here / f"metrics/ablate_{k}.json").read_text()) for k in ("sequential", "jobs"))
+    sequential, jobs = (details(here / f"metrics/ablate_{k}.json") for k in ("sequential", "jobs"))
     for a, b in zip(sequential["points"], jobs["points"], strict=True):
         assert Path(a.pop("run")).parent.name == "ablate_sequential" and Path(b.pop("run")).parent.name == "ablate_jobs"
         a.pop("train_minutes"), b.pop("train_minutes")

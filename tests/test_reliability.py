@@ -1,5 +1,5 @@
 """Faults injected into real runs: SIGKILL at any moment, a kill then --resume (bit-identical weights), a truncated
-download, a second run on the same output directory, an existing result without --force, a NaN loss; and the
+download, runs on the same or other outputs at once, an existing result without --force, a NaN loss; and the
 mode of the files written."""
 
 import hashlib
@@ -25,7 +25,7 @@ from acdistill import load_model, teachers
 from acdistill.config import TrainParams
 from acdistill.data import load_split
 from acdistill.errors import AcdistillError
-from acdistill.io import LOCK_NAME, write_json
+from acdistill.io import lock_path, write_json
 
 # Enough images that an epoch of the tiny models lasts about a second: room to kill a run between epochs.
 SLOW = ["-S", "data.train_subset=768", "-S", "distill.monitor_n=0"]
@@ -70,7 +70,7 @@ def test_a_killed_run_resumes_to_bit_identical_weights(workdir, tmp_path, method
     assert start(straight, *args).wait() == 0
     killed = copy_teacher(workdir, tmp_path / "killed")
     proc = start(killed, *args)
-    wait_for(lambda: state_epoch(killed / "models/state/distill.pt") >= 1, proc)
+    wait_for(lambda: state_epoch(killed / "models/state/student.pt") >= 1, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "models/student.safetensors").exists()  # killed mid-run, not after
@@ -89,27 +89,43 @@ def test_sigkill_at_any_moment_leaves_only_readable_files(workdir, tmp_path, del
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    state = d / "models/state/distill.pt"
+    state = d / "models/state/student.pt"
     if state.exists():
         assert state_epoch(state) >= 1
     if (d / "models/student.safetensors").exists():
         load_model(d / "models/student.safetensors")  # checks the sidecar's sha256 too
-        json.loads((d / "metrics/distill.json").read_text())
+        json.loads((d / "metrics/student.json").read_text())
 
 
-def test_a_second_run_on_the_same_directory_refuses_until_the_first_dies(workdir, tmp_path, monkeypatch):
+def lock_files(root: Path) -> list[Path]:
+    return sorted(root.rglob(".*.lock"))
+
+
+def test_runs_with_different_outputs_go_side_by_side_and_one_on_the_same_output_refuses(workdir, tmp_path, monkeypatch):
     d = copy_teacher(workdir, tmp_path / "run")
     first = start(d, "distill", "-S", "distill.epochs=50", *SLOW)
-    wait_for(lambda: (d / "models" / LOCK_NAME).is_file() and (d / "models" / LOCK_NAME).read_text(), first)
+    lock = lock_path(d / "models/student.safetensors")
+    wait_for(lambda: lock.is_file() and lock.read_text(), first)
     monkeypatch.chdir(d)
     monkeypatch.setenv("ACDISTILL_DATA_DIR", str(MIRROR))
-    refused = run(
-        "distill", "--out", "models/other.safetensors", "--metrics", "models/other_metrics.json", ok=False
-    ).output
-    assert f"models is in use by another acdistill run (pid {first.pid}: acdistill distill" in refused
+    # another checkpoint in the same directories: its metrics, state and curves are named after it
+    run("distill", "--out", "models/other.safetensors")
+    assert load_model(d / "models/other.safetensors") and (d / "metrics/other.json").is_file()
+    assert (d / "dvclive/other").is_dir() and first.poll() is None  # the first still runs
+    refused = run("distill", "--out", "models/student.safetensors", "--force", ok=False).output
+    assert f"is being written by another acdistill run (pid {first.pid}: acdistill distill" in refused
+    assert "models/student.safetensors" in refused
+    refused = run("distill", "--out", "models/third.safetensors", "--metrics", "metrics/student.json", ok=False).output
+    assert "metrics/student.json is being written by another acdistill run" in refused
+    assert not (d / "models/third.safetensors").exists() and not (d / "models/state/third.pt").exists()
     first.send_signal(signal.SIGKILL)
     first.wait()
-    # The kernel dropped the dead run's lock: the next run goes ahead.
+    # The kernel dropped the dead run's locks: the next run on its output goes ahead, and leaves no lock file.
+    run("distill", "--out", "models/student.safetensors", "-S", "distill.epochs=1", "--no-resume")
+    assert lock_files(d) == []
+
+
+def test_a_finished_run_leaves_no_lock_file(here):
     run(
         "attack-eval",
         "--model",
@@ -119,10 +135,11 @@ def test_a_second_run_on_the_same_directory_refuses_until_the_first_dies(workdir
         "--n",
         "8",
         "--out",
-        "models/eval.json",
+        "metrics/locks.json",
         "-S",
         "eval.sweep=null",
     )
+    assert (here / "metrics/locks.json").is_file() and lock_files(here) == []
 
 
 def test_a_finished_result_is_kept_unless_force(here):
@@ -143,7 +160,7 @@ def test_a_finished_result_is_kept_unless_force(here):
     assert "already holds a finished result; pass --force" in run(*args, ok=False).output
     assert hashlib.sha256((here / "metrics/eval_student.json").read_bytes()).hexdigest() == before
     run(*args, "--force")
-    assert json.loads((here / "metrics/eval_student.json").read_text())["natural"]["n"] == 8
+    assert json.loads((here / "metrics/eval_student_details.json").read_text())["natural"]["n"] == 8
     for command in ("fetch-teacher", "distill", "adv-finetune"):
         assert "already holds a finished result" in run(command, ok=False).output
 

@@ -549,7 +549,8 @@ def test_a_robustbench_teacher_by_name_offline_then_distilled_with_gacd(workdir,
     assert side["mean"] == pytest.approx(list(CIFAR10_MEAN)) and side["std"] == pytest.approx(list(CIFAR10_STD))
     assert side["info"]["file_sha256"] == acdistill.checkpoint.sha256_file(zoo_dir / "cifar10/Linf" / f"{ZOO_NAME}.pt")
     run("distill", "--method", "gacd")
-    assert json.loads((workdir / "metrics/distill.json").read_text())["method"] == "gacd"
+    assert json.loads((workdir / "models/student.json").read_text())["info"]["method"] == "gacd"
+    assert set(json.loads((workdir / "metrics/teacher.json").read_text())) == {"clean_acc", "expected_clean_acc"}  # the rest: the sidecar
 
 
 def test_a_teacher_far_below_its_stated_accuracy_warns_and_strict_refuses(workdir, zoo_dir):
@@ -597,7 +598,7 @@ def test_a_download_appears_whole_and_matches_its_sha256(workdir, zoo_dir, tmp_p
     assert not files_under(target)
     run("fetch-teacher", *zoo(target), "--sha256", good)
     assert files_under(target) == {Path("cifar10/Linf") / f"{ZOO_NAME}.pt"}
-    assert json.loads((workdir / "metrics/teacher.json").read_text())["file_sha256"] == good
+    assert json.loads((workdir / "models/teacher.json").read_text())["info"]["file_sha256"] == good
 
 
 def test_a_zoo_network_whose_output_is_not_a_linear_head_is_refused():

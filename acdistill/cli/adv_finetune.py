@@ -12,6 +12,7 @@ from acdistill.cli.common import (
     DeviceOpt,
     EpochsOpt,
     ForceOpt,
+    MetricsOpt,
     ParamsOpt,
     ResumeOpt,
     SetOpt,
@@ -30,7 +31,7 @@ def adv_finetune(
         "models/teacher.safetensors"
     ),
     out: Annotated[Path, typer.Option(help="checkpoint to write")] = Path("models/student_aft.safetensors"),
-    metrics: Annotated[Path, typer.Option(help="metrics JSON to write")] = Path("metrics/aft.json"),
+    metrics: MetricsOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,
     resume: ResumeOpt = True,

@@ -30,6 +30,9 @@ DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or 
 EpochsOpt = Annotated[int | None, typer.Option(help="override the section's epochs")]
 ResumeOpt = Annotated[bool, typer.Option(help="continue from the last epoch checkpoint if its settings match")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite a finished result already at the output path")]
+MetricsOpt = Annotated[
+    Path | None, typer.Option(help="metrics JSON to write (default: metrics/<name of --out>.json, e.g. student.json)")
+]
 
 
 def completion(names: Callable[[], list[str]], comma_separated: bool = False) -> Callable[[str], list[str]]:

@@ -31,6 +31,7 @@ from acdistill.methods import METHODS
 from acdistill.pipeline.common import (
     check_data,
     check_json_out,
+    details_path,
     device_of,
     echo,
     teacher_sha256,
@@ -117,7 +118,7 @@ def searched(
     ], records
 
 
-@writes("out", dirs=("runs",))
+@writes("out", "runs")
 def ablate(
     params: Params,
     *,
@@ -130,9 +131,9 @@ def ablate(
     """Distill and evaluate a student at every point of `params.ablate`'s grid, then at each explicit point (those
     of ablate.only): the params, then ablate.fixed, then the point's values; with ablate.search, first the search
     for each point's setting; with ablate.seeds, once per seed. Each run lives in its own directory under `runs`;
-    finished runs are reused. Writes `out` (.json) and its markdown table; returns the table's rows ("points"), the
-    runs of each seed ("runs"), the search ("search"), the comparisons and the labels of runs reused from other
-    code."""
+    finished runs are reused. Writes `out` (.json, the accuracies), its details and its markdown table; returns
+    the table's rows ("points"), the runs of each seed ("runs"), the search ("search"), the comparisons and the
+    labels of runs reused from other code."""
     cfg = params.ablate
     if cfg.only is None:
         points = expand(cfg.grid) + cfg.points
@@ -197,10 +198,15 @@ def ablate(
     names = [p.get(NAME, "") for p in points]
     pairs = [tuple(pair) for pair in cfg.compare if set(pair) <= set(names)]  # with ablate.only, those it runs
     compared = comparisons(pairs, names, measured)
+    attacks = [*dict.fromkeys(a for p in per_run for a in p.eval.attacks), "all_attacks"]
+    accuracies = {
+        point_label(point): {a: {"accuracy": row[a], "ci95": row.get(f"{a}_ci95")} for a in attacks if a in row}
+        for point, row in zip(points, table)
+    }
     if cfg.sort_by is not None:
         table.sort(key=lambda r: descending(r.get(cfg.sort_by)))
     stale = ablation.stale
-    write_outputs(params, out, teacher, table, rows, search, ties, compared, stale, per_run)
+    write_outputs(params, out, teacher, accuracies, table, rows, search, ties, compared, stale, per_run)
     return {
         "points": table,
         **({"runs": rows} if cfg.seeds else {}),
@@ -214,6 +220,7 @@ def write_outputs(
     params: Params,
     out: Path,
     teacher: Path,
+    accuracies: dict[str, dict[str, Any]],
     table: list[dict[str, Any]],
     rows: list[dict[str, Any]],
     search: list[dict[str, Any]],
@@ -222,7 +229,8 @@ def write_outputs(
     stale: list[str],
     per_run: list[Params],
 ) -> None:
-    """ablate's JSON and markdown, and its terminal table."""
+    """ablate's metrics (`out`: each point's accuracy and interval per attack), its details (<out>_details.json:
+    the table's rows, the runs, the search, the comparisons), its markdown table (.md) and its terminal table."""
     cfg = params.ablate
     split = {p.eval.split for p in per_run}
     images = "held-out training images (data.val_subset)" if split == {"val"} else "test images"
@@ -245,8 +253,9 @@ def write_outputs(
     echo(ties_text(ties))
     if compared:
         echo(comparisons_table(compared, "simple"))
+    write_json(out, accuracies)
     write_json(
-        out,
+        details_path(out),
         {
             "grid": cfg.grid,
             "explicit_points": cfg.points,
@@ -285,4 +294,4 @@ def write_outputs(
     write_text(out.with_suffix(".md"), "\n".join(sections))
     if stale:
         warn(stale_note)
-    echo(f"wrote {out} and {out.with_suffix('.md')}")
+    echo(f"wrote {out}, {details_path(out)} and {out.with_suffix('.md')}")

@@ -27,14 +27,15 @@ from acdistill.io import claim_outputs, declared_outputs, output_lock, write_jso
 from acdistill.methods import METHODS, Method
 from acdistill.models import DATASET_STATS, create_model
 
-TRAINING_STAGES = ("teacher", "distill", "aft")  # in the order the pipeline runs them; report and figures sort by it
+TRAINING_STAGES = ("teacher", "distill", "aft")  # in the order the pipeline runs them; the report sorts by it
+PIPELINE_MODELS = ("teacher", "student", "student_aft")  # their checkpoints' default names; figures sort by them
 
 
-def writes(*files: str, dirs: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
-    """Declare which path arguments of a stage it writes (files, and whole directories): once the stage has
-    validated its inputs and claimed them (`claim_outputs`, or its first write), their directories stay locked
-    against other acdistill runs until it ends. Until then nothing is created, so a refused stage leaves no
-    directory and no lock file behind."""
+def writes(*outputs: str) -> Callable[[Callable], Callable]:
+    """Declare which path arguments of a stage name what it writes (a file, whose siblings of the same stem such as
+    its .md table go with it, or a directory it fills): once the stage has validated its inputs and claimed them
+    (`claim_outputs`, or its first write), each is locked against other acdistill runs until the stage ends.
+    Until then nothing is created, so a refused stage leaves no directory and no lock file behind."""
 
     def wrap(stage: Callable) -> Callable:
         signature = inspect.signature(stage)
@@ -44,15 +45,12 @@ def writes(*files: str, dirs: tuple[str, ...] = ()) -> Callable[[Callable], Call
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             given = bound.arguments
-            for name in (*files, *dirs):  # Python callers may pass strings
+            for name in outputs:  # Python callers may pass strings
                 if given.get(name) is not None:
                     given[name] = Path(given[name])
             if not on_first_process():  # under torchrun rank 0 alone writes, and holds the locks
                 return stage(*bound.args, **bound.kwargs)
-            with declared_outputs(
-                *(given[name] for name in files if given.get(name) is not None),
-                dirs=[given[name] for name in dirs if given.get(name) is not None],
-            ):
+            with declared_outputs(*(given[name] for name in outputs if given.get(name) is not None)):
                 return stage(*bound.args, **bound.kwargs)
 
         return wrapper
@@ -176,6 +174,24 @@ def check_classes(model: torch.nn.Module, dataset: str, what: str) -> None:
         raise AcdistillError(f"{what} has {model.arch_kwargs['num_classes']} classes but {dataset} has {expected}")
 
 
+def details_path(out: Path) -> Path:
+    """Where a stage writes what its metrics file `out` leaves out (counts, timings, per-class accuracies, settings):
+    `<stem>_details.json` beside it, an output that `dvc metrics` does not read."""
+    return out.with_name(f"{out.stem}_details.json")
+
+
+def accuracy_metrics(results: dict[str, dict]) -> dict[str, Any]:
+    """What `dvc metrics show` and `diff` compare: {attack: {accuracy (%), ci95: [low, high] (%)}}; DVC shows the
+    scalar accuracy and skips the interval, which `acdistill report` prints beside it."""
+    return {name: {"accuracy": r["accuracy"], "ci95": r.get("ci95")} for name, r in results.items()}
+
+
+def write_stage_metrics(path: Path, summary: dict[str, Any]) -> None:
+    """A training stage's metrics file: its monitored accuracies (%) alone; the rest of its summary (method, epochs,
+    images, minutes) is in the checkpoint's sidecar."""
+    write_json(path, {k: v for k, v in summary.items() if k.endswith("_acc")})
+
+
 def check_json_out(out: Path) -> None:
     """A results JSON gets its markdown table beside it (.md): any other suffix would have the table replace it."""
     if out.suffix != ".json":
@@ -189,6 +205,12 @@ def refuse_overwrite(force: bool, *paths: Path) -> None:
             raise AcdistillError(
                 f"{path} already holds a finished result; pass --force to overwrite it, or choose another output path"
             )
+
+
+def metrics_path(out: Path, metrics: Path | None) -> Path:
+    """A training stage's metrics file: `metrics` when given, else metrics/<out's stem>.json, so that runs with
+    different checkpoints never share one."""
+    return Path(metrics) if metrics is not None else Path("metrics") / f"{Path(out).stem}.json"
 
 
 def check_outputs(out: Path, metrics: Path, force: bool) -> None:
@@ -217,17 +239,18 @@ def train_and_save(
     run_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The body of every training stage: train `student` with `section`'s method, then write the checkpoint
-    (weights + sidecar) and the stage's metrics JSON. Per-epoch state lives in models/state/<stage>.pt and
-    curves in dvclive/<stage>/, or in `run_dir` (state.pt, dvclive/) when given. The output directories stay
-    locked against other runs throughout."""
-    state_path = run_dir / "state.pt" if run_dir else Path("models/state") / f"{stage}.pt"
-    live_dir = run_dir / "dvclive" if run_dir else Path("dvclive") / stage
+    (weights + sidecar) and the stage's metrics JSON. Per-epoch state and curves belong to the checkpoint they
+    lead to: <out's directory>/state/<out's stem>.pt and dvclive/<out's stem>/ (models/state/student.pt and
+    dvclive/student/ for models/student.safetensors), or `run_dir`'s state.pt and dvclive/ when given. Each is
+    locked against other runs throughout, so runs with different checkpoints go ahead side by side."""
+    state_path = run_dir / "state.pt" if run_dir else out.parent / "state" / f"{out.stem}.pt"
+    live_dir = run_dir / "dvclive" if run_dir else Path("dvclive") / out.stem
     ranks, device = from_env(device)
     check_outputs(out, metrics, force)
     check_settings(section, params.speed, device, METHODS.get(section.method), ranks)
     check_data(params, data_dir, "train")
     claim_outputs()
-    with output_lock(out, metrics, state_path) if ranks.main else nullcontext():
+    with output_lock(out, metrics, state_path, live_dir) if ranks.main else nullcontext():
         d = params.data
         train = load_split(d.dataset, True, d.train_subset, d.root, data_dir)
         monitor = monitor_split(params, data_dir, section.monitor_n)
@@ -269,6 +292,6 @@ def train_and_save(
                 **{k: v for k, v in context.items() if k.endswith("_sha256")},
             },
         )  # the report links runs by it
-        write_json(metrics, summary)
+        write_stage_metrics(metrics, summary)
         echo(f"{stage}: wrote {out} and {metrics}")
         return summary

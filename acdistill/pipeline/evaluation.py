@@ -19,8 +19,10 @@ from acdistill.formats import Normalize
 from acdistill.io import claim_outputs, write_json, write_text
 from acdistill.pipeline.common import (
     ProgressBars,
+    accuracy_metrics,
     check_data,
     check_json_out,
+    details_path,
     device_of,
     echo,
     evaluation_split,
@@ -140,8 +142,9 @@ def evaluate_checkpoint(
     `acdistill.load_model` takes them) under the `eval` section's attacks on the test subset of `params.data`.
 
     With `eval.sweep`, also an accuracy-vs-eps curve; with `sanity`, the gradient-masking checks of
-    acdistill.engine.sanity. Prints the tables; with `out` (.json), writes the JSON, a markdown report beside it,
-    each attack's per-image results as <out>_per_image.json, and the sweep as <out>_sweep.json and .png. Returns
+    acdistill.engine.sanity. Prints the tables; with `out` (.json), writes there each attack's accuracy and interval
+    (what `dvc metrics` compares), beside it the rest as <out>_details.json, a markdown report, each attack's
+    per-image results as <out>_per_image.json, and the sweep as <out>_sweep.json and .png. Returns
     {attack: {accuracy, ci95, per_class, worst_class, n, seconds, steps, images, correct}}, plus "sanity" and
     "sweep" when they ran."""
     model = Path(model)
@@ -225,10 +228,11 @@ def evaluate_checkpoint(
             )
         sections.append(f"## Gradient-masking checks\n\n{sanity_table(checks, 'github')}\n")
     if out is not None:
-        written = [out, out.with_suffix(".md"), per_image_path(out)]
-        write_json(out, report_of(results, checks, None, cfg.split))
-        write_text(written[1], "\n".join(sections))
-        write_json(written[2], split_per_image(results)[1])
+        written = [out, details_path(out), out.with_suffix(".md"), per_image_path(out)]
+        write_json(out, accuracy_metrics(results) | ({"split": cfg.split} if cfg.split == "val" else {}))
+        write_json(written[1], report_of(results, checks, None, cfg.split))
+        write_text(written[2], "\n".join(sections))
+        write_json(written[3], split_per_image(results)[1])
         if curve:
             data_path, png = out.with_name(f"{out.stem}_sweep.json"), out.with_name(f"{out.stem}_sweep.png")
             write_json(data_path, curve)

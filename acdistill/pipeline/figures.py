@@ -17,11 +17,11 @@ from acdistill.engine.evaluate import first_n
 from acdistill.errors import AcdistillError
 from acdistill.io import claim_outputs, write_json
 from acdistill.models import feature_dim
-from acdistill.pipeline.common import TRAINING_STAGES, device_of, echo, writes
+from acdistill.pipeline.common import PIPELINE_MODELS, device_of, echo, writes
 from acdistill.plots import CLASS_NAMES, correlation_png, curves_png, eps_sweep_png, tsne_png
 
 
-@writes(dirs=("out_dir",))
+@writes("out_dir")
 def figures(
     params: Params,
     *,
@@ -101,9 +101,10 @@ def student_labels(paths: list[Path]) -> list[str]:
 
 
 def pipeline_figures(live: Path, metrics_dir: Path, out_dir: Path, params: Params) -> list[Path]:
-    """Training curves of every stage dvclive logged, and every eps sweep attack-eval wrote, when there are any."""
+    """Training curves of every checkpoint dvclive logged (dvclive/<checkpoint name>/), and every eps sweep
+    attack-eval wrote, when there are any."""
     written = []
-    rank = {stage: i for i, stage in enumerate(TRAINING_STAGES)}
+    rank = {name: i for i, name in enumerate(PIPELINE_MODELS)}
     live_dirs = (
         sorted((d for d in live.iterdir() if d.is_dir()), key=lambda d: (rank.get(d.name, len(rank)), d.name))
         if live.is_dir()

@@ -19,7 +19,16 @@ from acdistill.engine.probe import PROBE_NEEDS, linear_probe
 from acdistill.errors import AcdistillError
 from acdistill.io import atomic_path, claim_outputs, write_json, write_text
 from acdistill.models import feature_dim
-from acdistill.pipeline.common import ProgressBars, check_json_out, device_of, echo, refuse_overwrite, writes
+from acdistill.pipeline.common import (
+    ProgressBars,
+    accuracy_metrics,
+    check_json_out,
+    details_path,
+    device_of,
+    echo,
+    refuse_overwrite,
+    writes,
+)
 from acdistill.pipeline.evaluation import results_table
 
 
@@ -35,8 +44,9 @@ def probe(
     device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Train a linear classifier on the frozen features of the model at `model` for `probe.dataset`, then report
-    its clean and PGD-7 accuracy, attacking the frozen model and the head together. Writes `out` (.json, with a
-    markdown table beside it) and the head (`head`, .safetensors + sidecar); returns the results."""
+    its clean and PGD-7 accuracy, attacking the frozen model and the head together. Writes `out` (.json: each
+    attack's accuracy and interval), beside it the details (<out>_details.json) and a markdown table, and the head
+    (`head`, .safetensors + sidecar); returns the results."""
     model = Path(model)
     cfg = params.probe
     if head.suffix != ".safetensors":
@@ -96,8 +106,9 @@ def probe(
             "sha256": digest,
         },
     )
+    write_json(out, accuracy_metrics(results))
     write_json(
-        out,
+        details_path(out),
         {
             "model": str(model),
             "dataset": cfg.dataset,
@@ -107,6 +118,6 @@ def probe(
         },
     )
     write_text(out.with_suffix(".md"), f"# Linear probe\n\n{title}\n\n{results_table(results, 'github')}\n")
-    echo(f"wrote {out}, {out.with_suffix('.md')} and {head}")
+    echo(f"wrote {out}, {details_path(out)}, {out.with_suffix('.md')} and {head}")
 
     return {"model": str(model), "dataset": cfg.dataset, "train_images": len(train), **results}

@@ -20,7 +20,7 @@ from acdistill.checkpoint import FORMAT
 from acdistill.config import Params
 from acdistill.errors import AcdistillError
 from acdistill.io import write_text
-from acdistill.pipeline.common import TRAINING_STAGES, echo, writes
+from acdistill.pipeline.common import TRAINING_STAGES, details_path, echo, writes
 from acdistill.pipeline.compare import (
     Measured,
     attacks_of,
@@ -192,7 +192,7 @@ def report(
             else ""
         )
     ]
-    ablation = metrics / "ablate.json"
+    ablation = details_path(metrics / "ablate.json")
     if ablation.is_file():
         result = read_json(ablation)
         points = result.get("points", [])
@@ -201,7 +201,7 @@ def report(
             parts.append(ties_text(result["within_noise_of_best"]) + "\n")
         if result.get("comparisons"):
             parts.append(comparisons_table(result["comparisons"], "github") + "\n")
-    probe = metrics / "probe.json"
+    probe = details_path(metrics / "probe.json")
     if probe.is_file():
         p = read_json(probe)
         rows = [[k, r["accuracy"], r["worst_class"], r["n"]] for k, r in p.items() if isinstance(r, dict)]

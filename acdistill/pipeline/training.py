@@ -16,6 +16,7 @@ from acdistill.config import Params
 from acdistill.data import DATASETS
 from acdistill.errors import AcdistillError
 from acdistill.formats import normalization_values
+from acdistill.io import output_lock
 from acdistill.methods import METHODS
 from acdistill.models import create_model
 from acdistill.pipeline.common import (
@@ -24,9 +25,11 @@ from acdistill.pipeline.common import (
     device_of,
     echo,
     freeze,
+    metrics_path,
     new_model,
     teacher_sha256,
     train_and_save,
+    write_stage_metrics,
     writes,
 )
 from acdistill.teachers import import_teacher
@@ -39,7 +42,7 @@ def fetch_teacher(
     params: Params,
     *,
     out: Path = Path("models/teacher.safetensors"),
-    metrics: Path = Path("metrics/teacher.json"),
+    metrics: Path | None = None,
     data_dir: Path | None = None,
     device: str | torch.device | None = None,
     resume: bool = True,
@@ -48,9 +51,11 @@ def fetch_teacher(
 ) -> dict[str, Any]:
     """The teacher of `params.teacher`: trained here (source train: a method that needs no teacher), or imported
     from a RobustBench name, a released checkpoint file or a URL (see acdistill.teachers and docs/teachers.md).
-    arch: an architecture the caller names, which an imported file must hold. Returns the stage's summary."""
+    arch: an architecture the caller names, which an imported file must hold. `metrics` defaults to
+    metrics/<out's stem>.json. Returns the stage's summary."""
     torch.manual_seed(params.seed)  # the same initialization in every run
     t = params.teacher
+    metrics = metrics_path(out, metrics)
     if arch is not None and t.source == "robustbench":
         raise AcdistillError("--arch does not apply to source robustbench: the entry names its architecture")
     check_outputs(out, metrics, force)
@@ -78,10 +83,9 @@ def fetch_teacher(
             force=force,
             context={},
         )
-    with ProgressBars() as progress:
-        summary = import_teacher(
-            params, out=out, metrics=metrics, data_dir=data_dir, device=dev, arch=arch, progress=progress
-        )
+    with output_lock(metrics), ProgressBars() as progress:
+        summary = import_teacher(params, out=out, data_dir=data_dir, device=dev, arch=arch, progress=progress)
+        write_stage_metrics(metrics, summary)
     expected = summary["expected_clean_acc"]
     stated = f", {expected:.2f} % stated by its source" if expected is not None else ""
     echo(
@@ -97,16 +101,17 @@ def distill(
     *,
     teacher: Path = Path("models/teacher.safetensors"),
     out: Path = Path("models/student.safetensors"),
-    metrics: Path = Path("metrics/distill.json"),
+    metrics: Path | None = None,
     data_dir: Path | None = None,
     device: str | torch.device | None = None,
     resume: bool = True,
     force: bool = False,
     run_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train a fresh `distill.student` from the frozen teacher at `teacher` with `distill.method`. Per-epoch state
-    and curves go to models/state/distill.pt and dvclive/distill/, or to `run_dir` when given (ablate's runs).
-    Returns the stage's summary (method, epochs, images, last monitored accuracies, minutes)."""
+    """Train a fresh `distill.student` from the frozen teacher at `teacher` with `distill.method`. `metrics`
+    defaults to metrics/<out's stem>.json; per-epoch state and curves go to models/state/<out's stem>.pt and
+    dvclive/<out's stem>/, or to `run_dir` when given (ablate's runs). Returns the stage's summary (method,
+    epochs, images, last monitored accuracies, minutes)."""
     torch.manual_seed(params.seed)  # the same initialization in every run
     cfg = params.distill
     dev = device_of(params, device)
@@ -124,7 +129,7 @@ def distill(
         data_dir=data_dir,
         device=dev,
         out=out,
-        metrics=metrics,
+        metrics=metrics_path(out, metrics),
         resume=resume,
         force=force,
         context=context,
@@ -139,7 +144,7 @@ def finetune(
     model: Path = Path("models/student.safetensors"),
     teacher: Path = Path("models/teacher.safetensors"),
     out: Path = Path("models/student_aft.safetensors"),
-    metrics: Path = Path("metrics/aft.json"),
+    metrics: Path | None = None,
     data_dir: Path | None = None,
     device: str | torch.device | None = None,
     resume: bool = True,
@@ -148,7 +153,7 @@ def finetune(
 ) -> dict[str, Any]:
     """Adversarially fine-tune the student at `model` with the `aft` section (GACD's AFT: PGD-AT with a small lr);
     `teacher` only for an aft.method that needs one. Unless `aft.epochs` is set, the fine-tuning lasts a tenth of
-    the student's distillation epochs (at least 1). `run_dir` as in `distill`."""
+    the student's distillation epochs (at least 1). `metrics` and `run_dir` as in `distill`."""
     torch.manual_seed(params.seed)  # the same attack noise in every run
     dev = device_of(params, device)
     student = load_model(model, dev).train()
@@ -169,7 +174,7 @@ def finetune(
         data_dir=data_dir,
         device=dev,
         out=out,
-        metrics=metrics,
+        metrics=metrics_path(out, metrics),
         resume=resume,
         force=force,
         context=context,

@@ -47,6 +47,6 @@ def test_it_registers_and_trains_through_the_cli(tmp_path, monkeypatch):
     run("fetch-teacher", "-S", "teacher.train.epochs=1")
     assert "adv_kd" in run("methods").output
     run("distill", "--method", "adv_kd", "-S", "distill.adv_kd.tau=2", "-S", "data.train_subset=32")
-    summary = json.loads((tmp_path / "metrics/distill.json").read_text())
+    summary = json.loads((tmp_path / "models/student.json").read_text())["info"]
     assert summary["method"] == "adv_kd" and summary["train_images"] == 32
-    assert (tmp_path / "dvclive/distill/plots/metrics/loss/kl.tsv").is_file()
+    assert (tmp_path / "dvclive/student/plots/metrics/loss/kl.tsv").is_file()
