@@ -16,6 +16,11 @@ class AcdistillError(ValueError):
     A ValueError so that pydantic validators may raise it and the message keeps the offending key's location."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, saying what it kept (e.g. the last saved epoch): the CLI prints the message as one line
+    and exits with code 130, as a shell does for SIGINT."""
+
+
 def warn(message: str) -> None:
     """A user-facing warning: one line on stderr, as the CLI prints them (once under torchrun). The one warning
     channel of acdistill."""

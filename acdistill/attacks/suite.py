@@ -3,12 +3,15 @@ model in eval mode and gives it back as it found it (acdistill/untouched.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from acdistill import progress
 from acdistill.attacks.pgd import NORMS, Norm, ce_objective, cw_l2, cw_objective, fgsm, pgd
 from acdistill.errors import AcdistillError
 from acdistill.registry import Registry
@@ -103,6 +106,30 @@ def with_iterations(apgd, n_iter: int):
     return type(apgd)(apgd.model, loss=apgd.loss, **common)
 
 
+class _StageNotes(logging.Handler):
+    """pyautoattack's "running apgd-ce" log records, as the stage shown beside the attack's progress."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("running "):
+            progress.note(message.removeprefix("running "))
+
+
+@contextmanager
+def _stages_shown(logger: logging.Logger) -> Iterator[None]:
+    """pyautoattack logs its stages at DEBUG, and only to its own logger: shown as notes, not printed."""
+    handler, level, propagate = _StageNotes(), logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
 def _autoattack(version: str, attacks: list[str] | None = None) -> AttackFn:
     def run(model, x, y, budget: Budget):
         from pyautoattack import AutoAttack
@@ -113,7 +140,8 @@ def _autoattack(version: str, attacks: list[str] | None = None) -> AttackFn:
         if version == "custom" and budget.steps is not None:
             adversary.apgd = with_iterations(adversary.apgd, budget.steps)
             adversary.apgd_targeted = with_iterations(adversary.apgd_targeted, budget.steps)
-        x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))  # (x_adv, predictions on x_adv)
+        with _stages_shown(adversary.logger):
+            x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))  # (x_adv, predictions on x_adv)
         return x_adv
 
     return run

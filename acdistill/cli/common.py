@@ -66,7 +66,8 @@ NormalizeOpt = Annotated[
 
 
 def user_errors(command: Callable) -> Callable:
-    """Report an AcdistillError as one line on stderr with exit code 2, instead of a traceback."""
+    """Report an AcdistillError as one line on stderr with exit code 2, and Ctrl-C as one line with exit code 130
+    (what the run kept, when it says), instead of a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -76,6 +77,10 @@ def user_errors(command: Callable) -> Callable:
             if on_first_process():  # under torchrun every rank fails alike; one says so
                 typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
+        except KeyboardInterrupt as e:
+            if on_first_process():
+                typer.echo(str(e) or "interrupted", err=True)
+            raise typer.Exit(130) from None
 
     return wrapper
 

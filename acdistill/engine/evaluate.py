@@ -133,6 +133,8 @@ def evaluate(
             start = time.perf_counter()
             still_correct = data.take(m).select(clean[:m])
             step = (lambda k, name=spec.name, total=len(still_correct): progress(name, k, total)) if progress else None
+            if step and len(still_correct):
+                step(0)  # shown from its start: one batch of a costly attack can take minutes
             correct = clean[:m].clone()
             correct[clean[:m]] = correct_mask(
                 model, still_correct, spec.run, budget=budget, batch_size=batch_size, device=device, on_batch=step

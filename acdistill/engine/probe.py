@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from acdistill import progress
 from acdistill.data import ImageSet, iterate
 from acdistill.models import feature_dim
 from acdistill.untouched import leaves_model_untouched
@@ -39,9 +40,10 @@ PROBE_NEEDS = "the probe needs a feature extractor (any model built by acdistill
 def extract_features(model: nn.Module, data: ImageSet, *, batch_size: int, device: torch.device | str) -> torch.Tensor:
     """[N, D] float32 features of every image of `data`, on the CPU, from `model` in eval mode."""
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), progress.task("probe: features", len(data)) as task:
         for batch in iterate(data, batch_size, device=device):
             out.append(model.features(batch.x).float().cpu())
+            task.advance(len(batch))
     return torch.cat(out)
 
 
@@ -70,15 +72,17 @@ def fit_linear_head(
         head.bias.zero_()
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
-    for _ in range(epochs):
-        order = torch.randperm(len(labels), generator=gen)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            loss = F.cross_entropy(head(z[idx]), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        sched.step()
+    with progress.task("probe: linear head", epochs, "epochs") as task:
+        for _ in range(epochs):
+            order = torch.randperm(len(labels), generator=gen)
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                loss = F.cross_entropy(head(z[idx]), labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            sched.step()
+            task.advance()
     with torch.no_grad():
         head.weight.div_(std)
         head.bias.sub_(head.weight @ mean)

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from acdistill import progress
 from acdistill.attacks import EVAL_ATTACKS, Budget, ce_objective, pgd
 from acdistill.config import SpeedParams, TrainParams, fingerprint
 from acdistill.data import Batch, ImageSet, iterate
@@ -27,11 +26,10 @@ from acdistill.distributed import Ranks
 from acdistill.engine.curves import open_curves
 from acdistill.engine.evaluate import correct_mask
 from acdistill.engine.step_graph import GraphedStep, Step
-from acdistill.errors import AcdistillError, warn
+from acdistill.errors import AcdistillError, Interrupted, warn
 from acdistill.io import atomic_path
 from acdistill.methods import Method
-
-console = Console(stderr=True)
+from acdistill.progress import console
 
 
 def lr_factor(cfg: TrainParams, epoch_progress: float) -> float:
@@ -263,34 +261,36 @@ class Trainer:
             for record in history:
                 curves.log(record)
         self.model.train()
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-        )
-        with Progress(*columns, console=console, transient=True, disable=not self.ranks.main) as bar:
-            task = bar.add_task(self.label, total=(cfg.epochs - start_epoch) * steps_per_epoch, info="")
-            for epoch in range(start_epoch, cfg.epochs):
-                record = self._epoch(epoch, train_set, augment, steps_per_epoch, bar, task)
-                record.update(self.monitor(monitor_set if self.ranks.main else None))
-                history.append(record)
-                if self.ranks.main:
-                    console.print(
-                        f"{self.label} epoch {epoch + 1}/{cfg.epochs}: "
-                        + ", ".join(
-                            f"{k} {v:.4g}"
-                            for k, v in record.items()
-                            if k != "epoch" and not k.startswith(self.method.log_only_prefixes)
-                        ),
-                        soft_wrap=True,  # one line per epoch in logs too, where rich would wrap at 80 columns
-                    )
-                if curves is not None:
-                    curves.log(record)
-                self._save_state(epoch + 1, history)
-                self.ranks.barrier()  # no rank runs ahead of the saved state
+        saved = start_epoch
+        total = (cfg.epochs - start_epoch) * steps_per_epoch
+        try:
+            with progress.task(self.label, total, "batches") as task:
+                for epoch in range(start_epoch, cfg.epochs):
+                    record = self._epoch(epoch, train_set, augment, steps_per_epoch, task)
+                    record.update(self.monitor(monitor_set if self.ranks.main else None))
+                    history.append(record)
+                    if self.ranks.main:
+                        console.print(
+                            f"{self.label} epoch {epoch + 1}/{cfg.epochs}: "
+                            + ", ".join(
+                                f"{k} {v:.4g}"
+                                for k, v in record.items()
+                                if k != "epoch" and not k.startswith(self.method.log_only_prefixes)
+                            ),
+                            soft_wrap=True,  # one line per epoch in logs too, where rich would wrap at 80 columns
+                        )
+                    if curves is not None:
+                        curves.log(record)
+                    self._save_state(epoch + 1, history)
+                    saved = epoch + 1
+                    self.ranks.barrier()  # no rank runs ahead of the saved state
+        except KeyboardInterrupt:
+            if not saved:
+                raise Interrupted(
+                    f"{self.label}: interrupted in epoch 1 of {cfg.epochs}; no epoch was saved, a rerun starts over"
+                ) from None
+            kept = f"; run the same command to resume ({self.state_path})" if self.state_path else ""
+            raise Interrupted(f"{self.label}: interrupted after epoch {saved} of {cfg.epochs}{kept}") from None
         if curves is not None:
             curves.end()
         self.model.eval()
@@ -309,13 +309,13 @@ class Trainer:
         )
 
     def _epoch(
-        self, epoch: int, data: ImageSet, augment: bool, steps_per_epoch: int, bar: Progress, task
+        self, epoch: int, data: ImageSet, augment: bool, steps_per_epoch: int, task: progress.Task
     ) -> dict[str, Any]:
         cfg = self.cfg
         torch.manual_seed(_epoch_seed(self.seed, epoch) + RANK_SEED_STRIDE * self.ranks.rank)  # own attack noise
         self.method.on_epoch_start(epoch, cfg.epochs)
         sums: dict[str, torch.Tensor] = {}  # on the device, weighted by batch size
-        seen = 0
+        seen, loss = 0, ""
         start = time.perf_counter()
         memory_format = torch.channels_last if self.speed.channels_last else torch.contiguous_format
         train_step = self.step_function()
@@ -338,10 +338,10 @@ class Trainer:
             seen += len(batch)
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().double() * len(batch)
-            bar.update(task, advance=1)
             if step % CHECK_EVERY == 0:
                 self._check_finite(sums, epoch)
-                bar.update(task, info=f"epoch {epoch + 1} loss {sum(sums.values()).item() / seen:.3f}")
+                loss = f", loss {sum(sums.values()).item() / seen:.3f}"
+            task.advance(1, f"epoch {epoch + 1}/{cfg.epochs}, batch {step + 1}/{steps_per_epoch}{loss}")
         self._check_finite(sums, epoch)
         counts = [torch.tensor(float(seen), dtype=torch.float64), *(v.cpu() for v in sums.values())]
         totals = self.ranks.sum(torch.stack(counts))

@@ -1,5 +1,5 @@
 """What every stage shares: declaring and locking its outputs, checking output paths before the work, building the
-student and the method, the training-and-saving body of the training stages, progress bars and printing."""
+student and the method, the training-and-saving body of the training stages, and printing."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from acdistill.checkpoint import read_sidecar, save_model, sidecar_path
 from acdistill.config import Params, TrainParams
@@ -21,7 +20,7 @@ from acdistill.data import DATASETS, ImageSet, load_split
 from acdistill.data.datasets import check_subsets
 from acdistill.distributed import from_env
 from acdistill.engine import Trainer, resolve_device
-from acdistill.engine.trainer import check_settings, console
+from acdistill.engine.trainer import check_settings
 from acdistill.errors import AcdistillError, on_first_process
 from acdistill.io import claim_outputs, declared_outputs, output_lock, write_json
 from acdistill.methods import METHODS, Method
@@ -66,35 +65,6 @@ def device_of(params: Params, device: str | torch.device | None) -> torch.device
 def echo(msg: str) -> None:
     """A stage's report on stdout (warnings and progress bars go to stderr)."""
     print(msg, file=sys.stdout, flush=True)
-
-
-class ProgressBars:
-    """One rich bar per attack, started on the first batch so that an input error is not preceded by a blank bar."""
-
-    def __init__(self):
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-        self.tasks: dict[str, int] = {}
-
-    def __call__(self, name: str, done: int, total: int) -> None:
-        if not self.tasks:
-            self.bar.start()
-        if name not in self.tasks:
-            self.tasks[name] = self.bar.add_task(name, total=total)
-        self.bar.advance(self.tasks[name], done)
-
-    def __enter__(self) -> ProgressBars:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.tasks:
-            self.bar.stop()
 
 
 def check_data(params: Params, data_dir: Path | None, use: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from tabulate import tabulate
 
+from acdistill import progress
 from acdistill.checkpoint import load_model, read_sidecar, sidecar_path
 from acdistill.config import Params
 from acdistill.engine import evaluate
@@ -18,7 +19,6 @@ from acdistill.errors import AcdistillError, warn
 from acdistill.formats import Normalize
 from acdistill.io import claim_outputs, write_json, write_text
 from acdistill.pipeline.common import (
-    ProgressBars,
     accuracy_metrics,
     check_data,
     check_json_out,
@@ -167,12 +167,12 @@ def evaluate_checkpoint(
     evaluated, sweep_set = first_n(test, cfg.n), first_n(test, sweep_n) if cfg.sweep else None
     sanity_set = first_n(test, s.n) if sanity else None
     claim_outputs()
-    with ProgressBars() as progress:
+    with progress.callback() as on_batch:
         results = evaluate(
-            net, evaluated, cfg.attacks, budget=budget, limits=cfg.n_per_attack, progress=progress, **common
+            net, evaluated, cfg.attacks, budget=budget, limits=cfg.n_per_attack, progress=on_batch, **common
         )
         curve = (
-            eps_sweep(net, sweep_set, cfg.sweep.attack, cfg.sweep.eps, budget=budget, progress=progress, **common)
+            eps_sweep(net, sweep_set, cfg.sweep.attack, cfg.sweep.eps, budget=budget, progress=on_batch, **common)
             if cfg.sweep
             else None
         )
@@ -186,7 +186,7 @@ def evaluate_checkpoint(
                 square_queries=s.square_queries,
                 tolerance=s.tolerance,
                 huge_eps_max_accuracy=s.huge_eps_max_accuracy,
-                progress=progress,
+                progress=on_batch,
                 **common,
             )
             if sanity

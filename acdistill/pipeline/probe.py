@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from acdistill import progress
 from acdistill.attacks import Budget
 from acdistill.checkpoint import load_model, read_sidecar, sha256_file
 from acdistill.config import Params
@@ -20,7 +21,6 @@ from acdistill.errors import AcdistillError
 from acdistill.io import atomic_path, claim_outputs, write_json, write_text
 from acdistill.models import feature_dim
 from acdistill.pipeline.common import (
-    ProgressBars,
     accuracy_metrics,
     check_json_out,
     details_path,
@@ -73,7 +73,7 @@ def probe(
         device=dev,
     )
     fit_seconds = time.perf_counter() - start
-    with ProgressBars() as progress:
+    with progress.callback() as on_batch:
         results = evaluate(
             probed,
             test,
@@ -82,7 +82,7 @@ def probe(
             batch_size=256,
             seed=params.seed,
             device=dev,
-            progress=progress,
+            progress=on_batch,
         )
     title = (
         f"{model} features -> linear head on {cfg.dataset} ({len(train)} train images, "

@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
+from acdistill import progress
 from acdistill.checkpoint import load_model, read_sidecar
 from acdistill.config import FINETUNE, NAME, Params
 from acdistill.engine import evaluate
 from acdistill.io import write_json
 from acdistill.pipeline.common import (
-    ProgressBars,
     device_of,
     echo,
     evaluation_split,
@@ -73,7 +73,7 @@ def run_point(
     test = evaluation_split(params, data_dir)
     e = params.eval
     started, start = utc_now(), time.perf_counter()
-    with ProgressBars() as progress:
+    with progress.callback() as on_batch:
         results = evaluate(
             student,
             test,
@@ -84,7 +84,7 @@ def run_point(
             limits=e.n_per_attack,
             seed=params.seed,
             device=device,
-            progress=progress,
+            progress=on_batch,
         )
     evaluation = {
         "fingerprint": eval_digest,
@@ -227,17 +227,17 @@ class Runs:
         return list(jobs.values())
 
     def result_of(
-        self, point: dict[str, Any], p: Params, progress: str, need_weights: bool = False
+        self, point: dict[str, Any], p: Params, prefix: str, need_weights: bool = False
     ) -> tuple[Path, dict[str, Any], dict[str, Any]]:
         """The point's run directory, training result and evaluation, running what is missing (first its distilled
         point, when a fine-tuning point trains)."""
         run, digest, eval_digest, action = self.locate(point, p, need_weights)
         if action is None and run in self.ran:
-            echo(f"{progress}{point_label(point)}: ran in {run}")
+            echo(f"{prefix}{point_label(point)}: ran in {run}")
         elif action is None:
             source = other_code(finished(run, digest))
             echo(
-                f"{progress}{point_label(point)}: finished before, reused"
+                f"{prefix}{point_label(point)}: finished before, reused"
                 + (f"; trained by other acdistill code (source {source}, now {results_digest()})" if source else "")
             )
             if source:
@@ -251,7 +251,7 @@ class Runs:
                 )
                 distilled = (first_run, first_result)
             doing = "running" if action == "train" else "trained before, evaluating"
-            echo(f"{progress}{point_label(point)}: {doing} in {run}")
+            echo(f"{prefix}{point_label(point)}: {doing} in {run}")
             run_point(
                 p,
                 run,
@@ -273,7 +273,10 @@ class Runs:
         cfg = self.params.ablate
         if cfg.jobs > 1 or cfg.cluster == "slurm":
             self.ran |= run_in_parallel(self.params, self.plan(points, per_run), runs=self.root, device=self.device)
-        return [
-            self.result_of(point, p, f"ablate {what} {i}/{len(points)} ")
-            for i, (point, p) in enumerate(zip(points, per_run), start=1)
-        ]
+        results = []
+        with progress.task(f"ablate: {what}s", len(points), f"{what}s") as task:
+            for i, (point, p) in enumerate(zip(points, per_run), start=1):
+                task.advance(0, point_label(point))
+                results.append(self.result_of(point, p, f"ablate {what} {i}/{len(points)} "))
+                task.advance()
+        return results

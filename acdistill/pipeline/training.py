@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from acdistill import progress
 from acdistill.checkpoint import load_model, read_sidecar
 from acdistill.config import Params
 from acdistill.data import DATASETS
@@ -20,7 +21,6 @@ from acdistill.io import output_lock
 from acdistill.methods import METHODS
 from acdistill.models import create_model
 from acdistill.pipeline.common import (
-    ProgressBars,
     check_outputs,
     device_of,
     echo,
@@ -83,8 +83,8 @@ def fetch_teacher(
             force=force,
             context={},
         )
-    with output_lock(metrics), ProgressBars() as progress:
-        summary = import_teacher(params, out=out, data_dir=data_dir, device=dev, arch=arch, progress=progress)
+    with output_lock(metrics), progress.callback() as on_batch:
+        summary = import_teacher(params, out=out, data_dir=data_dir, device=dev, arch=arch, progress=on_batch)
         write_stage_metrics(metrics, summary)
     expected = summary["expected_clean_acc"]
     stated = f", {expected:.2f} % stated by its source" if expected is not None else ""
