@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 
 def fraction(value: Any) -> Any:
@@ -21,7 +21,18 @@ def fraction(value: Any) -> Any:
     return value
 
 
-PixelFloat = Annotated[float, BeforeValidator(fraction), Field(ge=0, le=1)]
+def pixel_scale_hint(value: float) -> str:
+    """What to say of a pixel-scale number above 1: most often a budget written in 1/255 units."""
+    return f"{value:g} is above 1, but pixel values are in [0, 1] units: did you mean {value:g}/255?"
+
+
+def at_most_one(value: float) -> float:
+    if value > 1:
+        raise ValueError(pixel_scale_hint(value))
+    return value
+
+
+PixelFloat = Annotated[float, BeforeValidator(fraction), Field(ge=0), AfterValidator(at_most_one)]
 Eps = Annotated[float, BeforeValidator(fraction), Field(ge=0)]  # L-inf budgets are also capped at 1 where used
 
 

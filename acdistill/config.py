@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,12 +29,13 @@ from pydantic import (
 )
 
 from acdistill.attacks import EVAL_ATTACKS, Budget
-from acdistill.budgets import Eps, PixelFloat, Strict, TrainAttack
+from acdistill.budgets import Eps, PixelFloat, Strict, TrainAttack, pixel_scale_hint
 from acdistill.data import DATASETS
 from acdistill.data.datasets import RANGE
-from acdistill.errors import AcdistillError
+from acdistill.errors import AcdistillError, unknown_name
 from acdistill.formats import format_names, parse_normalize
 from acdistill.methods import METHODS
+from acdistill.models.registry import resolve
 
 
 class SpeedParams(Strict):
@@ -67,6 +69,14 @@ class SpeedParams(Strict):
             "between runs in the last bits)"
         ),
     )
+
+
+def _known_arch(name: str) -> str:
+    resolve(name)  # an unknown name: its AcdistillError (a ValueError) lists the close names and every choice
+    return name
+
+
+Arch = Annotated[str, AfterValidator(_known_arch)]  # an architecture name of acdistill.models
 
 
 class TrainParams(BaseModel):
@@ -200,7 +210,7 @@ def _normalization_input(value: Any) -> Any:
 
 class TeacherParams(Strict):
     source: Literal["train", "file", "url", "robustbench"] = "train"
-    arch: str = Field(
+    arch: Arch = Field(
         "resnet20",
         description=(
             "the architecture to train (source train), or of a bare state dict in acdistill's own key layout; released "
@@ -269,7 +279,7 @@ class TeacherParams(Strict):
             if self.format != "auto":
                 raise ValueError("'format' does not apply to source 'robustbench' (robustbench's code reads it)")
         if self.format not in format_names():
-            raise ValueError(f"unknown format '{self.format}'; choose from: {', '.join(format_names())}")
+            raise ValueError(unknown_name("format", self.format, format_names()))
         return self
 
     def normalization(self) -> str | tuple[list[float], list[float]] | None:
@@ -281,7 +291,7 @@ class TeacherParams(Strict):
 
 class DistillParams(TrainParams):
     method: str = "rslad"
-    student: str = Field("resnet20", description="student architecture")
+    student: Arch = Field("resnet20", description="student architecture")
 
 
 class AftParams(TrainParams):
@@ -350,8 +360,9 @@ class EvalParams(Strict):
 
     @model_validator(mode="after")
     def _valid_budget(self) -> EvalParams:
-        if self.norm == "Linf" and max([self.eps] + (self.sweep.eps if self.sweep else [])) > 1:
-            raise ValueError("an L-inf eps must be at most 1 (images live in [0, 1])")
+        largest = max([self.eps] + (self.sweep.eps if self.sweep else []))
+        if self.norm == "Linf" and largest > 1:
+            raise ValueError(f"an L-inf eps must be at most 1: {pixel_scale_hint(largest)}")
         for name in self.attacks + ([self.sweep.attack] if self.sweep else []):
             EVAL_ATTACKS.get(name).check(self.budget())
         for name, n in self.n_per_attack.items():
@@ -581,10 +592,11 @@ class Params(Strict):
     _raw: dict | None = PrivateAttr(default=None)
     _where: str = PrivateAttr(default="")
 
-    def with_overrides(self, overrides: dict[str, Any]) -> Params:
+    def with_overrides(self, overrides: dict[str, Any], where: str | None = None) -> Params:
         """These params with dotted overrides ({"distill.gacd.k": 256}) applied to what they were read from (every
-        method's section included), validated again."""
-        return _validated(self._raw if self._raw is not None else self.model_dump(mode="json"), overrides, self._where)
+        method's section included), validated again; an error starts with `where` (default: the params file)."""
+        raw = self._raw if self._raw is not None else self.model_dump(mode="json")
+        return _validated(raw, overrides, self._where if where is None else where)
 
 
 def fingerprint(model: BaseModel | dict, **context: Any) -> str:
@@ -654,9 +666,14 @@ def _describe(err: ValidationError) -> str:
     return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
 
 
-def load_params(path: str | Path | None = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+def load_params(
+    path: str | Path | None = "params.yaml",
+    overrides: dict[str, Any] | None = None,
+    given_as: dict[str, str] | None = None,
+) -> Params:
     """Read params.yaml (a missing default file means all defaults), apply dotted overrides, validate. An error
-    names the params file when there is one."""
+    names the params file when there is one, or, for a key an override set, how it was given (`given_as`:
+    {"distill.method": "--method foo"}, as the command line wrote it)."""
     raw: dict = {}
     where = ""
     if path is not None:
@@ -673,16 +690,26 @@ def load_params(path: str | Path | None = "params.yaml", overrides: dict[str, An
                 raise AcdistillError(f"{p}: expected a mapping of sections at the top level")
         elif str(path) != "params.yaml":
             raise AcdistillError(f"params file not found: {p}")
-    return _validated(raw, overrides or {}, where)
+    return _validated(raw, overrides or {}, where, given_as or {})
 
 
-def _validated(raw: dict, overrides: dict[str, Any], where: str) -> Params:
+def _blamed(err: ValidationError, given_as: dict[str, str]) -> str | None:
+    """The override the first error is about (its key, a key inside its section, or its section), as given."""
+    loc = ".".join(str(p) for p in err.errors()[0]["loc"])
+    for key in sorted(given_as, key=len, reverse=True):
+        if key == loc or loc.startswith(f"{key}.") or key.startswith(f"{loc}."):
+            return given_as[key]
+    return None
+
+
+def _validated(raw: dict, overrides: dict[str, Any], where: str, given_as: dict[str, str] | None = None) -> Params:
     raw = copy.deepcopy(raw)
     for key, value in overrides.items():
         _apply(raw, key, value, where)  # a None value sets null (e.g. `-S eval.sweep=null` turns the sweep off)
     try:
         params = Params.model_validate(raw)
     except ValidationError as e:
-        raise AcdistillError(f"{where}{_describe(e)}") from None
+        given = _blamed(e, given_as or {})
+        raise AcdistillError(f"{given}: {_describe(e)}" if given else f"{where}{_describe(e)}") from None
     params._raw, params._where = raw, where
     return params

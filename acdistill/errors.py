@@ -1,5 +1,6 @@
 """The one exception type for mistakes a user can make, and the one-line warning."""
 
+import difflib
 import os
 import sys
 
@@ -19,6 +20,19 @@ class AcdistillError(ValueError):
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during a run, saying what it kept (e.g. the last saved epoch): the CLI prints the message as one line
     and exits with code 130, as a shell does for SIGINT."""
+
+
+def close_names(name: str, choices: list[str]) -> list[str]:
+    """The choices a typo of them could be (up to three, closest first): 'rsald' -> ['rslad']."""
+    return difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+
+
+def unknown_name(kind: str, name: str, choices: list[str]) -> str:
+    """The one message for a name that is not among `choices`: the close names first, then every choice.
+    "unknown method 'rsald'; did you mean rslad? choose from: ard, crdnd, ..."."""
+    close = close_names(name, choices)
+    guess = f"; did you mean {' or '.join(close)}?" if close else ";"
+    return f"unknown {kind} '{name}'{guess} choose from: {', '.join(choices)}"
 
 
 def warn(message: str) -> None:

@@ -3,7 +3,7 @@
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from acdistill.errors import AcdistillError
+from acdistill.errors import AcdistillError, unknown_name
 
 T = TypeVar("T")
 
@@ -26,7 +26,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise AcdistillError(f"unknown {self.kind} '{name}'; choose from: {', '.join(self.names())}") from None
+            raise AcdistillError(unknown_name(self.kind, name, self.names())) from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

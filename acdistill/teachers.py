@@ -93,7 +93,11 @@ def zoo_file(t: TeacherParams, dataset: str) -> Path:
         except Exception as e:  # noqa: BLE001 - any failure of the downloader (no network, quota, an HTML page)
             raise AcdistillError(
                 f"RobustBench model {z.name} is not at {path} and could not be downloaded "
-                f"({e.__class__.__name__}); without network, put the file there"
+                f"({e.__class__.__name__}); on a machine with network, get it from "
+                f"https://drive.google.com/uc?id={entry['gdrive_id']} (or run `python -c \"from robustbench.utils "
+                f"import load_model; load_model('{z.name}', model_dir='m', dataset='{dataset}', "
+                f"threat_model='{z.threat_model}')\"`, which writes m/{dataset}/{z.threat_model}/{z.name}.pt), "
+                f"then copy it to {path}"
             ) from None
         if t.sha256 and sha256_file(tmp) != t.sha256.lower():
             raise AcdistillError(
@@ -177,19 +181,20 @@ def open_teacher(t: TeacherParams, dataset: str, arch: str | None = None) -> tup
 
 def import_teacher(
     params: Params,
+    model: ImageClassifier,
+    summary: dict[str, Any],
     *,
     out: Path,
     data_dir: Path | None,
     device: torch.device,
-    arch: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """The fetch-teacher stage for every source but `train`: open the teacher, check its clean accuracy on the
-    first CHECK_IMAGES test images, then write `out` (+ sidecar, which records the returned summary). A gap of more
-    than ACCURACY_GAP points below the source's stated accuracy is a warning, or an error (nothing written) with
-    `teacher.strict_accuracy`. arch: as in `open_teacher`; progress: as in `evaluate`."""
+    """The fetch-teacher stage for every source but `train`, once `open_teacher` gave the teacher and its summary:
+    check its clean accuracy on the first CHECK_IMAGES test images, then write `out` (+ sidecar, which records the
+    returned summary). A gap of more than ACCURACY_GAP points below the source's stated accuracy is a warning, or an
+    error (nothing written) with `teacher.strict_accuracy`. progress: as in `evaluate`."""
     t, d = params.teacher, params.data
-    model, summary = open_teacher(t, d.dataset, arch)
+    summary = dict(summary)
     check = load_split(d.dataset, False, d.test_subset, d.root, data_dir).take(CHECK_IMAGES)
     model.to(device)
     acc = evaluate(model, check, ["natural"], device=device, progress=progress)["natural"]["accuracy"]

@@ -465,3 +465,10 @@ def test_attack_eval_l2(here):
         "0.5",
     ).output
     assert "L2 eps 0.50000" in out
+
+
+def test_fetch_teacher_checks_its_input_before_its_outputs(here):
+    before = digest(here / "models/teacher.safetensors")
+    out = run("fetch-teacher", "--source", "file", "--path", "garbage.pt", ok=False).output
+    assert "model file not found: garbage.pt" in out and "already holds" not in out
+    assert digest(here / "models/teacher.safetensors") == before

@@ -17,9 +17,22 @@ GRID = ["--grid", "distill.epochs=1"]
 REFUSED = [
     (
         ["distill", "-S", "distill.attack.eps=8"],
-        "distill.attack.eps: Input should be less than or equal to 1",
+        "error: -S distill.attack.eps=8: distill.attack.eps: 8 is above 1, but pixel values are in [0, 1] units: "
+        "did you mean 8/255?",
     ),
-    (["distill", "--method", "nope"], "unknown method 'nope'"),
+    (["distill", "--method", "nope"], "error: --method nope: distill: unknown method 'nope'; choose from: ard,"),
+    (["distill", "--method", "rsald"], "unknown method 'rsald'; did you mean rslad? choose from"),
+    (["distill", "--student", "resnet2"], "--student resnet2: distill.student: unknown model 'resnet2'; did you mean"),
+    (
+        ["attack-eval", *MODEL, "--attacks", "pgd2O"],
+        "--attacks pgd2O: eval: unknown attack 'pgd2O'; did you mean pgd20",
+    ),
+    (["attack-eval", *MODEL, "--eps", "8"], "--eps 8: eval: an L-inf eps must be at most 1: 8 is above 1"),
+    (
+        ["fetch-teacher", "--format", "trades-wnr"],
+        "--format trades-wnr: teacher: unknown format 'trades-wnr'; did you mean",
+    ),
+    (["ablate", "--grid", "distill.method=kd,rsald"], "ablate point distill.method=rsald: distill: unknown method"),
     (["distill", "--method", "natural", "-S", "data.test_subset=20000"], "asks for cifar10 test image 19999"),
     (["distill", "--method", "natural", "-S", "data.train_subset=5:3"], "range 5:3 takes the images A to B - 1"),
     (["distill", "--method", "natural", "-S", "data.val_subset=0:8"], "shares 8 images with data.train_subset"),
@@ -84,11 +97,16 @@ def test_a_refused_command_in_an_empty_directory_creates_nothing(tmp_path, monke
     assert sorted(tmp_path.rglob("*")) == []
 
 
-def test_an_error_names_the_params_file_when_there_is_one(tmp_path, monkeypatch):
+def test_an_error_names_the_params_file_when_there_is_one_and_the_option_a_value_came_from(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("seed: 0\ndistill: {attack: {eps: 8}}\n")
+    output = run("distill", ok=False).output
+    assert output.startswith("error: params.yaml: distill.attack.eps: 8 is above 1")
     (tmp_path / "params.yaml").write_text("seed: 0\n")
     output = run("distill", "-S", "distill.attack.eps=8", ok=False).output
-    assert output.startswith("error: params.yaml: distill.attack.eps: ")
+    assert output.startswith("error: -S distill.attack.eps=8: distill.attack.eps: ")
+    output = run("distill", "-S", "distill.method=gacd", "--method", "foo", ok=False).output
+    assert output.startswith("error: --method foo: distill: unknown method 'foo'")  # the option overrides the -S
     assert sorted(tmp_path.rglob("*")) == [tmp_path / "params.yaml"]
 
 

@@ -592,7 +592,9 @@ def test_a_download_appears_whole_and_matches_its_sha256(workdir, zoo_dir, tmp_p
 
     target = tmp_path / "dl"
     monkeypatch.setattr(rb.utils, "download_gdrive_new", cut_off)
-    assert "could not be downloaded (ConnectionError)" in refused(workdir, *zoo(target))
+    message = refused(workdir, *zoo(target))
+    assert "could not be downloaded (ConnectionError)" in message
+    assert "https://drive.google.com/uc?id=" in message and f"load_model('{ZOO_NAME}'" in message  # where it comes from
     assert not target.exists()  # nor the directories made for the download
     monkeypatch.setattr(rb.utils, "download_gdrive_new", complete)
     assert "nothing was kept" in refused(workdir, *zoo(target), "--sha256", "0" * 64)

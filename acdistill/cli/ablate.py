@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, user_errors
-from acdistill.config import load_params, parse_override
+from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, load, user_errors
+from acdistill.config import parse_override
 from acdistill.errors import AcdistillError
 from acdistill.pipeline import ablate as run
 
@@ -71,18 +71,17 @@ def ablate(
     A point's params are the params file, then -S overrides, then ablate.fixed, then the point's values. With
     ablate.search, each point's setting is first chosen on held-out training images. With --seeds, every point runs
     once per seed. Finished runs are reused, not rerun; accuracies come with their 95 % intervals."""
-    overrides = dict(parse_override(s) for s in set_ or [])
-    if grid:
-        overrides["ablate.grid"] = dict(parse_grid_option(g) for g in grid)
-    if sort_by is not None:
-        overrides["ablate.sort_by"] = sort_by
-    if jobs is not None:
-        overrides["ablate.jobs"] = jobs
-    if seeds is not None:
-        overrides["ablate.seeds"] = parse_override(f"ablate.seeds=[{seeds}]")[1]
-    if only is not None:
-        overrides["ablate.only"] = [name.strip() for name in only.split(",")]
-    params = load_params(params_file, overrides)
+    params = load(
+        params_file,
+        set_,
+        **{
+            "ablate.grid": ("--grid", dict(parse_grid_option(g) for g in grid) if grid else None),
+            "ablate.sort_by": ("--sort-by", sort_by),
+            "ablate.jobs": ("--jobs", jobs),
+            "ablate.seeds": ("--seeds", parse_override(f"ablate.seeds=[{seeds}]")[1] if seeds is not None else None),
+            "ablate.only": ("--only", [name.strip() for name in only.split(",")] if only is not None else None),
+        },
+    )
     run(params, teacher=teacher, runs=runs, out=out, data_dir=data_dir, device=device)
 
 

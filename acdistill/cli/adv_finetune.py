@@ -39,7 +39,7 @@ def adv_finetune(
     set_: SetOpt = None,
 ) -> None:
     """Adversarially fine-tune a student (params section `aft`, PGD-AT with a small lr by default)."""
-    params = load(params_file, set_, **{"aft.epochs": epochs, "aft.lr": lr})
+    params = load(params_file, set_, **{"aft.epochs": ("--epochs", epochs), "aft.lr": ("--lr", lr)})
     finetune(
         params,
         model=model,

@@ -93,13 +93,13 @@ def attack_eval(
         params_file,
         set_,
         **{
-            "eval.attacks": attack_list,
-            "eval.n": n,
-            "eval.eps": eps,
-            "eval.norm": norm,
-            "eval.steps": steps,
-            "eval.batch_size": batch_size,
-            "eval.sweep.eps": parse_eps_list(sweep) if sweep is not None else None,
+            "eval.attacks": ("--attacks", attack_list),
+            "eval.n": ("--n", n),
+            "eval.eps": ("--eps", eps),
+            "eval.norm": ("--norm", norm),
+            "eval.steps": ("--steps", steps),
+            "eval.batch_size": ("--batch-size", batch_size),
+            "eval.sweep.eps": ("--sweep", parse_eps_list(sweep) if sweep is not None else None),
         },
     )
     evaluate_checkpoint(

@@ -85,11 +85,19 @@ def user_errors(command: Callable) -> Callable:
     return wrapper
 
 
-def load(params_path: Path, sets: list[str] | None, **direct: Any) -> Params:
-    """params file < --set overrides < the command's own options (None = not given)."""
-    overrides = dict(parse_override(s) for s in sets or [])
-    overrides.update({k: v for k, v in direct.items() if v is not None})
-    return load_params(params_path, overrides)
+def load(params_path: Path, sets: list[str] | None, **options: tuple[str, Any]) -> Params:
+    """params file < --set overrides < the command's own options: {params key: (option, value)}, None = not
+    given. An invalid value is reported as given (`-S distill.method=foo: ...`, `--method foo: ...`)."""
+    overrides, given_as = {}, {}
+    for text in sets or []:
+        key, overrides[key] = parse_override(text)
+        given_as[key] = f"-S {text}"
+    for key, (option, value) in options.items():
+        if value is not None:
+            overrides[key] = value
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            given_as[key] = f"{option} {shown}"
+    return load_params(params_path, overrides, given_as)
 
 
 def parse_normalize(text: str | None) -> str | dict[str, list[float]] | None:

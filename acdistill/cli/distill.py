@@ -49,7 +49,15 @@ def distill(
     set_: SetOpt = None,
 ) -> None:
     """Distill a student from the teacher (params section `distill`)."""
-    params = load(params_file, set_, **{"distill.method": method, "distill.student": student, "distill.epochs": epochs})
+    params = load(
+        params_file,
+        set_,
+        **{
+            "distill.method": ("--method", method),
+            "distill.student": ("--student", student),
+            "distill.epochs": ("--epochs", epochs),
+        },
+    )
     run(params, teacher=teacher, out=out, metrics=metrics, data_dir=data_dir, device=device, resume=resume, force=force)
 
 

@@ -32,7 +32,7 @@ def transfer_probe(
 
     The head is trained on the target dataset, then the frozen model and the head are attacked together: clean and
     PGD-7 accuracy."""
-    params = load(params_file, set_, **{"probe.dataset": dataset})
+    params = load(params_file, set_, **{"probe.dataset": ("--dataset", dataset)})
     probe(params, model=model, out=out, head=head, force=force, data_dir=data_dir, device=device)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from acdistill.errors import AcdistillError
+from acdistill.errors import AcdistillError, unknown_name
 from acdistill.registry import Registry
 
 from .base import DATASET_STATS, ImageClassifier, channel_values
@@ -88,7 +88,7 @@ def resolve(name: str) -> Builder:
         if match:
             return functools.partial(builder, **{k: int(v) for k, v in match.groupdict().items()})
     choices = [*list_models(), *list_families(), f"{PREFIX}<name>"]
-    raise AcdistillError(f"unknown model '{name}'; choose from: {', '.join(choices)}")
+    raise AcdistillError(unknown_name("model", name, choices))
 
 
 def create_model(

@@ -13,7 +13,6 @@ averages probabilities, a model that post-processes its logits) is refused rathe
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import sys
 import warnings
@@ -23,7 +22,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from acdistill.errors import AcdistillError
+from acdistill.errors import AcdistillError, close_names
 from acdistill.serialization import numpy_metadata_allowed
 
 PREFIX = "robustbench:"
@@ -90,7 +89,7 @@ def zoo_entry(name: str, dataset: str, threat_model: str) -> dict:
             for t in THREAT_MODELS
             if (d, t) != (dataset, threat_model) and name in zoo_entries(d, t)
         ]
-        close = difflib.get_close_matches(name, list(entries), n=3, cutoff=0.6)
+        close = close_names(name, list(entries))
         hint = (
             f"; it is a {' and '.join(elsewhere)} model"
             if elsewhere

@@ -46,11 +46,9 @@ def distilled_point(point: dict[str, Any]) -> dict[str, Any]:
 
 
 def point_params(params: Params, point: dict[str, Any]) -> Params:
-    """The params of one point: `params`, then ablate.fixed, then the point's values."""
-    try:
-        return params.with_overrides({**params.ablate.fixed, **{k: v for k, v in point.items() if k not in POINT_KEYS}})
-    except AcdistillError as e:
-        raise AcdistillError(f"ablate point {point_label(point)}: {e}") from None
+    """The params of one point: `params`, then ablate.fixed, then the point's values. An error names the point."""
+    overrides = {**params.ablate.fixed, **{k: v for k, v in point.items() if k not in POINT_KEYS}}
+    return params.with_overrides(overrides, where=f"ablate point {point_label(point)}: ")
 
 
 def point_dir(root: Path, point: dict[str, Any], params: Params, teacher_sha: str | None) -> tuple[Path, str]:

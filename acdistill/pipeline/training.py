@@ -32,7 +32,7 @@ from acdistill.pipeline.common import (
     write_stage_metrics,
     writes,
 )
-from acdistill.teachers import import_teacher
+from acdistill.teachers import import_teacher, open_teacher
 
 TEACHER_METHODS = [name for name in METHODS.names() if not METHODS.get(name).needs_teacher]
 
@@ -58,6 +58,8 @@ def fetch_teacher(
     metrics = metrics_path(out, metrics)
     if arch is not None and t.source == "robustbench":
         raise AcdistillError("--arch does not apply to source robustbench: the entry names its architecture")
+    # the input first: a missing or unreadable teacher is what the user must fix, whatever the outputs hold
+    opened = open_teacher(t, params.data.dataset, arch) if t.source != "train" else None
     check_outputs(out, metrics, force)
     dev = device_of(params, device)
     if t.source == "train":
@@ -84,7 +86,7 @@ def fetch_teacher(
             context={},
         )
     with output_lock(metrics), progress.callback() as on_batch:
-        summary = import_teacher(params, out=out, data_dir=data_dir, device=dev, arch=arch, progress=on_batch)
+        summary = import_teacher(params, *opened, out=out, data_dir=data_dir, device=dev, progress=on_batch)
         write_stage_metrics(metrics, summary)
     expected = summary["expected_clean_acc"]
     stated = f", {expected:.2f} % stated by its source" if expected is not None else ""
