@@ -94,7 +94,7 @@ def zoo_file(t: TeacherParams, dataset: str) -> Path:
             raise AcdistillError(
                 f"RobustBench model {z.name} is not at {path} and could not be downloaded "
                 f"({e.__class__.__name__}); on a machine with network, get it from "
-                f"https://drive.google.com/uc?id={entry['gdrive_id']} (or run `python -c \"from robustbench.utils "
+                f'https://drive.google.com/uc?id={entry["gdrive_id"]} (or run `python -c "from robustbench.utils '
                 f"import load_model; load_model('{z.name}', model_dir='m', dataset='{dataset}', "
                 f"threat_model='{z.threat_model}')\"`, which writes m/{dataset}/{z.threat_model}/{z.name}.pt), "
                 f"then copy it to {path}"
