@@ -512,6 +512,13 @@ class AblateParams(Strict):
         None, description="names of the explicit points to run, and no other (not the grid's); null: every point"
     )
     search: SearchParams | None = None
+    strict: bool = Field(
+        False,
+        description=(
+            "refuse a grid or points key the point does not read (another method's section, aft without "
+            "adv_finetune); false: warn"
+        ),
+    )
     keep_weights: list[str] = Field(
         default_factory=list,
         description=(

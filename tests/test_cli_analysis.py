@@ -532,3 +532,21 @@ def test_a_job_that_slurm_refuses_is_one_line(here, tmp_path, monkeypatch):
         "error: ablate point distill.gacd.reweight=True: its job could not be submitted: "
         "sbatch: error: invalid partition specified: gpu",
     ], result.output
+
+
+def test_a_grid_key_the_method_does_not_read_warns_and_strict_refuses(here):
+    args = ["-S", "distill.method=kd", "--grid", "distill.gacd.reweight=true,false", "--runs", "ablate_unread"]
+    refused = run("ablate", *args, "--out", "metrics/ablate_unread.json", "--strict", ok=False).output
+    assert "distill.gacd.reweight has no effect on kd (points distill.gacd.reweight=True, distill." in refused
+    assert not (here / "ablate_unread").exists() and not (here / "metrics/ablate_unread.json").exists()
+    out = run("ablate", *args, "--out", "metrics/ablate_unread.json").output
+    assert "warning: ablate: distill.gacd.reweight has no effect on kd" in out
+    assert out.count("running in") == 1 and out.count("finished before, reused") == 1  # one student, two labels
+    named = [
+        "-S",
+        "ablate.grid={}",
+        "-S",
+        "ablate.points=[{name: tuned, aft.lr: 0.1}, {name: kd, distill.method: kd, distill.kd.tau: 2}]",
+    ]
+    refused = run("ablate", *named, "-S", "ablate.strict=true", ok=False).output
+    assert "aft.lr has no effect without adv_finetune: true (points tuned)" in refused and "distill.kd" not in refused

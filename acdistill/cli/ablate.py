@@ -54,6 +54,14 @@ def ablate(
             "ablate.jobs; ablate.cluster: slurm sends them to Slurm)"
         ),
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="refuse a grid or points key the point's run does not read (e.g. distill.gacd.* for rslad) instead "
+            "of warning; sets ablate.strict",
+        ),
+    ] = False,
     teacher: Annotated[Path, typer.Option(help="teacher checkpoint every point distills from")] = Path(
         "models/teacher.safetensors"
     ),
@@ -80,6 +88,7 @@ def ablate(
             "ablate.jobs": ("--jobs", jobs),
             "ablate.seeds": ("--seeds", parse_override(f"ablate.seeds=[{seeds}]")[1] if seeds is not None else None),
             "ablate.only": ("--only", [name.strip() for name in only.split(",")] if only is not None else None),
+            "ablate.strict": ("--strict", strict or None),
         },
     )
     run(params, teacher=teacher, runs=runs, out=out, data_dir=data_dir, device=device)

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from acdistill.config import NAME, SEARCH_BY, Params
+from acdistill.config import FINETUNE, NAME, SEARCH_BY, Params
 from acdistill.errors import AcdistillError, warn
 from acdistill.io import claim_outputs, write_json, write_text
 from acdistill.methods import METHODS
@@ -59,6 +59,7 @@ from acdistill.pipeline.points import (
     point_params,
     results_digest,
     with_seeds,
+    without_effect,
 )
 from acdistill.pipeline.runs import Runs
 from acdistill.provenance import code_info
@@ -118,6 +119,27 @@ def searched(
     ], records
 
 
+def check_effect(params: Params, points: list[dict[str, Any]]) -> None:
+    """Warn of each grid or points key a point's run does not read (`without_effect`), or with ablate.strict
+    refuse, before anything runs: points that differ only in such keys are one run under several labels."""
+    unread: dict[str, list[str]] = {}
+    for point in points:
+        p = point_params(params, point)
+        for key in without_effect(point, p):
+            section = key.partition(".")[0]
+            reader = p.distill.method if section == "distill" else p.aft.method
+            why = f"has no effect on {reader}" if section == "distill" or point.get(FINETUNE) else "has no effect"
+            if section == "aft" and not point.get(FINETUNE):
+                why += f" without {FINETUNE}: true"
+            unread.setdefault(f"{key} {why}", []).append(point_label(point))
+    if not unread:
+        return
+    message = "; ".join(f"{what} (points {', '.join(labels)})" for what, labels in unread.items())
+    if params.ablate.strict:
+        raise AcdistillError(f"ablate: {message} (ablate.strict / --strict refuses it)")
+    warn(f"ablate: {message}; points that differ only there train one student (--strict refuses this)")
+
+
 @writes("out", "runs")
 def ablate(
     params: Params,
@@ -143,6 +165,7 @@ def ablate(
         raise AcdistillError("ablate: no points; set ablate.grid or ablate.points in params, or pass --grid KEY=V1,V2")
     if cfg.search is not None and params.data.val_subset is None:
         raise AcdistillError("ablate.search chooses on held-out images: set data.val_subset (e.g. 10000:11000)")
+    check_effect(params, points)
     first_seed = cfg.seeds[0] if cfg.seeds else None
     # every run validated before any starts, the search's with each of its values
     per_run = [point_params(params, p) for p in with_seeds(points, cfg.seeds)]

@@ -16,6 +16,7 @@ from typing import Any
 
 from acdistill.config import FINETUNE, NAME, POINT_KEYS, Params, fingerprint
 from acdistill.errors import AcdistillError
+from acdistill.methods import METHODS
 from acdistill.provenance import source_digest
 
 RESULT = "result.json"  # a run's training; each evaluation of it is eval-<hash>.json
@@ -43,6 +44,25 @@ def point_label(point: dict[str, Any]) -> str:
 def distilled_point(point: dict[str, Any]) -> dict[str, Any]:
     """The point whose distilled student a fine-tuning point starts from: the same point without fine-tuning."""
     return {k: v for k, v in point.items() if k not in (FINETUNE, NAME) and not k.startswith("aft.")}
+
+
+def without_effect(point: dict[str, Any], p: Params) -> list[str]:
+    """The point's keys that its run does not read, `p` being its params: another method's section
+    (distill.gacd.* for an rslad point, aft.ard.* when aft.method is sat), or aft.* when it does not fine-tune.
+    Points that differ only in these train the same student."""
+    unread = []
+    for key in point:
+        section, _, rest = key.partition(".")
+        if section not in ("distill", "aft"):
+            continue
+        if section == "aft" and not point.get(FINETUNE):
+            unread.append(key)
+            continue
+        method = (p.distill if section == "distill" else p.aft).method
+        sub = rest.partition(".")[0]
+        if "." in rest and sub in METHODS and sub != method:
+            unread.append(key)
+    return unread
 
 
 def point_params(params: Params, point: dict[str, Any]) -> Params:

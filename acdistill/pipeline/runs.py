@@ -274,7 +274,7 @@ class Runs:
         if cfg.jobs > 1 or cfg.cluster == "slurm":
             self.ran |= run_in_parallel(self.params, self.plan(points, per_run), runs=self.root, device=self.device)
         results = []
-        with progress.task(f"ablate: {what}s", len(points), f"{what}s") as task:
+        with progress.task("ablate", len(points), f"{what}s") as task:
             for i, (point, p) in enumerate(zip(points, per_run), start=1):
                 task.advance(0, point_label(point))
                 results.append(self.result_of(point, p, f"ablate {what} {i}/{len(points)} "))
