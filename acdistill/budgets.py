@@ -21,6 +21,15 @@ def fraction(value: Any) -> Any:
     return value
 
 
+def eps_text(eps: float, norm: str = "Linf") -> str:
+    """A budget as the field writes it: an L-inf eps on the 1/255 grid as k/255 (8/255, not 0.03137), any other
+    as a plain number."""
+    steps = eps * 255
+    if norm == "Linf" and abs(steps - round(steps)) < 1e-3:  # JSON keeps eps to 6 decimals: 4/255 -> 0.015686
+        return f"{round(steps)}/255" if round(steps) else "0"
+    return f"{eps:.4g}"
+
+
 def pixel_scale_hint(value: float) -> str:
     """What to say of a pixel-scale number above 1: most often a budget written in 1/255 units."""
     return f"{value:g} is above 1, but pixel values are in [0, 1] units: did you mean {value:g}/255?"

@@ -32,7 +32,7 @@ from acdistill.attacks import EVAL_ATTACKS, Budget
 from acdistill.budgets import Eps, PixelFloat, Strict, TrainAttack, pixel_scale_hint
 from acdistill.data import DATASETS
 from acdistill.data.datasets import RANGE
-from acdistill.errors import AcdistillError, unknown_name
+from acdistill.errors import AcdistillError, close_names, unknown_name
 from acdistill.formats import format_names, parse_normalize
 from acdistill.methods import METHODS
 from acdistill.models.registry import resolve
@@ -114,7 +114,11 @@ class TrainParams(BaseModel):
                 moved = "step_graph" if key == "cuda_graph" else key
                 raise ValueError(f"'{key}' is now set once for every training stage, as speed.{moved}")
             if key not in METHODS:
-                raise ValueError(f"unknown key '{key}' (not a field, nor a method: {', '.join(METHODS.names())})")
+                close = close_names(key, [*type(self).model_fields, *METHODS.names()])
+                guess = f"; did you mean {' or '.join(close)}?" if close else ""
+                raise ValueError(
+                    f"unknown key '{key}'{guess} (not a field, nor a method: {', '.join(METHODS.names())})"
+                )
             try:
                 self._method_params[key] = METHODS.get(key).Params.model_validate(value or {})
             except ValidationError as e:

@@ -76,27 +76,48 @@ def tsne_png(clouds: dict[str, FeatureCloud], path: Path, *, labels: tuple[str, 
         fig.suptitle(title, fontsize=10)
 
 
-def curves_png(stages: dict[str, dict[str, list[tuple[float, float]]]], path: Path) -> None:
-    """Per training stage: its loss terms (left axis) and monitor accuracies (right axis) against epoch."""
+# Two palettes with no colour in common: a loss never looks like an accuracy on the other axis.
+LOSS_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:olive", "tab:cyan", "tab:pink")
+ACCURACY_COLOURS = ("tab:red", "tab:purple", "tab:brown", "tab:gray")
+
+
+def series_colours(names: list[str]) -> dict[str, str]:
+    """A colour per curve: the loss terms (loss/...) from LOSS_COLOURS, the accuracies (..._acc) from
+    ACCURACY_COLOURS, each in order (cycling past the palette's end)."""
+    losses = [n for n in names if n.startswith("loss/")]
+    accuracies = [n for n in names if n.endswith("_acc")]
+    return {n: LOSS_COLOURS[i % len(LOSS_COLOURS)] for i, n in enumerate(losses)} | {
+        n: ACCURACY_COLOURS[i % len(ACCURACY_COLOURS)] for i, n in enumerate(accuracies)
+    }
+
+
+def epoch_axis(ax, last_epoch: int) -> None:
+    """Epochs 1..last_epoch on the x axis, with whole-epoch ticks only (also for a one-epoch run)."""
     from matplotlib.ticker import MaxNLocator
 
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlim(0.5, last_epoch + 0.5)
+
+
+def curves_png(stages: dict[str, dict[str, list[tuple[float, float]]]], path: Path) -> None:
+    """Per training stage: its loss terms (left axis) and monitor accuracies (right axis) against epoch."""
     with figure(path, len(stages), width=4.6, height=4.4) as (fig, axes):
         for ax, (stage, series) in zip(axes, stages.items()):
             acc_ax = ax.twinx()
-            acc_ax.set_prop_cycle(color=["tab:red", "tab:purple", "tab:brown", "tab:gray"])  # apart from the losses'
             terms = [n for n in series if n.startswith("loss/") and n != "loss/total"]
             if len(terms) == 1:  # the total is that one term: drawing both hides one line under the other
                 series = {n: v for n, v in series.items() if n != "loss/total"}
+            colours = series_colours(list(series))
             for name, points in series.items():
                 steps, values = zip(*points)
                 epochs = [s + 1 for s in steps]
                 if name.startswith("loss/"):
-                    ax.plot(epochs, values, marker="o", markersize=3, label=name)
+                    ax.plot(epochs, values, marker="o", markersize=3, color=colours[name], label=name)
                 elif name.endswith("_acc"):
-                    acc_ax.plot(epochs, values, marker="o", markersize=3, linestyle="--", label=f"{name} (%)")
+                    style = {"marker": "o", "markersize": 3, "linestyle": "--", "color": colours[name]}
+                    acc_ax.plot(epochs, values, label=f"{name} (%)", **style)
             ax.set(xlabel="epoch", ylabel="loss", title=stage)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_xlim(0.5, max(s + 1 for points in series.values() for s, _ in points) + 0.5)
+            epoch_axis(ax, int(max(s + 1 for points in series.values() for s, _ in points)))
             acc_ax.set(ylabel="monitor accuracy (%)", ylim=(0, 100))
             handles = ax.get_legend_handles_labels()[0] + acc_ax.get_legend_handles_labels()[0]
             ax.legend(

@@ -194,3 +194,26 @@ def test_dvclive_series_are_read_per_metric(tmp_path):
     (root / "loss" / "nce.tsv").write_text("step\tnce\n0\t1.5\n1\t0.5\n")
     (root / "clean_acc.tsv").write_text("step\tclean_acc\n0\t20\n")
     assert read_dvclive_series(tmp_path) == {"clean_acc": [(0.0, 20.0)], "loss/nce": [(0.0, 1.5), (1.0, 0.5)]}
+
+
+def test_training_curves_give_losses_and_accuracies_different_colours_and_whole_epoch_ticks():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from acdistill.plots import epoch_axis, series_colours
+
+    names = ["loss/ce", "loss/kl", "loss/nce", "loss/total", "clean_acc", "pgd10_acc", "lr"]
+    colours = series_colours(names)
+    assert set(colours) == set(names) - {"lr"}
+    losses = {colours[n] for n in names if n.startswith("loss/")}
+    accuracies = {colours[n] for n in ("clean_acc", "pgd10_acc")}
+    assert len(losses) == 4 and len(accuracies) == 2 and not losses & accuracies
+    for last in (1, 2, 24):
+        fig, ax = plt.subplots()
+        epoch_axis(ax, last)
+        fig.canvas.draw()
+        ticks = [t for t in ax.get_xticks() if 0.5 <= t <= last + 0.5]
+        assert ticks and all(float(t).is_integer() for t in ticks), (last, ticks)
+        plt.close(fig)

@@ -225,7 +225,10 @@ def test_listings():
     [
         (["distill", "--method", "nope"], "unknown method 'nope'; choose from: "),
         (["distill", "--student", "nope"], "unknown model 'nope'; choose from:"),
-        (["distill", "-S", "distill.epohcs=2"], "params.yaml: distill: unknown key 'epohcs'"),
+        (
+            ["distill", "-S", "distill.epohcs=2"],
+            "-S distill.epohcs=2: distill: unknown key 'epohcs'; did you mean epochs?",
+        ),
         (["distill", "-S", "data.dataset=imagenet"], "unknown dataset 'imagenet'"),
         (["distill", "--teacher", "models/missing.safetensors"], "model file not found"),
         (
@@ -440,6 +443,7 @@ def test_attack_eval_sweep_and_sanity_outputs(here):
         "metrics/sweep.json",
     ).output
     assert "gradient-masking checks" in out and "more_steps" in out and "against eps" in out
+    assert "(Linf eps 8/255, 3 steps)" in out and "\n4/255 " in out and "0.01569" not in out  # as the field writes it
     results = json.loads((here / "metrics/sweep_details.json").read_text())
     assert results["pgd20"]["steps"] == 3
     assert set(results["sanity"]) == {"more_steps", "larger_eps", "whitebox_vs_square", "huge_eps"}
@@ -464,7 +468,7 @@ def test_attack_eval_l2(here):
         "--eps",
         "0.5",
     ).output
-    assert "L2 eps 0.50000" in out
+    assert "L2 eps 0.5" in out
 
 
 def test_fetch_teacher_checks_its_input_before_its_outputs(here):

@@ -160,3 +160,20 @@ def test_ranges_stay_ranges_in_params_files_and_overrides(tmp_path):
     from acdistill.data.datasets import subset_indices
 
     assert subset_indices(data.train_subset).tolist() == list(range(2, 30))
+
+
+@pytest.mark.parametrize(
+    "eps, norm, text",
+    [
+        (8 / 255, "Linf", "8/255"),
+        (round(4 / 255, 6), "Linf", "4/255"),
+        (0.0, "Linf", "0"),
+        (0.05, "Linf", "0.05"),
+        (0.5, "L2", "0.5"),
+        (127.5 / 255, "Linf", "0.5"),
+    ],
+)
+def test_eps_is_written_as_the_field_writes_it(eps, norm, text):
+    from acdistill.budgets import eps_text
+
+    assert eps_text(eps, norm) == text

@@ -12,6 +12,7 @@ from torch import nn
 
 from acdistill.attacks import EVAL_ATTACKS
 from acdistill.attacks.suite import AttackFn, Budget
+from acdistill.budgets import eps_text
 from acdistill.data import ImageSet, iterate
 from acdistill.errors import AcdistillError
 from acdistill.stats import pack_bits, wilson
@@ -166,7 +167,8 @@ def eps_sweep(
     its table entry on the same examples): rows {eps, accuracy} as DVC plots read them. kwargs go to `evaluate`."""
     rows = []
     for eps in eps_values:
-        step = (lambda name, k, total, eps=eps: progress(f"{name} at eps {eps:.4f}", k, total)) if progress else None
+        label = f"at eps {eps_text(eps, budget.norm)}"
+        step = (lambda name, k, total, label=label: progress(f"{name} {label}", k, total)) if progress else None
         result = evaluate(model, data, [attack], budget=replace(budget, eps=eps), progress=step, **kwargs)
         rows.append({"eps": round(eps, 6), "accuracy": result[attack]["accuracy"]})
     return rows

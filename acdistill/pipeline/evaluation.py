@@ -10,6 +10,7 @@ import torch
 from tabulate import tabulate
 
 from acdistill import progress
+from acdistill.budgets import eps_text
 from acdistill.checkpoint import load_model, read_sidecar, sidecar_path
 from acdistill.config import Params
 from acdistill.engine import evaluate
@@ -98,14 +99,11 @@ def sanity_table(checks: list[Check], fmt: str) -> str:
 
 
 def sweep_table(rows: list[dict], fmt: str, norm: str) -> str:
-    if norm == "Linf":  # papers write L-inf budgets in 1/255 units
-        return tabulate(
-            [[f"{r['eps']:.5f}", f"{r['eps'] * 255:.2f}", f"{r['accuracy']:.2f}"] for r in rows],
-            headers=["eps", "eps x 255", "accuracy %"],
-            tablefmt=fmt,
-        )
     return tabulate(
-        [[f"{r['eps']:.5f}", f"{r['accuracy']:.2f}"] for r in rows], headers=["eps", "accuracy %"], tablefmt=fmt
+        [[eps_text(r["eps"], norm), f"{r['accuracy']:.2f}"] for r in rows],
+        headers=["eps", "accuracy %"],
+        tablefmt=fmt,
+        disable_numparse=True,  # keeps 8/255 as written
     )
 
 
@@ -192,7 +190,7 @@ def evaluate_checkpoint(
             if sanity
             else None
         )
-    threat = f"{cfg.norm} eps {cfg.eps:.5f}" + (f", {cfg.steps} steps" if cfg.steps else "")
+    threat = f"{cfg.norm} eps {eps_text(cfg.eps, cfg.norm)}" + (f", {cfg.steps} steps" if cfg.steps else "")
     if cfg.split == "val":
         threat += f"; held-out training images {params.data.val_subset}, not test images"
     echo(f"{model} on {params.data.dataset} ({threat})")

@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from acdistill import progress
 from acdistill.attacks import Budget
+from acdistill.budgets import eps_text
 from acdistill.checkpoint import load_model, read_sidecar, sha256_file
 from acdistill.config import Params
 from acdistill.data import load_split
@@ -86,7 +87,7 @@ def probe(
         )
     title = (
         f"{model} features -> linear head on {cfg.dataset} ({len(train)} train images, "
-        f"{backbone.feature_dim} features), L-inf eps {cfg.eps:.5f}"
+        f"{backbone.feature_dim} features), L-inf eps {eps_text(cfg.eps)}"
     )
     echo(title)
     echo(results_table(results, "simple"))
