@@ -320,11 +320,11 @@ def test_report_lists_every_run_with_its_teacher(here):
     [
         (
             ["ablate", "--grid", "distill.gacd.kk=1,2"],
-            "ablate point distill.gacd.kk=1: params.yaml: distill: gacd.kk: unknown key",
+            "error: ablate point distill.gacd.kk=1: distill: gacd.kk: unknown key",
         ),
         (
             ["ablate", "--grid", "distill.gacd.k=many,2"],
-            "ablate point distill.gacd.k=many: params.yaml: distill: gacd.k: Input should be a valid integer",
+            "error: ablate point distill.gacd.k=many: distill: gacd.k: Input should be a valid integer",
         ),
         (["ablate", "--grid", "teacher.arch=resnet20,small_cnn"], "'teacher.arch': a grid point can change only"),
         (["ablate", "--grid", "distill.epochs=1", "--sort-by", "robustness"], "cannot sort by 'robustness'"),

@@ -20,7 +20,7 @@ REFUSED = [
         "error: -S distill.attack.eps=8: distill.attack.eps: 8 is above 1, but pixel values are in [0, 1] units: "
         "did you mean 8/255?",
     ),
-    (["distill", "--method", "nope"], "error: --method nope: distill: unknown method 'nope'; choose from: ard,"),
+    (["distill", "--method", "nope"], "error: --method nope: distill: unknown method 'nope'; choose from: "),
     (["distill", "--method", "rsald"], "unknown method 'rsald'; did you mean rslad? choose from"),
     (["distill", "--student", "resnet2"], "--student resnet2: distill.student: unknown model 'resnet2'; did you mean"),
     (

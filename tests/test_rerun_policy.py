@@ -31,14 +31,15 @@ NOT_TRAINING = [
     "README.md",
 ]
 # Imported by the training stages without deciding what they compute: file handling, errors, registries, logging of
-# provenance, the device choice, the writing of the per-epoch curves, the evaluation that only monitors them, its
-# intervals, ablate's tables and its jobs.
+# provenance, the progress display, the device choice, the writing of the per-epoch curves, the evaluation that only
+# monitors them, its intervals, ablate's tables and its jobs.
 NOT_A_RESULT = {
     "acdistill/__init__.py",
     "acdistill/io.py",
     "acdistill/errors.py",
     "acdistill/registry.py",
     "acdistill/provenance.py",
+    "acdistill/progress.py",
     "acdistill/engine/__init__.py",
     "acdistill/engine/device.py",
     "acdistill/engine/curves.py",
