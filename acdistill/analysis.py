@@ -24,7 +24,7 @@ from torch import nn
 
 from acdistill.attacks import EVAL_ATTACKS, Budget
 from acdistill.attacks.pgd import pgd
-from acdistill.data import ImageSet, iterate
+from acdistill.data import ImageSet, iterate, unit_images
 from acdistill.errors import AcdistillError
 from acdistill.untouched import leaves_model_untouched
 
@@ -107,7 +107,7 @@ def feature_cloud(
     from sklearn.manifold import TSNE
 
     nat_a, nat_b = two_class_subset(data, classes, per_class)
-    x_a, x_b = (s.images.to(device).float().div(255) for s in (nat_a, nat_b))
+    x_a, x_b = (unit_images(s.images.to(device)) for s in (nat_a, nat_b))
     torch.manual_seed(seed)
     adv_b = targeted_pgd(model, x_b, torch.full((len(x_b),), classes[0], device=device), budget)
     with torch.inference_mode():

@@ -1,8 +1,12 @@
+import re
+
 import pytest
 import torch
 
 from acdistill import evaluate
 from acdistill.attacks import EVAL_ATTACKS, Budget, EvalAttack
+from acdistill.data import ImageSet
+from acdistill.errors import AcdistillError
 
 EPS = 0.02  # see test_attacks: the MNIST model keeps about half its accuracy here
 
@@ -75,3 +79,88 @@ def test_aa_standard_equals_pyautoattack_by_hand(mnist_model, mnist_test):
         by_hand = mnist_model(x_adv).argmax(1) == y
     assert ours == pytest.approx(100 * by_hand.float().mean().item(), abs=0.01)  # ours is rounded to 2 decimals
     assert 0 < ours < evaluate(mnist_model, data, ["natural"])["natural"]["accuracy"]
+
+
+def as_float(data):
+    """The same images as float pixels in [0, 1]."""
+    return ImageSet(data.name, data.images.float() / 255, data.labels, data.indices, data.num_classes, data.source)
+
+
+def test_float_images_in_0_1_evaluate_as_their_uint8_originals(mnist_model, mnist_test):
+    data = mnist_test.take(64)
+    attacks = ["natural", "pgd20"]
+    uint8 = evaluate(mnist_model, data, attacks, budget=Budget(EPS))
+    floats = evaluate(mnist_model, as_float(data), attacks, budget=Budget(EPS))
+    assert [floats[a]["accuracy"] for a in attacks] == [uint8[a]["accuracy"] for a in attacks]
+    assert uint8["natural"]["accuracy"] > 50
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (lambda x: x.float(), "float images must be in [0, 1]; for 0-255 values pass uint8 images"),
+        (lambda x: x.float() / 255 - 0.5, "values from -0.5 to 0.5: float images must be in [0, 1]"),
+        (lambda x: x.int(), "are torch.int32; images are uint8 (0-255) or float in [0, 1]"),
+        (lambda x: x[:, 0], "not [N, C, H, W]"),
+    ],
+    ids=["float 0-255", "float centred", "int32", "no channel axis"],
+)
+def test_images_on_another_scale_are_refused(mnist_test, images, message):
+    data = mnist_test.take(8)
+    with pytest.raises(AcdistillError, match=re.escape(message)):
+        ImageSet(data.name, images(data.images), data.labels, data.indices, data.num_classes, data.source)
+
+
+def test_an_attack_refuses_inputs_outside_0_1(mnist_model, mnist_test):
+    x, y = mnist_test.images[:4].float(), mnist_test.labels[:4]
+    with pytest.raises(AcdistillError, match=re.escape("attack 'pgd20': inputs are torch.float32 with values from 0")):
+        EVAL_ATTACKS.get("pgd20").run(mnist_model, x, y, Budget(EPS))
+
+
+GRADIENT_ATTACKS = [name for name in EVAL_ATTACKS.names() if name not in ("natural", "aa")]  # aa: see aa-fast
+
+
+@pytest.mark.parametrize("attack", GRADIENT_ATTACKS)
+def test_every_attack_gives_the_same_result_under_no_grad(mnist_model, mnist_test, attack):
+    data, budget = mnist_test.take(16), Budget(EPS, steps=3)
+    outside = evaluate(mnist_model, data, [attack], budget=budget)[attack]
+    with torch.no_grad():
+        inside = evaluate(mnist_model, data, [attack], budget=budget)[attack]
+    assert inside["correct"] == outside["correct"] and outside["accuracy"] < 100
+
+
+@pytest.mark.parametrize("attack", GRADIENT_ATTACKS)
+def test_inference_mode_is_refused_in_one_line_but_for_clean_accuracy(mnist_model, mnist_test, attack):
+    data = mnist_test.take(8)
+    with torch.inference_mode():
+        with pytest.raises(AcdistillError, match=r"^evaluate needs gradients, which torch.inference_mode\(\) turns"):
+            evaluate(mnist_model, data, ["natural", attack], budget=Budget(EPS, steps=2))
+        assert evaluate(mnist_model, data, ["natural"])["natural"]["n"] == 8
+
+
+class InputNoise(torch.nn.Module):
+    """A randomized defense: Gaussian noise at the input, in eval mode too."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model((x + 0.5 * torch.randn_like(x)).clamp(0, 1))
+
+
+def test_a_randomized_model_is_warned_of_and_its_results_do_not_follow_the_callers_seed(
+    mnist_model, mnist_test, capsys
+):
+    model, data = InputNoise(mnist_model), mnist_test.take(64)
+    runs = []
+    for caller_seed in (1, 2):
+        torch.manual_seed(caller_seed)
+        before = torch.random.get_rng_state()
+        runs.append(evaluate(model, data, ["natural", "fgsm"], budget=Budget(EPS)))
+        assert torch.equal(torch.random.get_rng_state(), before)  # the caller's random state is left as it was
+    assert runs[0]["natural"]["correct"] == runs[1]["natural"]["correct"]
+    assert runs[0]["fgsm"]["correct"] == runs[1]["fgsm"]["correct"]
+    assert "warning: the model's outputs differ between two calls on the same images" in capsys.readouterr().err
+    evaluate(mnist_model, data, ["natural"])
+    assert "randomized" not in capsys.readouterr().err

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from acdistill.errors import AcdistillError
 from acdistill.losses import kl_rows
 from acdistill.untouched import leaves_model_untouched
 
@@ -22,6 +23,17 @@ Objective = Callable[[torch.Tensor], torch.Tensor]  # x_adv -> scalar to maximiz
 Start = Literal["uniform", "normal", "none"]
 Norm = Literal["Linf", "L2"]
 NORMS: tuple[Norm, ...] = ("Linf", "L2")
+
+
+def require_autograd(what: str) -> None:
+    """Refuse, in one line, to attack inside torch.inference_mode(): an attack needs the input's gradient, and
+    torch.enable_grad() (which each attack takes, so that torch.no_grad() around it is fine) cannot undo
+    inference mode."""
+    if torch.is_inference_mode_enabled():
+        raise AcdistillError(
+            f"{what} needs gradients, which torch.inference_mode() turns off for good: call it outside "
+            "inference_mode (torch.no_grad() around it is fine)"
+        )
 
 
 def pgd(
@@ -41,8 +53,10 @@ def pgd(
     ``step_size`` (as the `robustness` library and torchattacks.PGDL2 do).
     start: "uniform" in the ball (L-inf: each pixel in [-eps, eps]; L2: a uniformly random direction and radius),
     "normal" = x + normal_std * N(0, 1) (TRADES, RSLAD), "none" = x.
-    Only the input gets a gradient, so the parameters' .grad stay untouched.
+    Only the input gets a gradient, so the parameters' .grad stay untouched. Works under torch.no_grad(); raises
+    AcdistillError under torch.inference_mode().
     """
+    require_autograd("PGD")
     if norm not in NORMS:
         raise ValueError(f"unknown norm '{norm}'; choose from {', '.join(NORMS)}")
     x = x.detach()
@@ -124,19 +138,22 @@ def cw_l2(
     """Carlini & Wagner L2 (as torchattacks.CW, without its early stop): Adam on w with x' = (tanh(w) + 1) / 2,
     minimizing ||x' - x||^2 + c * max(z_y - max_{j!=y} z_j, -kappa). Returns, per example, the closest
     misclassified x' found if its L2 distance is at most `max_norm`, else x itself (the example counts as robust).
+    Works under torch.no_grad(); raises AcdistillError under torch.inference_mode().
     """
+    require_autograd("C&W L2")
     x = x.detach()
     w = torch.atanh((x * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6)).requires_grad_(True)
     optimizer = torch.optim.Adam([w], lr=lr)
     best = x.clone()
     best_sq = torch.full((len(x),), float("inf"), device=x.device)
     for _ in range(steps):
-        x_adv = (torch.tanh(w) + 1) / 2
-        sq = (x_adv - x).flatten(1).pow(2).sum(1)
-        logits = model(x_adv)
-        loss = sq.sum() + c * torch.clamp(margin(logits, y), min=-kappa).sum()
-        optimizer.zero_grad()
-        loss.backward()
+        with torch.enable_grad():
+            x_adv = (torch.tanh(w) + 1) / 2
+            sq = (x_adv - x).flatten(1).pow(2).sum(1)
+            logits = model(x_adv)
+            loss = sq.sum() + c * torch.clamp(margin(logits, y), min=-kappa).sum()
+            optimizer.zero_grad()
+            loss.backward()
         optimizer.step()
         with torch.no_grad():
             better = (logits.argmax(1) != y) & (sq < best_sq)

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from acdistill import progress
-from acdistill.attacks.pgd import NORMS, Norm, ce_objective, cw_l2, cw_objective, fgsm, pgd
+from acdistill.attacks.pgd import NORMS, Norm, ce_objective, cw_l2, cw_objective, fgsm, pgd, require_autograd
+from acdistill.data.datasets import check_images
 from acdistill.errors import AcdistillError
 from acdistill.registry import Registry
 from acdistill.untouched import leaves_model_untouched
@@ -59,7 +60,23 @@ EVAL_ATTACKS: Registry[EvalAttack] = Registry("attack")
 
 
 def _add(name: str, description: str, run: AttackFn, steps: int | None = None, norms: tuple[Norm, ...] = NORMS) -> None:
-    EVAL_ATTACKS.register(name)(EvalAttack(name, leaves_model_untouched(run), description, steps, norms))
+    attack = EvalAttack(name, leaves_model_untouched(_guarded(name, run)), description, steps, norms)
+    EVAL_ATTACKS.register(name)(attack)
+
+
+def _guarded(name: str, run: AttackFn) -> AttackFn:
+    """`run` on inputs checked to be images in [0, 1], with gradients on even under torch.no_grad() (pyautoattack's
+    FAB and a model's own code may not turn them on), and refused in one line under torch.inference_mode()."""
+    if name == "natural":
+        return run
+
+    def guarded(model, x, y, budget):
+        require_autograd(f"attack '{name}'")
+        check_images(x, f"attack '{name}': inputs")
+        with torch.enable_grad():
+            return run(model, x, y, budget)
+
+    return guarded
 
 
 def crossing_step(eps: float, steps: int) -> float:

@@ -27,17 +27,52 @@ from acdistill.registry import Registry
 MIRROR_ENV = "ACDISTILL_DATA_DIR"
 
 
+def unit_images(images: torch.Tensor) -> torch.Tensor:
+    """`images` as float pixels in [0, 1], the scale every model and attack takes: uint8 is read as 0-255, a float
+    tensor as already in [0, 1] (as `ImageSet` checks)."""
+    return images.float().div_(255) if images.dtype == torch.uint8 else images.float()
+
+
+def check_images(images: torch.Tensor, what: str = "images") -> None:
+    """Refuse images on a scale acdistill does not read, in one line: only uint8 (0-255) and float in [0, 1] are
+    images. A float tensor of 0-255 values would otherwise be clamped into [0, 1] by every attack, and one of [0, 1]
+    values divided by 255 again, silently (torchattacks refuses inputs outside [0, 1] for the same reason)."""
+    if images.dtype == torch.uint8:
+        return
+    if not images.is_floating_point():
+        raise AcdistillError(f"{what} are {images.dtype}; images are uint8 (0-255) or float in [0, 1]")
+    if images.numel():
+        low, high = images.min().item(), images.max().item()
+        if low < 0 or high > 1:
+            hint = "; for 0-255 values pass uint8 images" if high > 1 else ""
+            raise AcdistillError(
+                f"{what} are {images.dtype} with values from {low:g} to {high:g}: float images must be in [0, 1]{hint}"
+            )
+
+
 @dataclass(frozen=True)
 class ImageSet:
     """A split in memory. ``indices`` are positions in the original dataset order (the GACD memory bank and
-    index-file subsets address images by them)."""
+    index-file subsets address images by them).
+
+    images: [N, C, H, W], uint8 (0-255; every loaded dataset) or float in [0, 1]; anything else is refused
+    (AcdistillError) when the set is built. labels, indices: int64 [N]."""
 
     name: str
-    images: torch.Tensor  # uint8 [N, 3, 32, 32]
+    images: torch.Tensor  # uint8 [N, 3, 32, 32], or float in [0, 1]
     labels: torch.Tensor  # int64 [N]
     indices: torch.Tensor  # int64 [N]
     num_classes: int
     source: str
+
+    def __post_init__(self):
+        if self.images.dim() != 4:
+            raise AcdistillError(f"{self.name} images have shape {list(self.images.shape)}, not [N, C, H, W]")
+        check_images(self.images, f"{self.name} images")
+        if not len(self.labels) == len(self.indices) == len(self.images):
+            raise AcdistillError(
+                f"{self.name} has {len(self.images)} images, {len(self.labels)} labels and {len(self.indices)} indices"
+            )
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from acdistill.data.datasets import ImageSet
+from acdistill.data.datasets import ImageSet, unit_images
 
 
 @dataclass
@@ -68,7 +68,7 @@ def iterate(
         if augment:
             x = random_crop_flip(x, gen)
         yield Batch(
-            x.to(device, non_blocking=True).float().div_(255),
+            unit_images(x.to(device, non_blocking=True)),
             data.labels[idx].to(device, non_blocking=True),
             data.indices[idx].to(device, non_blocking=True),
         )

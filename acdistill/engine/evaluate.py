@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from acdistill.attacks import EVAL_ATTACKS
-from acdistill.attacks.suite import AttackFn, Budget
+from acdistill.attacks.pgd import require_autograd
+from acdistill.attacks.suite import AttackFn, Budget, EvalAttack
 from acdistill.budgets import eps_text
-from acdistill.data import ImageSet, iterate
-from acdistill.errors import AcdistillError
+from acdistill.data import ImageSet, iterate, unit_images
+from acdistill.errors import AcdistillError, warn
 from acdistill.stats import pack_bits, wilson
 from acdistill.untouched import leaves_model_untouched
 
@@ -82,10 +83,21 @@ def first_n(data: ImageSet, n: int | None) -> ImageSet:
 
 @leaves_model_untouched
 def check_model_outputs(model: nn.Module, data: ImageSet, device: torch.device | str) -> None:
+    """Refuse a model whose class count is not the dataset's; warn, once, of a randomized model: one whose outputs
+    differ between two calls on the same images in eval mode (as AutoAttack's `check_randomized` does). Attacks
+    without expectation over transformation (EOT) overestimate such a model's robustness (Athalye et al. 2018)."""
+    x = unit_images(data.images[:32].to(device))
     with torch.no_grad():
-        out_classes = model(data.images[:1].to(device).float().div(255)).shape[1]
-    if out_classes != data.num_classes:
-        raise AcdistillError(f"model has {out_classes} outputs but {data.name} has {data.num_classes} classes")
+        first, second = model(x), model(x)
+    if first.shape[1] != data.num_classes:
+        raise AcdistillError(f"model has {first.shape[1]} outputs but {data.name} has {data.num_classes} classes")
+    # GPU kernels may differ in the last bits between calls; a randomized defense differs far more
+    if not torch.allclose(first, second, rtol=1e-4, atol=1e-5):
+        warn(
+            "the model's outputs differ between two calls on the same images (max difference "
+            f"{(first - second).abs().max().item():.3g}): it is randomized, and attacks without EOT overestimate its "
+            "robustness (AutoAttack's version='rand' averages gradients over 20 draws)"
+        )
 
 
 @leaves_model_untouched
@@ -112,13 +124,36 @@ def evaluate(
     ({"aa-fast": 500}); its entry and "all_attacks" then cover those N.
 
     The model runs in eval mode and comes back as it was found: its train/eval mode, batch-norm statistics and
-    gradients are untouched (acdistill/untouched.py).
+    gradients are untouched (acdistill/untouched.py). Everything random (a randomized model's clean predictions
+    too) is seeded from `seed`, and the caller's random state is left as it was. Works under torch.no_grad();
+    attacks other than natural raise AcdistillError under torch.inference_mode(). A model whose outputs change
+    between two identical calls gets a warning (see `check_model_outputs`).
     """
     specs = [EVAL_ATTACKS.get(name) for name in attacks]
     for spec in specs:
         spec.check(budget)
+    if any(spec.name != "natural" for spec in specs):
+        require_autograd("evaluate")
     data = first_n(data, n)
-    check_model_outputs(model, data, device)
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        check_model_outputs(model, data, device)
+        return _attacked(model, data, specs, budget, batch_size, limits, seed, device, progress)
+
+
+def _attacked(
+    model: nn.Module,
+    data: ImageSet,
+    specs: list[EvalAttack],
+    budget: Budget,
+    batch_size: int,
+    limits: dict[str, int] | None,
+    seed: int,
+    device: torch.device | str,
+    progress: Callable[[str, int, int], None] | None,
+) -> dict[str, dict]:
+    """evaluate's body, inside its seeded random state."""
     natural = EVAL_ATTACKS.get("natural")
     start = time.perf_counter()
     clean = correct_mask(model, data, natural.run, budget=budget, batch_size=batch_size, device=device)

@@ -12,7 +12,7 @@ import torch
 from acdistill.analysis import adversarial_images, correlation_difference, feature_cloud, read_dvclive_series
 from acdistill.checkpoint import load_model
 from acdistill.config import Params
-from acdistill.data import load_split
+from acdistill.data import load_split, unit_images
 from acdistill.engine.evaluate import first_n
 from acdistill.errors import AcdistillError
 from acdistill.io import claim_outputs, write_json
@@ -53,7 +53,7 @@ def figures(
     common = dict(seed=params.seed, device=dev)
     data = first_n(test, cfg.n)
     claim_outputs()
-    x = data.images.to(dev).float().div(255)
+    x = unit_images(data.images.to(dev))
     summary: dict = {"logit_corr_mean_abs_diff": {}, "tsne_fooled_percent": {}}
     written = []
     for stem, net in student_models.items():

@@ -19,7 +19,7 @@ from torch import nn
 
 from acdistill.attacks import EVAL_ATTACKS, Budget
 from acdistill.config import AftParams, EvalParams, Params, TrainParams
-from acdistill.data import ImageSet
+from acdistill.data import ImageSet, unit_images
 from acdistill.engine import Trainer
 from acdistill.pipeline.common import build_method
 
@@ -81,7 +81,7 @@ def pass_seconds(model: nn.Module, data: ImageSet, batch_size: int, device: torc
     as evaluation runs, on a batch of `batch_size` images of `data` (fewer if it has fewer): the median of
     `repeats` after two untimed passes."""
     model = model.to(device).eval()
-    x = data.images[:batch_size].to(device).float().div(255).requires_grad_(True)
+    x = unit_images(data.images[:batch_size].to(device)).requires_grad_(True)
     y = data.labels[:batch_size].to(device)
 
     def one_pass() -> float:
