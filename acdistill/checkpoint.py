@@ -15,12 +15,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
-from safetensors.torch import save_file
 
 from acdistill.errors import AcdistillError
 from acdistill.formats import AUTO, OWN, Normalize, normalization_values, open_released, read_state_dict
-from acdistill.io import atomic_path, write_json
+from acdistill.io import json_text, settle, write_files
 from acdistill.models import ImageClassifier, create_model
 from acdistill.provenance import code_info, machine_info
 
@@ -40,19 +40,17 @@ def sha256_file(path: str | Path) -> str:
 
 
 def save_model(model: ImageClassifier, path: str | Path, *, dataset: str, info: dict[str, Any] | None = None) -> Path:
-    """Write `path` (.safetensors) and its sidecar, each atomically; the weights go first so a sidecar never
-    describes weights that are not there."""
+    """Write `path` (.safetensors) and its sidecar as one (acdistill.io.write_files): a reader through `load_model`
+    sees the old pair or the new one, never new weights with the old sidecar, even after a kill between the
+    two. Raises AcdistillError (one line, naming the file and the cause) when a file cannot be written (no
+    space, a file-size limit), and then leaves the old pair as it was."""
     path = Path(path)
     if path.suffix != ".safetensors":
         raise AcdistillError(f"{path}: model checkpoints are written as .safetensors")
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp))
-        digest = sha256_file(tmp)
+    weights = safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
     kwargs = model.arch_kwargs
     mean, std = model.normalization()
-    write_json(
-        sidecar_path(path),
+    sidecar = json_text(
         {
             "format": FORMAT,
             "arch": model.arch,
@@ -61,12 +59,13 @@ def save_model(model: ImageClassifier, path: str | Path, *, dataset: str, info: 
             "num_classes": kwargs["num_classes"],
             "mean": mean,
             "std": std,
-            "sha256": digest,
+            "sha256": hashlib.sha256(weights).hexdigest(),
             "code": code_info(),
             "machine": machine_info(),
             "info": info or {},
-        },
+        }
     )
+    write_files({path: weights, sidecar_path(path): sidecar})
     return path
 
 
@@ -110,6 +109,9 @@ def _check_stated(
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """The sidecar of the checkpoint whose weights are at `path`, once an interrupted write of the pair is
+    finished (acdistill.io.settle)."""
+    settle(path)
     side = sidecar_path(path)
     if not side.is_file():
         raise AcdistillError(f"{path}: no sidecar {side} (acdistill checkpoints come as .safetensors + .json)")
@@ -146,6 +148,7 @@ def load_model(
 
     Raises AcdistillError (one line) for a missing, corrupted, ambiguous or mismatched file."""
     path = Path(path)
+    settle(path)
     if path.is_dir():
         raise AcdistillError(f"{path} is a directory, not a model file")
     if not path.is_file():

@@ -4,6 +4,7 @@ tested apart from the drawing; DVC renders the same PNGs (and the JSON beside so
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from acdistill.io import atomic_path
+from acdistill.io import write_files
 
 if TYPE_CHECKING:
     from acdistill.analysis import FeatureCloud
@@ -30,8 +31,9 @@ def figure(path: Path, ncols: int = 1, *, width: float = 5.0, height: float = 3.
     fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), dpi=120, squeeze=False, layout="constrained")
     try:
         yield fig, list(axes[0])
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
+        png = io.BytesIO()
+        fig.savefig(png, format="png")
+        write_files({path: png.getvalue()})
     finally:
         plt.close(fig)
 

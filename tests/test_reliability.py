@@ -229,3 +229,86 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o644
+
+
+# Saves small_cnn (seeded) to a path, dying with os._exit at the given os.replace call of the save, as a SIGKILL
+# would (no cleanup runs); with a file-size limit instead, reports the error the save raised.
+SAVE_SCRIPT = """
+import os, resource, sys, torch
+from acdistill import create_model, save_model
+from acdistill.errors import AcdistillError
+path, seed, kill_at, size_limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.manual_seed(seed)
+model = create_model("small_cnn")
+calls, replace = [], os.replace
+def dying_replace(*args):
+    calls.append(args)
+    if len(calls) == kill_at:
+        os._exit(9)
+    replace(*args)
+os.replace = dying_replace
+if size_limit:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size_limit, size_limit))
+try:
+    save_model(model, path, dataset="cifar10")
+except AcdistillError as e:
+    print(e)
+    sys.exit(2)
+"""
+
+
+def save_in_process(path: Path, seed: int, *, kill_at: int = 0, size_limit: int = 0) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [sys.executable, "-c", SAVE_SCRIPT, str(path), str(seed), str(kill_at), str(size_limit)]
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+
+
+def weights_of(seed: int) -> dict:
+    torch.manual_seed(seed)
+    from acdistill import create_model
+
+    return create_model("small_cnn").state_dict()
+
+
+# A pair is replaced by three renames: the commit record, then the weights, then the sidecar.
+@pytest.mark.parametrize("kill_at, survivor", [(1, "old"), (2, "new"), (3, "new")])
+def test_a_checkpoint_replaced_by_a_run_killed_between_its_files_reads_whole(tmp_path, kill_at, survivor):
+    path = tmp_path / "m.safetensors"
+    assert save_in_process(path, seed=1).returncode == 0
+    killed = save_in_process(path, seed=2, kill_at=kill_at)
+    assert killed.returncode == 9, killed.stderr
+    loaded = load_model(path).state_dict()  # the pair is whole: its sha256 matches
+    expected = weights_of(1 if survivor == "old" else 2)
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+    assert save_in_process(path, seed=3).returncode == 0  # the next save clears what the killed one left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json", "m.safetensors"]
+
+
+def test_a_write_past_a_file_size_limit_is_one_line_and_keeps_the_old_checkpoint(tmp_path):
+    path = tmp_path / "m.safetensors"
+    assert save_in_process(path, seed=1).returncode == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    failed = save_in_process(path, seed=2, size_limit=path.stat().st_size // 2)
+    assert failed.returncode == 2, failed.stderr
+    assert failed.stdout == f"cannot write {path}: File too large\n"
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_state_file_past_a_file_size_limit_stops_the_run_in_one_line(workdir, tmp_path):
+    d = copy_teacher(workdir, tmp_path / "run")
+    limit = (d / "models/teacher.safetensors").stat().st_size  # the student's state, with its optimizer, is larger
+    env = {**os.environ, "ACDISTILL_DATA_DIR": str(MIRROR), "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "acdistill", "distill", "-S", "distill.epochs=2"],
+        cwd=d,
+        env=env,
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: __import__("resource").setrlimit(__import__("resource").RLIMIT_FSIZE, (limit, limit)),
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "error: cannot write models/state/student.pt: File too large"
+    assert "Traceback" not in done.stderr
+    assert not (d / "models/state/student.pt").exists() and not (d / "models/student.safetensors").exists()
+    assert not list((d / "models").rglob("*.tmp"))

@@ -9,6 +9,7 @@ what an uninterrupted run does.
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import time
@@ -27,7 +28,7 @@ from acdistill.engine.curves import open_curves
 from acdistill.engine.evaluate import correct_mask
 from acdistill.engine.step_graph import GraphedStep, Step
 from acdistill.errors import AcdistillError, Interrupted, warn
-from acdistill.io import atomic_path
+from acdistill.io import write_files
 from acdistill.methods import Method
 from acdistill.progress import console
 
@@ -201,18 +202,21 @@ class Trainer:
     def _save_state(self, epoch: int, history: list[dict]) -> None:
         if self.state_path is None or not self.ranks.main:
             return
-        with atomic_path(self.state_path) as tmp:
-            torch.save(
-                {
-                    "fingerprint": self.fingerprint,
-                    "epoch": epoch,
-                    "history": history,
-                    "model": self.model.state_dict(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "method": self.method.state_dict(),
-                },
-                tmp,
-            )
+        # serialized in memory, so that a write that fails (no space) is the OSError that names its cause, which
+        # torch.save reports as an "unexpected pos" of its zip writer
+        buffer = io.BytesIO()
+        torch.save(
+            {
+                "fingerprint": self.fingerprint,
+                "epoch": epoch,
+                "history": history,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "method": self.method.state_dict(),
+            },
+            buffer,
+        )
+        write_files({self.state_path: buffer.getvalue()})
 
     def monitor(self, data: ImageSet | None) -> dict[str, float]:
         if data is None or len(data) == 0:

@@ -26,7 +26,7 @@ import torch
 
 from acdistill.config import FINETUNE, NAME, SEARCH_BY, Params
 from acdistill.errors import AcdistillError, warn
-from acdistill.io import claim_outputs, write_json, write_text
+from acdistill.io import claim_outputs, json_text, write_files
 from acdistill.methods import METHODS
 from acdistill.pipeline.common import (
     check_data,
@@ -276,9 +276,7 @@ def write_outputs(
     echo(ties_text(ties))
     if compared:
         echo(comparisons_table(compared, "simple"))
-    write_json(out, accuracies)
-    write_json(
-        details_path(out),
+    details = json_text(
         {
             "grid": cfg.grid,
             "explicit_points": cfg.points,
@@ -292,7 +290,7 @@ def write_outputs(
             "comparisons": compared,
             "code": code_info(),
             "reused_from_other_code": stale,
-        },
+        }
     )
     sections = ["# Ablation\n"]
     if search:
@@ -314,7 +312,7 @@ def write_outputs(
         sections.append(f"## Comparisons\n\n{comparisons_table(compared, 'github')}\n")
     if stale:
         sections.append(f"{stale_note}\n")
-    write_text(out.with_suffix(".md"), "\n".join(sections))
+    write_files({out: json_text(accuracies), details_path(out): details, out.with_suffix(".md"): "\n".join(sections)})
     if stale:
         warn(stale_note)
     echo(f"wrote {out}, {details_path(out)} and {out.with_suffix('.md')}")

@@ -18,7 +18,7 @@ from acdistill.engine.evaluate import check_model_outputs, eps_sweep, first_n
 from acdistill.engine.sanity import Check, sanity_checks
 from acdistill.errors import AcdistillError, warn
 from acdistill.formats import Normalize
-from acdistill.io import claim_outputs, write_json, write_text
+from acdistill.io import claim_outputs, json_text, write_files, write_json
 from acdistill.pipeline.common import (
     accuracy_metrics,
     check_data,
@@ -227,10 +227,14 @@ def evaluate_checkpoint(
         sections.append(f"## Gradient-masking checks\n\n{sanity_table(checks, 'github')}\n")
     if out is not None:
         written = [out, details_path(out), out.with_suffix(".md"), per_image_path(out)]
-        write_json(out, accuracy_metrics(results) | ({"split": cfg.split} if cfg.split == "val" else {}))
-        write_json(written[1], report_of(results, checks, None, cfg.split))
-        write_text(written[2], "\n".join(sections))
-        write_json(written[3], split_per_image(results)[1])
+        write_files(
+            {
+                out: json_text(accuracy_metrics(results) | ({"split": cfg.split} if cfg.split == "val" else {})),
+                written[1]: json_text(report_of(results, checks, None, cfg.split)),
+                written[2]: "\n".join(sections),
+                written[3]: json_text(split_per_image(results)[1]),
+            }
+        )
         if curve:
             data_path, png = out.with_name(f"{out.stem}_sweep.json"), out.with_name(f"{out.stem}_sweep.png")
             write_json(data_path, curve)

@@ -3,23 +3,24 @@ the model (the GACD paper's transfer experiment)."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
-from safetensors.torch import save_file
 
 from acdistill import progress
 from acdistill.attacks import Budget
 from acdistill.budgets import eps_text
-from acdistill.checkpoint import load_model, read_sidecar, sha256_file
+from acdistill.checkpoint import load_model, read_sidecar
 from acdistill.config import Params
 from acdistill.data import load_split
 from acdistill.engine import evaluate
 from acdistill.engine.probe import PROBE_NEEDS, linear_probe
 from acdistill.errors import AcdistillError
-from acdistill.io import atomic_path, claim_outputs, write_json, write_text
+from acdistill.io import claim_outputs, json_text, write_files
 from acdistill.models import feature_dim
 from acdistill.pipeline.common import (
     accuracy_metrics,
@@ -91,12 +92,8 @@ def probe(
     )
     echo(title)
     echo(results_table(results, "simple"))
-    weights = {k: v.detach().cpu().contiguous() for k, v in probed.head.state_dict().items()}
-    with atomic_path(head) as tmp:
-        save_file(weights, str(tmp))
-        digest = sha256_file(tmp)
-    write_json(
-        head.with_suffix(".json"),
+    weights = safetensors.torch.save({k: v.detach().cpu().contiguous() for k, v in probed.head.state_dict().items()})
+    head_sidecar = json_text(
         {
             "format": "acdistill-probe-head-1",
             "backbone": str(model),
@@ -104,21 +101,25 @@ def probe(
             "dataset": cfg.dataset,
             "feature_dim": backbone.feature_dim,
             "num_classes": train.num_classes,
-            "sha256": digest,
-        },
+            "sha256": hashlib.sha256(weights).hexdigest(),
+        }
     )
-    write_json(out, accuracy_metrics(results))
-    write_json(
-        details_path(out),
+    details = {
+        "model": str(model),
+        "dataset": cfg.dataset,
+        "train_images": len(train),
+        "head_fit_seconds": round(fit_seconds, 2),
+        **results,
+    }
+    write_files(
         {
-            "model": str(model),
-            "dataset": cfg.dataset,
-            "train_images": len(train),
-            "head_fit_seconds": round(fit_seconds, 2),
-            **results,
-        },
+            out: json_text(accuracy_metrics(results)),
+            details_path(out): json_text(details),
+            out.with_suffix(".md"): f"# Linear probe\n\n{title}\n\n{results_table(results, 'github')}\n",
+            head: weights,
+            head.with_suffix(".json"): head_sidecar,
+        }
     )
-    write_text(out.with_suffix(".md"), f"# Linear probe\n\n{title}\n\n{results_table(results, 'github')}\n")
     echo(f"wrote {out}, {details_path(out)}, {out.with_suffix('.md')} and {head}")
 
     return {"model": str(model), "dataset": cfg.dataset, "train_images": len(train), **results}
