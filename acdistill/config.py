@@ -31,7 +31,7 @@ from pydantic import (
 from acdistill.attacks import EVAL_ATTACKS, Budget
 from acdistill.budgets import Eps, PixelFloat, Strict, TrainAttack, pixel_scale_hint
 from acdistill.data import DATASETS
-from acdistill.data.datasets import RANGE
+from acdistill.data.datasets import RANGE, subset_indices
 from acdistill.errors import AcdistillError, close_names, unknown_name
 from acdistill.formats import format_names, parse_normalize
 from acdistill.methods import METHODS
@@ -170,9 +170,20 @@ class DataParams(Strict):
                 raise ValueError(f"{key}: range {value} takes the images A to B - 1, so B must exceed A")
         return self
 
+    def by_content(self) -> dict[str, Any]:
+        """The section as fingerprints take it: a subset given as an index file is its path and the sha256 of the
+        indices it holds, so that a file rewritten between two runs counts as other data."""
+        dumped = self.model_dump(mode="json")
+        for key in ("train_subset", "test_subset", "val_subset"):
+            value = dumped[key]
+            if isinstance(value, str) and not RANGE.fullmatch(value):
+                indices = subset_indices(value)
+                dumped[key] = {"index_file": value, "sha256": hashlib.sha256(indices.tobytes()).hexdigest()}
+        return dumped
+
     def for_training(self) -> dict[str, Any]:
-        """What decides a trained model: every key but val_subset, which only evaluations read."""
-        return self.model_dump(mode="json", exclude={"val_subset"})
+        """What decides a trained model (see `by_content`): every key but val_subset, which only evaluations read."""
+        return {k: v for k, v in self.by_content().items() if k != "val_subset"}
 
 
 class TeacherTrain(TrainParams):
@@ -260,8 +271,8 @@ class TeacherParams(Strict):
     cross_dataset: bool = Field(
         False,
         description=(
-            "distill from a teacher whose checkpoint names another dataset than data.dataset (with as many classes), "
-            "on purpose; false refuses it"
+            "distill from a teacher (adv-finetune: fine-tune a student) whose checkpoint names another dataset than "
+            "data.dataset (with as many classes), on purpose; false refuses it"
         ),
     )
     train: TeacherTrain = TeacherTrain()
@@ -351,6 +362,13 @@ class EvalParams(Strict):
         "test", description="test: data.test_subset; val: data.val_subset, training images held out from training"
     )
     n: int | None = Field(1000, ge=1, description="first n test images; null for the whole test subset")
+    cross_dataset: bool = Field(
+        False,
+        description=(
+            "evaluate (attack-eval, figures) a model whose checkpoint names another dataset than data.dataset, on "
+            "purpose; false refuses it"
+        ),
+    )
     batch_size: int = Field(256, ge=1)
     eps: Eps = 8 / 255
     norm: Literal["Linf", "L2"] = "Linf"

@@ -339,6 +339,37 @@ def test_a_teacher_of_another_dataset_or_class_count_is_refused_before_anything_
     assert (here / "models/refused.safetensors").is_file()
 
 
+def test_a_model_of_another_dataset_is_refused_by_every_stage_that_runs_it_unless_on_purpose(here):
+    """A CIFAR-10 checkpoint evaluated on MNIST has the class count right and every number wrong."""
+    from acdistill import save_model
+
+    save_model(create_model("small_cnn", num_classes=10), here / "models/smnist.safetensors", dataset="mnist")
+    before = {p: p.stat().st_mtime_ns for p in here.rglob("*") if p.is_file()}
+    model = ["--model", "models/smnist.safetensors"]
+    for command, override in [
+        (["attack-eval", *model, "--out", "metrics/other_data.json"], "eval.cross_dataset"),
+        (["figures", "--student", "models/smnist.safetensors", "--out-dir", "figures_refused"], "eval.cross_dataset"),
+        (["adv-finetune", *model, "--out", "models/other_data.safetensors"], "teacher.cross_dataset"),
+    ]:
+        result = run(*command, ok=False)
+        assert "models/smnist.safetensors was trained on mnist (its sidecar says), but data.dataset is cifar10; " in (
+            result.output
+        )
+        assert f"set {override}: true to use it across datasets on purpose" in result.output
+    assert {p: p.stat().st_mtime_ns for p in here.rglob("*") if p.is_file()} == before
+    run(
+        "attack-eval",
+        *model,
+        "--out",
+        "metrics/transfer.json",
+        "-S",
+        "eval.cross_dataset=true",
+        "-S",
+        "eval.sweep=null",
+    )
+    assert (here / "metrics/transfer.json").is_file()
+
+
 def test_attack_eval_gives_each_accuracy_with_its_wilson_interval_and_keeps_the_per_image_results(here):
     run(
         "attack-eval", "--model", "models/student.safetensors", "--out", "metrics/eval_ci.json", "-S", "eval.sweep=null"

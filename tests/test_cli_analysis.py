@@ -326,6 +326,10 @@ def test_report_lists_every_run_with_its_teacher(here):
             ["ablate", "--grid", "distill.gacd.k=many,2"],
             "error: ablate point distill.gacd.k=many: distill: gacd.k: Input should be a valid integer",
         ),
+        (
+            ["ablate", "--grid", "data.train_subset=64,missing.txt"],  # found before the first point trains
+            "error: ablate point data.train_subset=missing.txt: subset index file not found: missing.txt",
+        ),
         (["ablate", "--grid", "teacher.arch=resnet20,small_cnn"], "'teacher.arch': a grid point can change only"),
         (["ablate", "--grid", "distill.epochs=1", "--sort-by", "robustness"], "cannot sort by 'robustness'"),
         (["ablate", "-S", "ablate.points=[{teacher.epochs: 2}]"], "'teacher.epochs': a grid point can change only"),

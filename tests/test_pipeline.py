@@ -46,6 +46,7 @@ def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("pipeline")
     shutil.copy(REPO / "dvc.yaml", repo)
     shutil.copy(REPO / ".dvcignore", repo)
+    shutil.copytree(REPO / "subsets", repo / "subsets")
     shutil.copy(REPO / "tests" / "tiny_params.yaml", repo / "params.yaml")
     shutil.copytree(REPO / "acdistill", repo / "acdistill", ignore=shutil.ignore_patterns("__pycache__"))
     # the study as a clone has it: its own DVC project, with its metrics and the figure data of its plots

@@ -312,3 +312,33 @@ def test_a_state_file_past_a_file_size_limit_stops_the_run_in_one_line(workdir, 
     assert "Traceback" not in done.stderr
     assert not (d / "models/state/student.pt").exists() and not (d / "models/student.safetensors").exists()
     assert not list((d / "models").rglob("*.tmp"))
+
+
+def test_each_checkpoint_resumes_from_its_own_state_whatever_ran_between(workdir, tmp_path, monkeypatch):
+    d = copy_teacher(workdir, tmp_path / "run")
+    monkeypatch.chdir(d)
+    monkeypatch.setenv("ACDISTILL_DATA_DIR", str(MIRROR))
+    run("distill", "--out", "models/a.safetensors")
+    run("distill", "--method", "natural", "--out", "models/b.safetensors")
+    again = run("distill", "--out", "models/a.safetensors", "--force").output
+    assert "resuming after epoch 1 of 1 (models/state/a.pt)" in again, again
+    assert sorted(p.name for p in (d / "models/state").iterdir()) == ["a.pt", "b.pt"]
+
+
+def test_an_index_file_rewritten_between_runs_is_other_data_for_resume_and_ablate(workdir, tmp_path, monkeypatch):
+    d = copy_teacher(workdir, tmp_path / "run")
+    monkeypatch.chdir(d)
+    monkeypatch.setenv("ACDISTILL_DATA_DIR", str(MIRROR))
+    index = d / "subset.txt"
+    index.write_text("\n".join(map(str, range(64))) + "\n")
+    distill = ["distill", "-S", "data.train_subset=subset.txt"]
+    ablate = ["ablate", "-S", "data.train_subset=subset.txt", "--grid", "distill.gacd.reweight=true"]
+    run(*distill)
+    run(*ablate)
+    assert "resuming after epoch 1 of 1" in run(*distill, "--force").output  # the same images: resumed
+    assert "finished before, reused" in run(*ablate).output
+    index.write_text("\n".join(map(str, range(64, 128))) + "\n")  # same path, other images
+    rerun = run(*distill, "--force").output
+    assert "was written with other settings; starting over" in rerun and "resuming" not in rerun, rerun
+    rerun = run(*ablate).output
+    assert "running in" in rerun and "reused" not in rerun, rerun

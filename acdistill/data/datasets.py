@@ -10,6 +10,7 @@ dataset, else torchvision (``download=True``) under ``root``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import zipfile
@@ -86,6 +87,15 @@ class ImageSet:
             self.num_classes,
             self.source,
         )
+
+    def digest(self) -> str:
+        """sha256 of the images, labels and dataset indices: equal digests, the same data, wherever it came from
+        (a mirror file, a download, an index file)."""
+        h = hashlib.sha256()
+        for t in (self.images, self.labels, self.indices):
+            h.update(str((t.dtype, tuple(t.shape))).encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()
 
     def take(self, n: int) -> ImageSet:
         return self.select(slice(0, n))

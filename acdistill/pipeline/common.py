@@ -123,12 +123,22 @@ def teacher_sha256(teacher: Path, params: Params) -> str:
         raise AcdistillError(
             f"teacher {teacher} has {side.get('num_classes')} classes (its sidecar says), but {ours} has {classes}"
         )
-    if side["dataset"] != ours and not params.teacher.cross_dataset:
-        raise AcdistillError(
-            f"teacher {teacher} was trained on {side['dataset']} (its sidecar says), but data.dataset is {ours}; set "
-            "teacher.cross_dataset: true to distill across datasets on purpose"
-        )
+    check_trained_on(teacher, params, "teacher", params.teacher.cross_dataset, "teacher.cross_dataset")
     return side["sha256"]
+
+
+def check_trained_on(model: Path, params: Params, role: str, accepted: bool, override: str) -> None:
+    """Refuse a checkpoint whose sidecar names a dataset other than data.dataset, unless `accepted` (the params
+    key `override` is true): a CIFAR-10 model run on MNIST has the class count right and every number wrong. A
+    file without a sidecar (a released one) records no dataset, and passes."""
+    if not sidecar_path(model).is_file():
+        return
+    trained_on = read_sidecar(model)["dataset"]
+    if trained_on != params.data.dataset and not accepted:
+        raise AcdistillError(
+            f"{role} {model} was trained on {trained_on} (its sidecar says), but data.dataset is "
+            f"{params.data.dataset}; set {override}: true to use it across datasets on purpose"
+        )
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:
@@ -235,7 +245,12 @@ def train_and_save(
             label=stage,
             state_path=state_path,
             live_dir=live_dir,
-            context={"data": params.data.for_training(), "arch": student.arch, **context},
+            context={
+                "data": params.data.for_training(),
+                "train_images": train.digest(),  # the data itself, whatever its source
+                "arch": student.arch,
+                **context,
+            },
             ranks=ranks,
         )
         start = time.perf_counter()

@@ -23,6 +23,7 @@ from acdistill.pipeline.common import (
     accuracy_metrics,
     check_data,
     check_json_out,
+    check_trained_on,
     details_path,
     device_of,
     echo,
@@ -41,6 +42,7 @@ def open_model(
     path: Path, arch: str | None, fmt: str | None, normalize: Normalize, params: Params, device: torch.device
 ) -> tuple[torch.nn.Module, float | None]:
     """The model (see load_model), and the clean accuracy its sidecar records, if any."""
+    check_trained_on(path, params, "model", params.eval.cross_dataset, "eval.cross_dataset")
     net = load_model(
         path,
         device,

@@ -17,7 +17,7 @@ from acdistill.engine.evaluate import first_n
 from acdistill.errors import AcdistillError
 from acdistill.io import claim_outputs, write_json
 from acdistill.models import feature_dim
-from acdistill.pipeline.common import PIPELINE_MODELS, device_of, echo, writes
+from acdistill.pipeline.common import PIPELINE_MODELS, check_trained_on, device_of, echo, writes
 from acdistill.plots import CLASS_NAMES, correlation_png, curves_png, eps_sweep_png, tsne_png
 
 
@@ -40,6 +40,8 @@ def figures(
     live, metrics_dir = Path(live), Path(metrics_dir)
     cfg = params.figures
     dev = device_of(params, device)
+    for role, path in [("teacher", teacher), *(("student", s) for s in students)]:
+        check_trained_on(path, params, role, params.eval.cross_dataset, "eval.cross_dataset")
     teacher_model = load_model(teacher, dev)
     student_models = {label: load_model(s, dev) for label, s in zip(student_labels(students), students)}
     models = {"teacher": teacher_model, **student_models}

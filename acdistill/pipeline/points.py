@@ -71,14 +71,17 @@ def point_params(params: Params, point: dict[str, Any]) -> Params:
     return params.with_overrides(overrides, where=f"ablate point {point_label(point)}: ")
 
 
-def point_dir(root: Path, point: dict[str, Any], params: Params, teacher_sha: str | None) -> tuple[Path, str]:
+def point_dir(
+    root: Path, point: dict[str, Any], params: Params, teacher_sha: str | None, train_images: str
+) -> tuple[Path, str]:
     """The point's directory and the hash of what decides its trained student: the seed, the data (but the held-out
-    images), the distill section (and aft for a fine-tuning point) and the teacher; not the ablate section, so that
-    editing the grid leaves the finished points' hashes alone, nor the evaluation."""
+    images; index files by content, and `train_images`, the digest of the training images themselves:
+    `ImageSet.digest`), the distill section (and aft for a fine-tuning point) and the teacher; not the ablate
+    section, so that editing the grid leaves the finished points' hashes alone, nor the evaluation."""
     dumped = params.model_dump(mode="json")
     sections = ("seed", "distill", "aft") if point.get(FINETUNE) else ("seed", "distill")
     decided = {k: dumped[k] for k in sections} | {"data": params.data.for_training()}
-    digest = fingerprint(decided, teacher_sha256=teacher_sha)
+    digest = fingerprint(decided, teacher_sha256=teacher_sha, train_images=train_images)
     # The same settings reached under another label (a grid key set to its default value) reuse that directory.
     existing = sorted(root.glob(f"*-{digest[:8]}")) if root.is_dir() else []
     slug = re.sub(r"[^A-Za-z0-9.=_-]+", "_", point_label(point))[:80]
@@ -86,9 +89,10 @@ def point_dir(root: Path, point: dict[str, Any], params: Params, teacher_sha: st
 
 
 def evaluation_digest(params: Params) -> str:
-    """The hash of what decides an evaluation of a trained student: the eval and data sections and the seed."""
+    """The hash of what decides an evaluation of a trained student: the eval and data sections (index files by
+    content) and the seed."""
     dumped = params.model_dump(mode="json")
-    return fingerprint({k: dumped[k] for k in ("seed", "data", "eval")})
+    return fingerprint({k: dumped[k] for k in ("seed", "eval")} | {"data": params.data.by_content()})
 
 
 def evaluation_path(run: Path, digest: str) -> Path:

@@ -16,6 +16,7 @@ import torch
 from acdistill import progress
 from acdistill.checkpoint import load_model, read_sidecar
 from acdistill.config import FINETUNE, NAME, Params
+from acdistill.data import load_split
 from acdistill.engine import evaluate
 from acdistill.io import write_json
 from acdistill.pipeline.common import (
@@ -188,14 +189,23 @@ class Runs:
     data_dir: Path | None
     device: torch.device
     stale: list[str] = field(default_factory=list)  # labels of finished runs reused from other acdistill code
+    _train_digests: dict[str, str] = field(default_factory=dict)
     ran: set[Path] = field(default_factory=set)  # runs that jobs ran just now
 
     def locate(self, point: dict[str, Any], p: Params, need_weights: bool) -> tuple[Path, str, str, str | None]:
         """(run directory, digest, evaluation digest, what is left to do: see `to_do`)."""
-        run, digest = point_dir(self.root, point, p, self.teacher_sha)
+        run, digest = point_dir(self.root, point, p, self.teacher_sha, self.train_images(p))
         eval_digest = evaluation_digest(p)
         keep = need_weights or point.get(NAME) in self.params.ablate.keep_weights
         return run, digest, eval_digest, to_do(run, digest, eval_digest, keep)
+
+    def train_images(self, p: Params) -> str:
+        """The digest of a run's training images (`ImageSet.digest`), loaded once for each data section."""
+        d = p.data
+        key = json.dumps(d.for_training(), sort_keys=True)
+        if key not in self._train_digests:
+            self._train_digests[key] = load_split(d.dataset, True, d.train_subset, d.root, self.data_dir).digest()
+        return self._train_digests[key]
 
     def plan(self, points: list[dict[str, Any]], per_run: list[Params]) -> list[Job]:
         """The runs with work left, as jobs, each once (points that reach the same settings share a directory); a

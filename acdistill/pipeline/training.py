@@ -22,6 +22,7 @@ from acdistill.methods import METHODS
 from acdistill.models import create_model
 from acdistill.pipeline.common import (
     check_outputs,
+    check_trained_on,
     device_of,
     echo,
     freeze,
@@ -158,6 +159,7 @@ def finetune(
     the student's distillation epochs (at least 1). `metrics` and `run_dir` as in `distill`."""
     torch.manual_seed(params.seed)  # the same attack noise in every run
     dev = device_of(params, device)
+    check_trained_on(model, params, "student", params.teacher.cross_dataset, "teacher.cross_dataset")
     student = load_model(model, dev).train()
     sidecar = read_sidecar(model)
     info = sidecar.get("info", {})
