@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from acdistill.data.datasets import check_images
 from acdistill.errors import AcdistillError
 from acdistill.losses import kl_rows
 from acdistill.untouched import leaves_model_untouched
@@ -54,7 +55,8 @@ def pgd(
     start: "uniform" in the ball (L-inf: each pixel in [-eps, eps]; L2: a uniformly random direction and radius),
     "normal" = x + normal_std * N(0, 1) (TRADES, RSLAD), "none" = x.
     Only the input gets a gradient, so the parameters' .grad stay untouched. Works under torch.no_grad(); raises
-    AcdistillError under torch.inference_mode().
+    AcdistillError under torch.inference_mode(). `x` must be in [0, 1]: unlike the evaluation attacks, pgd does not
+    check it, since training calls it at every step (a check would wait for the GPU, and breaks graph capture).
     """
     require_autograd("PGD")
     if norm not in NORMS:
@@ -119,7 +121,9 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @leaves_model_untouched
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: Norm = "Linf") -> torch.Tensor:
-    """One full step of length eps (L2: the fast gradient method along the normalized gradient)."""
+    """One full step of length eps (L2: the fast gradient method along the normalized gradient). x: float [B, C, H, W]
+    in [0, 1], else AcdistillError."""
+    check_images(x, "fgsm inputs")
     return pgd(ce_objective(model, y), x, eps=eps, step_size=eps, steps=1, start="none", norm=norm)
 
 
@@ -141,6 +145,7 @@ def cw_l2(
     Works under torch.no_grad(); raises AcdistillError under torch.inference_mode().
     """
     require_autograd("C&W L2")
+    check_images(x, "C&W L2 inputs")
     x = x.detach()
     w = torch.atanh((x * 2 - 1).clamp(-1 + 1e-6, 1 - 1e-6)).requires_grad_(True)
     optimizer = torch.optim.Adam([w], lr=lr)
