@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -114,7 +114,7 @@ class TrainParams(BaseModel):
                 moved = "step_graph" if key == "cuda_graph" else key
                 raise ValueError(f"'{key}' is now set once for every training stage, as speed.{moved}")
             if key not in METHODS:
-                close = close_names(key, [*type(self).model_fields, *METHODS.names()])
+                close = close_keys(key, [*key_paths(type(self)), *METHODS.names()])
                 guess = f"; did you mean {' or '.join(close)}?" if close else ""
                 raise ValueError(
                     f"unknown key '{key}'{guess} (not a field, nor a method: {', '.join(METHODS.names())})"
@@ -122,7 +122,7 @@ class TrainParams(BaseModel):
             try:
                 self._method_params[key] = METHODS.get(key).Params.model_validate(value or {})
             except ValidationError as e:
-                raise ValueError(f"{key}.{_describe(e)}") from None
+                raise ValueError(f"{key}.{_describe(e, METHODS.get(key).Params)}") from None
         return self
 
     @model_serializer(mode="wrap")
@@ -686,13 +686,67 @@ def _apply(raw: dict, dotted: str, value: Any, where: str) -> None:
     node[leaf] = value
 
 
-def _describe(err: ValidationError) -> str:
-    """'section.key: what is wrong' for the first error (pydantic lists them all; one line is what users read)."""
+def _describe(err: ValidationError, model: type[BaseModel]) -> str:
+    """'section.key: what is wrong' for the first error of validating `model` (pydantic lists them all; one line is
+    what users read). An unknown key gets the close keys of `model` ('distil.method' -> 'distill.method')."""
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
-    msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        given = first.get("input")
+        dotted = f"{loc}.{next(iter(leaf_keys(given)))}" if isinstance(given, dict) and given else loc
+        close = close_keys(dotted, key_paths(model))
+        msg = "unknown key" + (f"; did you mean {' or '.join(close)}?" if close else "")
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
+
+
+def key_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted key `model` accepts, sections included ('distill', 'distill.attack.eps'), with the method
+    sections of a training section ('distill.gacd.k')."""
+    paths = []
+    for name, field in model.model_fields.items():
+        paths.append(prefix + name)
+        for section in _models_in(field.annotation):
+            paths += key_paths(section, f"{prefix}{name}.")
+    if issubclass(model, TrainParams):
+        for method in METHODS.names():
+            paths += key_paths(METHODS.get(method).Params, f"{prefix}{method}.")
+    return paths
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def leaf_keys(tree: dict, prefix: str = "") -> list[str]:
+    """{'method': 'kd', 'attack': {'eps': 1}} -> ['method', 'attack.eps']."""
+    return [
+        k
+        for key, value in tree.items()
+        for k in (leaf_keys(value, f"{prefix}{key}.") if isinstance(value, dict) and value else [f"{prefix}{key}"])
+    ]
+
+
+def close_keys(key: str, paths: list[str]) -> list[str]:
+    """The keys a mistyped dotted key could be, up to three. The first part that names no key is matched against
+    its section's keys, the rest kept ('distil.method' -> 'distill.method', 'distill.attack.esp' ->
+    'distill.attack.eps'); a last part that is a key of a section below is named there ('distill.eps' ->
+    'distill.attack.eps')."""
+    valid = set(paths)
+    parts = key.split(".")
+    bad = next((i for i in range(len(parts)) if ".".join(parts[: i + 1]) not in valid), len(parts) - 1)
+    parent = ".".join(parts[:bad])
+    siblings = [p.rpartition(".")[2] for p in paths if p.rpartition(".")[0] == parent]
+    fixed = [".".join([*parts[:bad], name]) for name in close_names(parts[bad], siblings)]
+    whole = [".".join([f, *parts[bad + 1 :]]) for f in fixed]
+    close = [k for k in whole if k in valid] or fixed
+    if bad == len(parts) - 1:
+        below = f"{parent}." if parent else ""
+        close += [p for p in paths if p.startswith(below) and p.endswith(f".{parts[-1]}")]
+    return list(dict.fromkeys(close))[:3]
 
 
 def load_params(
@@ -739,6 +793,7 @@ def _validated(raw: dict, overrides: dict[str, Any], where: str, given_as: dict[
         params = Params.model_validate(raw)
     except ValidationError as e:
         given = _blamed(e, given_as or {})
-        raise AcdistillError(f"{given}: {_describe(e)}" if given else f"{where}{_describe(e)}") from None
+        described = _describe(e, Params)
+        raise AcdistillError(f"{given}: {described}" if given else f"{where}{described}") from None
     params._raw, params._where = raw, where
     return params

@@ -22,9 +22,10 @@ class Interrupted(KeyboardInterrupt):
     and exits with code 130, as a shell does for SIGINT."""
 
 
-def close_names(name: str, choices: list[str]) -> list[str]:
-    """The choices a typo of them could be (up to three, closest first): 'rsald' -> ['rslad']."""
-    return difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+def close_names(name: str, choices: list[str], cutoff: float = 0.6) -> list[str]:
+    """The choices a typo of them could be (up to three, closest first, similarity at least `cutoff`): 'rsald' ->
+    ['rslad']."""
+    return difflib.get_close_matches(name, choices, n=3, cutoff=cutoff)
 
 
 def unknown_name(kind: str, name: str, choices: list[str]) -> str:

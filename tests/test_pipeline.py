@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -141,5 +142,9 @@ def test_repro_runs_everything_then_nothing_then_only_what_changed(repo):
     methods = {(exp.strip(), method.strip()) for exp, model, method in rows if model.strip() == "student"}
     branch = sh(repo, "git", "rev-parse", "--abbrev-ref", "HEAD").strip()
     assert ("workspace", "kd") in methods and (branch, "gacd") in methods and len(methods) == 3  # + the experiment
+    kd_row = next(line for line in experiments.splitlines() if "| distill.method=kd " in line)
+    assert re.search(r"\| \d+\.\d \(\d+\.\d–\d+\.\d\) ", kd_row), (
+        kd_row
+    )  # the interval, read from the experiment's file
     teachers = [exp.strip() for exp, model, _ in rows if model.strip() == "teacher"]
     assert len(teachers) == len(set(teachers)) == 3  # one teacher row per experiment: the study's are not collected

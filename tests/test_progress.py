@@ -1,5 +1,6 @@
 """Progress on long work: off a terminal (dvc, CI, Slurm) a plain line when a task starts and then every
-ACDISTILL_PROGRESS_SECONDS, with its rate and ETA; Ctrl-C during training says what was kept, exit code 130."""
+ACDISTILL_PROGRESS_SECONDS, with its rate and ETA; Ctrl-C or SIGTERM during training says what was kept, exit
+code 130 or 143."""
 
 import os
 import re
@@ -83,22 +84,27 @@ def test_a_bad_interval_is_one_line(text, monkeypatch, here):
     assert f"ACDISTILL_PROGRESS_SECONDS='{text}': give the seconds between progress lines" in out
 
 
-def test_ctrl_c_during_training_says_what_was_kept_and_exits_130_then_resumes(workdir, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_ctrl_c_or_kill_during_training_says_what_was_kept_and_exits_128_plus_the_signal_then_resumes(
+    stop, workdir, tmp_path
+):
     d = copy_teacher(workdir, tmp_path)
     proc = popen(d, "distill", "-S", "distill.epochs=8", *SLOW)
     started = time.monotonic()
     while state_epoch(d / "models/state/student.pt") < 1:
         assert proc.poll() is None and time.monotonic() - started < 120, "no first epoch"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == 128 + stop
     last = err.strip().splitlines()[-1]
     assert re.fullmatch(
-        r"distill: interrupted after epoch (\d+) of 8; run the same command to resume \(models/state/student.pt\)",
+        r"distill: interrupted after epoch (\d+) of 8; run the same command to resume \(models/state/student.pt\)"
+        + (r" \(SIGTERM\)" if stop == signal.SIGTERM else ""),
         last,
     ), err
     assert "Traceback" not in err and not (d / "models/student.safetensors").exists()
+    assert not list(d.rglob(".*.lock")), "the stopped run left its lock files"
     kept = int(re.search(r"epoch (\d+) of", last).group(1))
     resumed = popen(d, "distill", "-S", "distill.epochs=8", *SLOW)
     out, err = resumed.communicate(timeout=120)

@@ -22,6 +22,11 @@ REFUSED = [
     ),
     (["distill", "--method", "nope"], "error: --method nope: distill: unknown method 'nope'; choose from: "),
     (["distill", "--method", "rsald"], "unknown method 'rsald'; did you mean rslad? choose from"),
+    (["distill", "-S", "distil.method=kd"], "-S distil.method=kd: distil: unknown key; did you mean distill.method?"),
+    (["distill", "-S", "distill.eps=0.03"], "unknown key 'eps'; did you mean epochs or attack.eps?"),
+    (["distill", "-S", "distill.attack.esp=1"], "distill.attack.esp: unknown key; did you mean distill.attack.eps?"),
+    (["distill", "-S", "distill.gacd.kk=1"], "distill: gacd.kk: unknown key; did you mean k?"),
+    (["distill", "-S", "probe.zzz=1"], "probe.zzz: unknown key\n"),  # nothing close: no guess
     (["distill", "--student", "resnet2"], "--student resnet2: distill.student: unknown model 'resnet2'; did you mean"),
     (
         ["attack-eval", *MODEL, "--attacks", "pgd2O"],
@@ -41,6 +46,14 @@ REFUSED = [
         ["distill", "--method", "natural", "--out", "models/student.pt"],
         "checkpoints are written as .safetensors",
     ),
+    (
+        ["distill", "--out", "student.pt"],
+        "--out student.pt: checkpoints are written as .safetensors",
+    ),  # before the teacher
+    (
+        ["adv-finetune", "--out", "aft.pt"],
+        "--out aft.pt: checkpoints are written as .safetensors",
+    ),  # before the student
     (["distill", "--teacher", "models/none.safetensors"], "model file not found"),
     (["distill", "--device", "cuda:7"], "not available on this machine"),
     (

@@ -25,7 +25,7 @@ from acdistill import load_model, teachers
 from acdistill.config import TrainParams
 from acdistill.data import load_split
 from acdistill.errors import AcdistillError
-from acdistill.io import lock_path, write_json
+from acdistill.io import lock_path, output_lock, write_json
 
 # Enough images that an epoch of the tiny models lasts about a second: room to kill a run between epochs.
 SLOW = ["-S", "data.train_subset=768", "-S", "distill.monitor_n=0"]
@@ -342,3 +342,11 @@ def test_an_index_file_rewritten_between_runs_is_other_data_for_resume_and_ablat
     assert "was written with other settings; starting over" in rerun and "resuming" not in rerun, rerun
     rerun = run(*ablate).output
     assert "running in" in rerun and "reused" not in rerun, rerun
+
+
+def test_the_directories_a_stopped_run_made_for_its_outputs_are_removed(tmp_path):
+    out = tmp_path / "new" / "deeper" / "student.safetensors"
+    with pytest.raises(KeyboardInterrupt), output_lock(out):
+        assert out.parent.is_dir()  # made for the lock file, before the long work
+        raise KeyboardInterrupt
+    assert not (tmp_path / "new").exists()

@@ -4,6 +4,8 @@ one-line error, and params from the params file, -S overrides and the command's 
 from __future__ import annotations
 
 import functools
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,9 +32,7 @@ DeviceOpt = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or 
 EpochsOpt = Annotated[int | None, typer.Option(help="override the section's epochs")]
 ResumeOpt = Annotated[bool, typer.Option(help="continue from the last epoch checkpoint if its settings match")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite a finished result already at the output path")]
-MetricsOpt = Annotated[
-    Path | None, typer.Option(help="metrics JSON to write (default: metrics/<name of --out>.json, e.g. student.json)")
-]
+MetricsOpt = Annotated[Path | None, typer.Option(help="metrics JSON to write (default: metrics/<name of --out>.json)")]
 
 
 def completion(names: Callable[[], list[str]], comma_separated: bool = False) -> Callable[[str], list[str]]:
@@ -67,10 +67,20 @@ NormalizeOpt = Annotated[
 
 def user_errors(command: Callable) -> Callable:
     """Report an AcdistillError as one line on stderr with exit code 2, and Ctrl-C as one line with exit code 130
-    (what the run kept, when it says), instead of a traceback."""
+    (what the run kept, when it says), instead of a traceback. SIGTERM (`kill`, a scheduler's stop) is handled as
+    Ctrl-C is, so a run releases its locks and says what it kept; its exit code is 143 (128 + SIGTERM)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        received = []
+
+        def on_sigterm(signum, _frame):
+            received.append(signum)
+            raise KeyboardInterrupt
+
+        previous = None
+        if threading.current_thread() is threading.main_thread():  # signal handlers belong to the main thread
+            previous = signal.signal(signal.SIGTERM, on_sigterm)
         try:
             return command(*args, **kwargs)
         except AcdistillError as e:
@@ -79,8 +89,11 @@ def user_errors(command: Callable) -> Callable:
             raise typer.Exit(2) from None
         except KeyboardInterrupt as e:
             if on_first_process():
-                typer.echo(str(e) or "interrupted", err=True)
-            raise typer.Exit(130) from None
+                typer.echo((str(e) or "interrupted") + (" (SIGTERM)" if received else ""), err=True)
+            raise typer.Exit(128 + (signal.SIGTERM if received else signal.SIGINT)) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 

@@ -229,9 +229,19 @@ class Trainer:
 
         torch.manual_seed(self.seed)
         out = {}
-        for name, attack in (("clean_acc", EVAL_ATTACKS.get("natural").run), (f"pgd{steps}_acc", pgd_attack)):
-            correct = correct_mask(self.model, data, attack, budget=Budget(a.eps), batch_size=256, device=self.device)
-            out[name] = round(100.0 * correct.float().mean().item(), 2)
+        # the PGD monitor of a large model takes minutes: shown as a loop of its own, inside the epochs' display
+        with progress.task(f"{self.label}: monitor (clean, pgd{steps})", 2 * len(data)) as task:
+            for name, attack in (("clean_acc", EVAL_ATTACKS.get("natural").run), (f"pgd{steps}_acc", pgd_attack)):
+                correct = correct_mask(
+                    self.model,
+                    data,
+                    attack,
+                    budget=Budget(a.eps),
+                    batch_size=256,
+                    device=self.device,
+                    on_batch=task.advance,
+                )
+                out[name] = round(100.0 * correct.float().mean().item(), 2)
         return out
 
     def fit(

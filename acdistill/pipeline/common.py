@@ -189,17 +189,16 @@ def refuse_overwrite(force: bool, *paths: Path) -> None:
 
 def metrics_path(out: Path, metrics: Path | None) -> Path:
     """A training stage's metrics file: `metrics` when given, else metrics/<out's stem>.json, so that runs with
-    different checkpoints never share one."""
-    return Path(metrics) if metrics is not None else Path("metrics") / f"{Path(out).stem}.json"
-
-
-def check_outputs(out: Path, metrics: Path, force: bool) -> None:
-    """Before any work: a bad output path found after hours of training would lose the run."""
+    different checkpoints never share one. Called first, so that a bad output path is refused before the inputs are
+    read, and long before hours of training: an `out` that is not .safetensors, or a metrics file that would
+    overwrite the checkpoint or its sidecar."""
+    out = Path(out)
     if out.suffix != ".safetensors":
         raise AcdistillError(f"--out {out}: checkpoints are written as .safetensors")
+    metrics = Path(metrics) if metrics is not None else Path("metrics") / f"{out.stem}.json"
     if metrics.resolve() in (out.resolve(), sidecar_path(out).resolve()):
         raise AcdistillError(f"--metrics {metrics} would overwrite the checkpoint or its sidecar {sidecar_path(out)}")
-    refuse_overwrite(force, out)
+    return metrics
 
 
 def train_and_save(
@@ -226,7 +225,7 @@ def train_and_save(
     state_path = run_dir / "state.pt" if run_dir else out.parent / "state" / f"{out.stem}.pt"
     live_dir = run_dir / "dvclive" if run_dir else Path("dvclive") / out.stem
     ranks, device = from_env(device)
-    check_outputs(out, metrics, force)
+    refuse_overwrite(force, out)
     check_settings(section, params.speed, device, METHODS.get(section.method), ranks)
     check_data(params, data_dir, "train")
     claim_outputs()

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from acdistill import progress
 from acdistill.analysis import adversarial_images, correlation_difference, feature_cloud, read_dvclive_series
 from acdistill.checkpoint import load_model
 from acdistill.config import Params
@@ -58,36 +59,42 @@ def figures(
     x = unit_images(data.images.to(dev))
     summary: dict = {"logit_corr_mean_abs_diff": {}, "tsne_fooled_percent": {}}
     written = []
-    for stem, net in student_models.items():
-        x_adv = adversarial_images(net, data, budget, batch_size=cfg.batch_size, **common)
-        diffs = {
-            "natural": correlation_difference(teacher_model, net, x).numpy(),
-            "adversarial": correlation_difference(teacher_model, net, x_adv).numpy(),
-        }
-        path = out_dir / f"logit_corr_{stem}.png"
-        correlation_png(
-            {"natural": diffs["natural"], f"PGD-20 against {stem}": diffs["adversarial"]},
+    # one step per attacked model: PGD-20 images for the correlations, targeted PGD-20 for each t-SNE cloud
+    with progress.task("figures", len(student_models) + len(models) + 1, "steps") as task:
+        for stem, net in student_models.items():
+            x_adv = adversarial_images(net, data, budget, batch_size=cfg.batch_size, **common)
+            diffs = {
+                "natural": correlation_difference(teacher_model, net, x).numpy(),
+                "adversarial": correlation_difference(teacher_model, net, x_adv).numpy(),
+            }
+            path = out_dir / f"logit_corr_{stem}.png"
+            correlation_png(
+                {"natural": diffs["natural"], f"PGD-20 against {stem}": diffs["adversarial"]},
+                path,
+                class_names=names,
+                title=f"|corr(teacher logits) - corr({stem} logits)|, first {len(data)} test images",
+            )
+            summary["logit_corr_mean_abs_diff"][stem] = {k: round(float(m.mean()), 4) for k, m in diffs.items()}
+            written.append(path)
+            task.advance()
+        a, b = cfg.tsne_classes
+        clouds = {}
+        for name, net in models.items():
+            clouds[name] = feature_cloud(
+                net, test, cfg.tsne_classes, per_class=cfg.tsne_per_class, budget=budget, **common
+            )
+            task.advance()
+        summary["tsne_fooled_percent"] = {name: c.fooled for name, c in clouds.items()}
+        path = out_dir / "tsne.png"
+        tsne_png(
+            clouds,
             path,
-            class_names=names,
-            title=f"|corr(teacher logits) - corr({stem} logits)|, first {len(data)} test images",
+            labels=(names[a], names[b], f"adv {names[b]} (toward {names[a]})"),
+            title=f"t-SNE of penultimate features, {cfg.tsne_per_class} test images per class, targeted PGD-20",
         )
-        summary["logit_corr_mean_abs_diff"][stem] = {k: round(float(m.mean()), 4) for k, m in diffs.items()}
         written.append(path)
-    a, b = cfg.tsne_classes
-    clouds = {
-        name: feature_cloud(net, test, cfg.tsne_classes, per_class=cfg.tsne_per_class, budget=budget, **common)
-        for name, net in models.items()
-    }
-    summary["tsne_fooled_percent"] = {name: c.fooled for name, c in clouds.items()}
-    path = out_dir / "tsne.png"
-    tsne_png(
-        clouds,
-        path,
-        labels=(names[a], names[b], f"adv {names[b]} (toward {names[a]})"),
-        title=f"t-SNE of penultimate features, {cfg.tsne_per_class} test images per class, targeted PGD-20",
-    )
-    written.append(path)
-    written += pipeline_figures(live, metrics_dir, out_dir, params)
+        written += pipeline_figures(live, metrics_dir, out_dir, params)
+        task.advance()
     write_json(out_dir / "figures.json", summary)
     echo("wrote " + ", ".join(str(w) for w in written + [out_dir / "figures.json"]))
 

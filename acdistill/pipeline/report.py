@@ -95,19 +95,26 @@ def runs_ties(runs: list[dict[str, Any]]) -> str:
 
 
 def experiment_rows(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows from `dvc exp show --json`: per commit or experiment, per evaluated model (metrics/eval_<name>.json)."""
+    """Rows from `dvc exp show --json`: per commit or experiment, per evaluated model (metrics/eval_<name>.json),
+    with the params it changed (an experiment against its commit, the workspace against HEAD)."""
     defaults = Params()
-    entries = []
+    entries = []  # (label, rev, data, the params it is compared with)
+    head = next((c.get("data") for c in shown if c["rev"] != "workspace"), None)
     for commit in shown:
         rev = commit["rev"]
-        entries.append((commit.get("name") or (rev if rev == "workspace" else rev[:7]), commit.get("data")))
+        label = commit.get("name") or (rev if rev == "workspace" else rev[:7])
+        entries.append((label, rev, commit.get("data"), head if rev == "workspace" else None))
         for exp in commit.get("experiments") or []:
-            entries += [(exp.get("name") or rev["rev"][:7], rev.get("data")) for rev in exp.get("revs", [])]
+            entries += [
+                (exp.get("name") or run["rev"][:7], run["rev"], run.get("data"), commit.get("data"))
+                for run in exp.get("revs", [])
+            ]
     rows = []
-    for label, data in entries:
+    for label, rev, data, compared_with in entries:
         if not data:
             continue
-        params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
+        params = params_of(data)
+        changed = changed_params(params, params_of(compared_with)) if compared_with else "-"
         methods = {
             "teacher": params.get("teacher", {}).get("train", {}).get("method", defaults.teacher.train.method),
             "student": params.get("distill", {}).get("method", defaults.distill.method),
@@ -118,29 +125,75 @@ def experiment_rows(shown: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if not Path(path).stem.startswith("eval_") or name.endswith("_sweep"):
                 continue
             results = metric.get("data") or {}
+            # DVC leaves lists out of its metrics, the intervals among them: they are read from the file itself
+            whole = metrics_file_at(rev, path) or {}
             rows.append(
                 {
                     "experiment": label,
+                    "changed": changed,
                     "model": name,
                     "method": methods.get(name, "-"),
                     "accuracy": {k: results[k]["accuracy"] for k in attacks_of(results)},
-                    "ci95": {k: results[k].get("ci95") for k in attacks_of(results)},
+                    "ci95": {k: (whole.get(k) or {}).get("ci95") for k in attacks_of(results)},
                 }
             )
     return rows
 
 
-def accuracy_cell(run: dict[str, Any], attack: str) -> Any:
+def params_of(data: dict[str, Any] | None) -> dict[str, Any]:
+    return ((data or {}).get("params") or {}).get("params.yaml", {}).get("data", {})
+
+
+def changed_params(params: dict[str, Any], base: dict[str, Any]) -> str:
+    """The dotted keys whose values differ, as `-S` would set them: "distill.method=kd, eval.n=500"."""
+    flat, flat_base = flatten(params), flatten(base)
+    keys = sorted(k for k in flat.keys() | flat_base.keys() if flat.get(k) != flat_base.get(k))
+    return ", ".join(f"{k}={value_text(flat[k]) if k in flat else '(unset)'}" for k in keys) or "(none)"
+
+
+def value_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def metrics_file_at(rev: str, path: str) -> dict[str, Any] | None:
+    """A metrics file as committed in `rev` (a commit or an experiment's ref), or in the workspace; None where it
+    cannot be read."""
+    try:
+        if rev == "workspace":
+            return json.loads(Path(path).read_text())
+        done = subprocess.run(["git", "show", f"{rev}:./{path}"], capture_output=True, text=True, timeout=60)
+        return json.loads(done.stdout) if done.returncode == 0 else None
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+
+
+def accuracy_cell(run: dict[str, Any], attack: str) -> str:
+    if attack not in run["accuracy"]:
+        return "-"
     ci = run["ci95"].get(attack)
-    return f"{run['accuracy'][attack]} ({interval_text(ci)})" if ci else run["accuracy"].get(attack, "-")
+    return f"{run['accuracy'][attack]:.1f}" + (f" ({interval_text(ci)})" if ci else "")
 
 
 def experiments_table(rows: list[dict[str, Any]]) -> str:
     attacks = list(dict.fromkeys(a for r in rows for a in r["accuracy"]))
     return tabulate(
-        [[r["experiment"], r["model"], r["method"]] + [accuracy_cell(r, a) for a in attacks] for r in rows],
-        headers=["experiment", "model", "method"] + [f"{a} % (95 % interval)" for a in attacks],
+        [
+            [r["experiment"], r["model"], r["method"], r["changed"]] + [accuracy_cell(r, a) for a in attacks]
+            for r in rows
+        ],
+        headers=["experiment", "model", "method", "params changed"] + [f"{a} % (95 % interval)" for a in attacks],
         tablefmt="github",
+        disable_numparse=True,
     )
 
 
@@ -217,6 +270,9 @@ def report(
     if pngs:
         parts.append("## Figures\n\n" + "\n".join(f"- [{p.name}]({link(p, out)})" for p in pngs) + "\n")
     write_text(out, "\n".join(parts))
-    echo(f"wrote {out}: {len(runs)} runs" + (f", {len(pngs)} figures" if pngs else ""))
+    shown = [f"{len(runs)} runs"]
+    if experiments:
+        shown.append(f"{len({r['experiment'] for r in exp_rows})} commits and experiments")
+    echo(f"wrote {out}: {', '.join(shown + ([f'{len(pngs)} figures'] if pngs else []))}")
 
     return out

@@ -21,13 +21,13 @@ from acdistill.io import output_lock
 from acdistill.methods import METHODS
 from acdistill.models import create_model
 from acdistill.pipeline.common import (
-    check_outputs,
     check_trained_on,
     device_of,
     echo,
     freeze,
     metrics_path,
     new_model,
+    refuse_overwrite,
     teacher_sha256,
     train_and_save,
     write_stage_metrics,
@@ -61,7 +61,7 @@ def fetch_teacher(
         raise AcdistillError("--arch does not apply to source robustbench: the entry names its architecture")
     # the input first: a missing or unreadable teacher is what the user must fix, whatever the outputs hold
     opened = open_teacher(t, params.data.dataset, arch) if t.source != "train" else None
-    check_outputs(out, metrics, force)
+    refuse_overwrite(force, out)
     dev = device_of(params, device)
     if t.source == "train":
         if t.train.method not in TEACHER_METHODS:
@@ -116,6 +116,7 @@ def distill(
     dvclive/<out's stem>/, or to `run_dir` when given (ablate's runs). Returns the stage's summary (method,
     epochs, images, last monitored accuracies, minutes)."""
     torch.manual_seed(params.seed)  # the same initialization in every run
+    metrics = metrics_path(out, metrics)
     cfg = params.distill
     dev = device_of(params, device)
     teacher_model, context = None, {}
@@ -132,7 +133,7 @@ def distill(
         data_dir=data_dir,
         device=dev,
         out=out,
-        metrics=metrics_path(out, metrics),
+        metrics=metrics,
         resume=resume,
         force=force,
         context=context,
@@ -158,6 +159,7 @@ def finetune(
     `teacher` only for an aft.method that needs one. Unless `aft.epochs` is set, the fine-tuning lasts a tenth of
     the student's distillation epochs (at least 1). `metrics` and `run_dir` as in `distill`."""
     torch.manual_seed(params.seed)  # the same attack noise in every run
+    metrics = metrics_path(out, metrics)
     dev = device_of(params, device)
     check_trained_on(model, params, "student", params.teacher.cross_dataset, "teacher.cross_dataset")
     student = load_model(model, dev).train()
@@ -178,7 +180,7 @@ def finetune(
         data_dir=data_dir,
         device=dev,
         out=out,
-        metrics=metrics_path(out, metrics),
+        metrics=metrics,
         resume=resume,
         force=force,
         context=context,
