@@ -9,6 +9,7 @@ reads a section runs."""
 
 import shlex
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,11 +17,15 @@ import pytest
 import yaml
 from conftest import REPO, run
 
-from acdistill import create_model, save_model
+from acdistill import config, create_model, save_model
 from acdistill.config import Params
 
 # Where and how fast a run executes, not what it computes: left out of fingerprints too (docs/pipeline.md).
 NOT_A_RESULT = {"device", "speed"}
+# Whether a model of another dataset is accepted at all: it refuses a run or lets it go, and changes no result, so a
+# stage that reads only this key of its section does not depend on the section (and DVC would require the key in
+# every params file).
+ACCEPTANCE_ONLY = {"teacher": {"cross_dataset"}}
 
 TINY_RUN = {
     "batch_size": 16,
@@ -79,18 +84,29 @@ def declared_sections(entries: list) -> set[str]:
 
 @contextmanager
 def recorded_reads(monkeypatch):
-    """The top-level sections of any validated params read while the block runs."""
+    """The top-level sections of any validated params read while the block runs; a section of ACCEPTANCE_ONLY
+    counts only when a key other than those was read from it."""
     read: set[str] = set()
-    original = Params.__getattribute__
+    keys: dict[str, set[str]] = {section: set() for section in ACCEPTANCE_ONLY}
 
-    def getattribute(self, name):
-        if name in Params.model_fields:
-            read.add(name)
-        return original(self, name)
+    def recording(cls, record, by_validation: bool = True):
+        original = cls.__getattribute__
+
+        def getattribute(self, name):
+            if name in cls.model_fields and (by_validation or sys._getframe(1).f_code.co_filename != config.__file__):
+                record(name)
+            return original(self, name)
+
+        return getattribute
 
     with monkeypatch.context() as patch:
-        patch.setattr(Params, "__getattribute__", getattribute)
+        patch.setattr(Params, "__getattribute__", recording(Params, read.add))
+        for section in ACCEPTANCE_ONLY:
+            cls = Params.model_fields[section].annotation
+            # the section's own validators read its keys in every command: only the stages' reads count
+            patch.setattr(cls, "__getattribute__", recording(cls, keys[section].add, by_validation=False))
         yield read
+        read -= {s for s, only in ACCEPTANCE_ONLY.items() if s in read and keys[s] and keys[s] <= only}
 
 
 def reads_per_stage(dvc_yaml: Path, cwd: Path, monkeypatch) -> dict[str, tuple[set[str], set[str]]]:
