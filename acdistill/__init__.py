@@ -5,6 +5,7 @@ Public API: the stages (`fetch_teacher`, `distill`, `finetune`, `evaluate_checkp
 the model registry (`create_model`, `list_models`).
 """
 
+from acdistill._version import __version__
 from acdistill.checkpoint import load_model, save_model
 from acdistill.config import load_params
 from acdistill.engine.evaluate import evaluate
@@ -12,6 +13,7 @@ from acdistill.models import create_model, list_models
 from acdistill.pipeline import ablate, distill, evaluate_checkpoint, fetch_teacher, figures, finetune, probe, report
 
 __all__ = [
+    "__version__",
     "ablate",
     "create_model",
     "distill",
@@ -27,4 +29,3 @@ __all__ = [
     "report",
     "save_model",
 ]
-__version__ = "0.1.0"

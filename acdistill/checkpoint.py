@@ -109,8 +109,10 @@ def _check_stated(
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
-    """The sidecar of the checkpoint whose weights are at `path`, once an interrupted write of the pair is
-    finished (acdistill.io.settle)."""
+    """The sidecar (`<path without .safetensors>.json`) of the checkpoint whose weights are at `path`, once an
+    interrupted write of the pair is finished (acdistill.io.settle): a dict with at least arch, arch_kwargs, sha256
+    (of the weights file) and dataset, plus info (the run's stage, method, epochs...), code and machine. Raises
+    AcdistillError when the sidecar is missing, is not JSON, or lacks one of those keys."""
     settle(path)
     side = sidecar_path(path)
     if not side.is_file():

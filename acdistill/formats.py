@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 
 from acdistill.data import DATASETS
 from acdistill.errors import AcdistillError
-from acdistill.models import DATASET_STATS, ImageClassifier, create_model, function_kwargs
+from acdistill.models import ImageClassifier, create_model, function_kwargs
 from acdistill.models.base import channel_values
 from acdistill.registry import Registry
 from acdistill.serialization import read_torch_file
@@ -464,8 +464,8 @@ def normalization_values(normalize: Any, dataset: str | None) -> tuple[list[floa
         return [0.0] * 3, [1.0] * 3
     if dataset is None:
         raise AcdistillError("normalize 'dataset' needs the dataset")
-    mean, std = DATASET_STATS[dataset]
-    return list(mean), list(std)
+    spec = DATASETS.get(dataset)
+    return channel_values(spec.mean, "mean"), channel_values(spec.std, "std")
 
 
 def _describe(values: tuple[list[float], list[float]]) -> str:

@@ -17,8 +17,6 @@ from acdistill.io import write_files
 if TYPE_CHECKING:
     from acdistill.analysis import FeatureCloud
 
-CLASS_NAMES = {"cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")}
-
 
 @contextmanager
 def figure(path: Path, ncols: int = 1, *, width: float = 5.0, height: float = 3.6) -> Iterator[tuple]:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-import acdistill
+from acdistill._version import __version__
 
-PACKAGE = Path(acdistill.__file__).parent
+PACKAGE = Path(__file__).parent
 
 
 # The modules that compute what a run trains and measures: the networks, the methods and their losses, the attacks,
@@ -62,7 +62,7 @@ def source_digest(package: Path = PACKAGE, *, results_only: bool = False) -> str
 def code_info() -> dict[str, str]:
     """The version, the digest of all the code (`source`) and of the code that computes results (`results`)."""
     return {
-        "version": acdistill.__version__,
+        "version": __version__,
         "source": source_digest(),
         "results": source_digest(results_only=True),
     }

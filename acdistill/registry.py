@@ -9,6 +9,11 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
+    """Name -> T for one kind of thing (methods, models, attacks, datasets, formats). `register(name)` returns a
+    decorator that adds an item (RuntimeError for a name registered twice); `get(name)` returns it, or raises
+    AcdistillError naming the close names and every choice; `names()` is sorted. Registries are read when used, so
+    an item registered after import (a user's method file) is listed and found everywhere."""
+
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, T] = {}

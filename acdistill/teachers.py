@@ -29,7 +29,7 @@ from acdistill.errors import AcdistillError, warn
 from acdistill.formats import OWN, build, detect, read_released
 from acdistill.io import atomic_path
 from acdistill.models import ImageClassifier, assemble
-from acdistill.models.zoo import PREFIX, load_zoo_network, split_head, zoo_entry
+from acdistill.models.zoo import PREFIX, load_zoo_network, robustbench_dataset, split_head, zoo_entry
 from acdistill.serialization import read_torch_file
 
 CACHE_DIR = Path(os.environ.get("ACDISTILL_CACHE", Path.home() / ".cache" / "acdistill"))
@@ -72,7 +72,7 @@ def download(url: str, sha256: str) -> Path:
 def zoo_path(t: TeacherParams, dataset: str) -> Path:
     """Where robustbench keeps an entry's weights: <model_dir>/<dataset>/<threat_model>/<name>.pt."""
     z = t.robustbench
-    return Path(z.model_dir) / dataset / z.threat_model / f"{z.name}.pt"
+    return Path(z.model_dir) / robustbench_dataset(dataset) / z.threat_model / f"{z.name}.pt"
 
 
 def zoo_file(t: TeacherParams, dataset: str) -> Path:
@@ -110,7 +110,7 @@ def zoo_file(t: TeacherParams, dataset: str) -> Path:
 def expected_clean_acc(name: str, dataset: str, threat_model: str) -> float | None:
     """The clean accuracy (percent, full test set) that RobustBench's leaderboard lists for an entry."""
     table = json.loads(CLEAN_ACC_TABLE.read_text())
-    return table.get(dataset, {}).get(threat_model, {}).get(name)
+    return table.get(robustbench_dataset(dataset), {}).get(threat_model, {}).get(name)
 
 
 def _check_sha256(path: Path, expected: str | None) -> str:

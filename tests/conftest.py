@@ -71,13 +71,15 @@ def mnist_model(mirror):
     """A small CNN trained naturally on 6000 MNIST images for one epoch (a few seconds): a real trained model
     with robust accuracy well between 0 and 100 % at eps 0.1, for cross-checking attacks."""
     from acdistill.config import TrainParams
+    from acdistill.data import DATASETS
     from acdistill.engine import Trainer
     from acdistill.methods.natural import Natural
-    from acdistill.models import DATASET_STATS, create_model
+    from acdistill.models import create_model
 
     torch.manual_seed(0)
     train = load_split("mnist", True, 6000, data_dir=mirror)
-    model = create_model("small_cnn", num_classes=10, mean=DATASET_STATS["mnist"][0], std=DATASET_STATS["mnist"][1])
+    mnist = DATASETS.get("mnist")
+    model = create_model("small_cnn", num_classes=10, mean=mnist.mean, std=mnist.std)
     cfg = TrainParams(method="natural", epochs=2, batch_size=64, lr=0.05, monitor_n=0)
     Trainer(Natural(model, None, cfg.method_params(), cfg.attack), cfg, seed=0, device=torch.device("cpu")).fit(
         train, None, augment=False

@@ -1,15 +1,12 @@
+import importlib.util
 import json
 
 import pytest
 import torch
 
-from acdistill.models import DATASET_STATS, ImageClassifier, create_model, list_models
+from acdistill.data import DATASETS
+from acdistill.models import ImageClassifier, create_model, list_models
 from acdistill.models.zoo import import_robustbench
-
-import_robustbench()
-from robustbench.model_zoo.architectures.dm_wide_resnet import DMPreActResNet, DMWideResNet, Swish  # noqa: E402
-from robustbench.model_zoo.architectures.resnet import PreActBlock, PreActResNet, ResNet50  # noqa: E402
-from robustbench.model_zoo.architectures.wide_resnet import WideResNet  # noqa: E402
 
 # parameter counts only; their forward is too slow here
 BIG = {"wrn_28_10", "wrn_34_10", "wrn_34_20", "wrn_70_16", "dm_wrn_28_10", "dm_wrn_70_16", "resnet50"}
@@ -65,25 +62,36 @@ def test_wide_resnet_param_counts(name, expected, rel):
     assert n_params(model) == pytest.approx(expected, rel=rel)
 
 
+@pytest.fixture(scope="module")
+def rb_architectures():
+    """robustbench's own model definitions (the robustbench extra; without it these tests are skipped)."""
+    if importlib.util.find_spec("robustbench") is None:
+        pytest.skip("robustbench's model definitions need the robustbench extra")
+    import_robustbench()  # robustbench imports `autoattack`, which pyautoattack serves
+    from robustbench.model_zoo.architectures import dm_wide_resnet, resnet, wide_resnet
+
+    return dm_wide_resnet, resnet, wide_resnet
+
+
 @pytest.mark.parametrize(
     "name, kwargs, reference",
     [
-        ("wrn_28_10", {}, lambda: WideResNet(depth=28, widen_factor=10)),
-        ("wrn_34_20", {}, lambda: WideResNet(depth=34, widen_factor=20)),
-        ("resnet50", {}, ResNet50),
+        ("wrn_28_10", {}, lambda dm, rn, wrn: wrn.WideResNet(depth=28, widen_factor=10)),
+        ("wrn_34_20", {}, lambda dm, rn, wrn: wrn.WideResNet(depth=34, widen_factor=20)),
+        ("resnet50", {}, lambda dm, rn, wrn: rn.ResNet50()),
         (
             "preact_resnet18",
             {"shortcut": "raw", "final_bn": True},
-            lambda: PreActResNet(PreActBlock, [2, 2, 2, 2], bn_before_fc=True),
+            lambda dm, rn, wrn: rn.PreActResNet(rn.PreActBlock, [2, 2, 2, 2], bn_before_fc=True),
         ),
-        ("dm_wrn_70_16", {}, lambda: DMWideResNet(depth=70, width=16, activation_fn=Swish)),
-        ("dm_wrn_28_10", {"activation": "relu"}, lambda: DMWideResNet(depth=28, width=10)),
-        ("dm_preact_resnet18", {}, lambda: DMPreActResNet(depth=18, activation_fn=Swish)),
+        ("dm_wrn_70_16", {}, lambda dm, rn, wrn: dm.DMWideResNet(depth=70, width=16, activation_fn=dm.Swish)),
+        ("dm_wrn_28_10", {"activation": "relu"}, lambda dm, rn, wrn: dm.DMWideResNet(depth=28, width=10)),
+        ("dm_preact_resnet18", {}, lambda dm, rn, wrn: dm.DMPreActResNet(depth=18, activation_fn=dm.Swish)),
     ],
 )
-def test_param_counts_equal_robustbench_definitions(name, kwargs, reference):
+def test_param_counts_equal_robustbench_definitions(name, kwargs, reference, rb_architectures):
     with torch.device("meta"):
-        assert n_params(create_model(name, num_classes=10, **kwargs)) == n_params(reference())
+        assert n_params(create_model(name, num_classes=10, **kwargs)) == n_params(reference(*rb_architectures))
 
 
 def test_small_cnn_is_small():
@@ -125,13 +133,13 @@ def test_normalization_is_inside(x):
 
 
 def test_dataset_stats_and_buffers():
-    assert set(DATASET_STATS) == {"cifar10", "cifar100", "svhn", "stl10", "mnist"}
-    mean, std = DATASET_STATS["cifar100"]
+    assert set(DATASETS.names()) == {"cifar10", "cifar100", "svhn", "stl10", "mnist"}
+    mean, std = DATASETS.get("cifar100").mean, DATASETS.get("cifar100").std
     model = create_model("small_cnn", mean=mean, std=std)
     assert model.normalize.mean.shape == (1, 3, 1, 1)
     assert torch.allclose(model.normalize.std.flatten(), torch.tensor(std))
     assert {"normalize.mean", "normalize.std"} <= set(model.state_dict())
-    mnist = create_model("small_cnn", mean=DATASET_STATS["mnist"][0], std=0.3081)
+    mnist = create_model("small_cnn", mean=DATASETS.get("mnist").mean, std=0.3081)
     assert mnist.normalize.mean.shape == (1, 3, 1, 1)
 
 
@@ -156,7 +164,7 @@ def test_unknown_name():
     [("small_cnn", {}), ("resnet20", {"shortcut": "B"}), ("wrn_16_2", {"drop_rate": 0.1})],
 )
 def test_arch_kwargs_round_trip(name, kwargs):
-    mean, std = DATASET_STATS["svhn"]
+    mean, std = DATASETS.get("svhn").mean, DATASETS.get("svhn").std
     model = create_model(name, num_classes=100, mean=mean, std=std, **kwargs)
     assert model.arch == name
     saved = json.loads(json.dumps({"arch": model.arch, "arch_kwargs": model.arch_kwargs}))
@@ -170,7 +178,7 @@ def test_arch_kwargs_round_trip(name, kwargs):
 
 
 def test_arch_kwargs_keep_custom_stats():
-    mean, std = DATASET_STATS["svhn"]
+    mean, std = DATASETS.get("svhn").mean, DATASETS.get("svhn").std
     model = create_model("small_cnn", num_classes=10, mean=mean, std=std)
     assert model.arch_kwargs == {"num_classes": 10, "mean": list(mean), "std": list(std)}
     rebuilt = create_model(model.arch, **model.arch_kwargs)

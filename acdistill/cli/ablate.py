@@ -12,6 +12,7 @@ from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, load,
 from acdistill.config import parse_override
 from acdistill.errors import AcdistillError
 from acdistill.pipeline import ablate as run
+from acdistill.pipeline.common import TEACHER_CHECKPOINT
 
 
 def parse_grid_option(text: str) -> tuple[str, list[Any]]:
@@ -62,9 +63,7 @@ def ablate(
             "of warning; sets ablate.strict",
         ),
     ] = False,
-    teacher: Annotated[Path, typer.Option(help="teacher checkpoint every point distills from")] = Path(
-        "models/teacher.safetensors"
-    ),
+    teacher: Annotated[Path, typer.Option(help="teacher checkpoint every point distills from")] = TEACHER_CHECKPOINT,
     runs: Annotated[Path, typer.Option(help="directory holding one sub-directory per point")] = Path("ablate"),
     out: Annotated[Path, typer.Option(help="collected JSON; the markdown table goes beside it (.md)")] = Path(
         "metrics/ablate.json"

@@ -20,17 +20,16 @@ from acdistill.cli.common import (
     user_errors,
 )
 from acdistill.pipeline import finetune
+from acdistill.pipeline.common import STUDENT_AFT_CHECKPOINT, STUDENT_CHECKPOINT, TEACHER_CHECKPOINT
 
 
 def adv_finetune(
     params_file: ParamsOpt = Path("params.yaml"),
-    model: Annotated[Path, typer.Option(help="student checkpoint to fine-tune")] = Path("models/student.safetensors"),
+    model: Annotated[Path, typer.Option(help="student checkpoint to fine-tune")] = STUDENT_CHECKPOINT,
     epochs: EpochsOpt = None,
     lr: Annotated[float | None, typer.Option(help="override aft.lr")] = None,
-    teacher: Annotated[Path, typer.Option(help="teacher, for an aft.method that needs one")] = Path(
-        "models/teacher.safetensors"
-    ),
-    out: Annotated[Path, typer.Option(help="checkpoint to write")] = Path("models/student_aft.safetensors"),
+    teacher: Annotated[Path, typer.Option(help="teacher, for an aft.method that needs one")] = TEACHER_CHECKPOINT,
+    out: Annotated[Path, typer.Option(help="checkpoint to write")] = STUDENT_AFT_CHECKPOINT,
     metrics: MetricsOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,

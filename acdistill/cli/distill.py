@@ -23,6 +23,7 @@ from acdistill.cli.common import (
 from acdistill.methods import METHODS
 from acdistill.models import list_models
 from acdistill.pipeline import distill as run
+from acdistill.pipeline.common import STUDENT_CHECKPOINT, TEACHER_CHECKPOINT
 
 
 def distill(
@@ -39,8 +40,8 @@ def distill(
         typer.Option(help=f"student architecture: {', '.join(list_models())}", autocompletion=completion(list_models)),
     ] = None,
     epochs: EpochsOpt = None,
-    teacher: Annotated[Path, typer.Option(help="teacher checkpoint")] = Path("models/teacher.safetensors"),
-    out: Annotated[Path, typer.Option(help="student checkpoint to write")] = Path("models/student.safetensors"),
+    teacher: Annotated[Path, typer.Option(help="teacher checkpoint")] = TEACHER_CHECKPOINT,
+    out: Annotated[Path, typer.Option(help="student checkpoint to write")] = STUDENT_CHECKPOINT,
     metrics: MetricsOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,

@@ -23,6 +23,7 @@ from acdistill.cli.common import (
     user_errors,
 )
 from acdistill.pipeline import fetch_teacher as fetch
+from acdistill.pipeline.common import TEACHER_CHECKPOINT
 
 
 def fetch_teacher(
@@ -45,7 +46,7 @@ def fetch_teacher(
         bool, typer.Option("--strict-accuracy", help="fail when the clean accuracy is over 5 points below the source's")
     ] = False,
     epochs: EpochsOpt = None,
-    out: Annotated[Path, typer.Option(help="teacher checkpoint to write")] = Path("models/teacher.safetensors"),
+    out: Annotated[Path, typer.Option(help="teacher checkpoint to write")] = TEACHER_CHECKPOINT,
     metrics: MetricsOpt = None,
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,

@@ -10,10 +10,11 @@ import typer
 
 from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, load, user_errors
 from acdistill.pipeline import figures as run
+from acdistill.pipeline.common import TEACHER_CHECKPOINT
 
 
 def figures(
-    teacher: Annotated[Path, typer.Option(help="teacher checkpoint")] = Path("models/teacher.safetensors"),
+    teacher: Annotated[Path, typer.Option(help="teacher checkpoint")] = TEACHER_CHECKPOINT,
     student: Annotated[
         list[Path] | None, typer.Option(help="student checkpoint (repeatable); default: models/student.safetensors")
     ] = None,

@@ -9,19 +9,18 @@ import typer
 
 from acdistill.cli.common import DataDirOpt, DeviceOpt, ForceOpt, ParamsOpt, SetOpt, load, user_errors
 from acdistill.pipeline import probe
+from acdistill.pipeline.common import PROBE_HEAD_CHECKPOINT, STUDENT_CHECKPOINT
 
 
 def transfer_probe(
-    model: Annotated[Path, typer.Option(help="checkpoint whose features are probed (frozen)")] = Path(
-        "models/student.safetensors"
-    ),
+    model: Annotated[Path, typer.Option(help="checkpoint whose features are probed (frozen)")] = STUDENT_CHECKPOINT,
     dataset: Annotated[str | None, typer.Option(help="target dataset (default: probe.dataset)")] = None,
     out: Annotated[Path, typer.Option(help="metrics JSON to write; a markdown table goes beside it (.md)")] = Path(
         "metrics/probe.json"
     ),
-    head: Annotated[Path, typer.Option(help="the trained linear head (.safetensors + .json sidecar)")] = Path(
-        "models/probe_head.safetensors"
-    ),
+    head: Annotated[
+        Path, typer.Option(help="the trained linear head (.safetensors + .json sidecar)")
+    ] = PROBE_HEAD_CHECKPOINT,
     force: ForceOpt = False,
     params_file: ParamsOpt = Path("params.yaml"),
     data_dir: DataDirOpt = None,

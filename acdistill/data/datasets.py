@@ -1,8 +1,11 @@
-"""Dataset registry: every dataset is held in memory as one uint8 tensor [N, 3, 32, 32].
+"""Dataset registry: a dataset is one registration (`DatasetSpec`) that holds every fact acdistill uses of it:
+its classes and their names, its per-channel mean and std, its image size, its offline mirror files, its
+torchvision loader and its RobustBench name. Every other module reads them from here.
 
-All supported datasets are 32x32 (STL-10 is resized, MNIST padded), so even the largest (SVHN train, 73k
-images) is ~220 MB as uint8. Keeping images as one tensor lets augmentation run on whole batches instead of
-per-image PIL work.
+A split is held in memory as one uint8 tensor [N, 3, S, S], S the registration's image size (32 for the built-in
+datasets: STL-10's 96x96 files are resized and MNIST's 28x28 padded, as their registrations say). Files of any other
+size are refused, never resized silently. Keeping images as one tensor lets augmentation run on whole batches
+instead of per-image PIL work; the largest built-in split (SVHN train, 73k images) is ~220 MB.
 
 Sources, in order: the offline mirror of `.npz` files (``--data-dir`` or ``ACDISTILL_DATA_DIR``) when it has the
 dataset, else torchvision (``download=True``) under ``root``.
@@ -60,7 +63,7 @@ class ImageSet:
     (AcdistillError) when the set is built. labels, indices: int64 [N]."""
 
     name: str
-    images: torch.Tensor  # uint8 [N, 3, 32, 32], or float in [0, 1]
+    images: torch.Tensor  # uint8 [N, 3, S, S], or float in [0, 1]
     labels: torch.Tensor  # int64 [N]
     indices: torch.Tensor  # int64 [N]
     num_classes: int
@@ -114,18 +117,41 @@ class MirrorFile:
 
 @dataclass(frozen=True)
 class DatasetSpec:
+    """Everything acdistill knows of one dataset. Register one with `register_dataset`; nothing else changes.
+
+    name: the `data.dataset` value. num_classes: labels are 0 .. num_classes - 1.
+    torchvision_loader: (root, train) -> (images uint8 [N, H, W, C], [N, C, H, W] or [N, H, W], labels [N]).
+    mean, std: per-channel statistics of the training split in [0, 1] units, 1 or 3 values; models built for the
+    dataset normalize with them. image_size: H = W of the images models see. source_size: H = W of the files when
+    it differs from image_size: smaller files are zero-padded, larger ones resized (antialiased bilinear); files of
+    any other size are refused. class_names: for figures (default: the class numbers). robustbench: the dataset's
+    name in RobustBench's model zoo, when the zoo ranks models of it."""
+
     name: str
     num_classes: int
-    # (root, train) -> (images uint8 [N,3,H,W] or [N,H,W,3] or [N,H,W], labels)
     torchvision_loader: Callable[[str, bool], tuple[np.ndarray, np.ndarray]]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     mirror_files: tuple[MirrorFile, ...] = field(default=())
+    image_size: int = 32
+    source_size: int | None = None
+    class_names: tuple[str, ...] | None = None
+    robustbench: str | None = None
+
+    def __post_init__(self):
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes")
+
+    def names_of_classes(self) -> list[str]:
+        return list(self.class_names) if self.class_names else [str(c) for c in range(self.num_classes)]
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
-def _register(spec: DatasetSpec) -> None:
-    DATASETS.register(spec.name)(spec)
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Add a dataset: `data.dataset: <spec.name>` then trains, distills and evaluates with it."""
+    return DATASETS.register(spec.name)(spec)
 
 
 def _tv_cifar(cls_name: str):
@@ -155,40 +181,84 @@ def _tv_mnist(root: str, train: bool):
     return ds.data.numpy(), ds.targets.numpy()
 
 
-_register(
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+register_dataset(
     DatasetSpec(
         "cifar10",
         10,
         _tv_cifar("CIFAR10"),
-        (MirrorFile("cifar10_lossless_subset.npz", True), MirrorFile("cifar10_jpeg.npz", False)),
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2471, 0.2435, 0.2616),
+        mirror_files=(MirrorFile("cifar10_lossless_subset.npz", True), MirrorFile("cifar10_jpeg.npz", False)),
+        class_names=CIFAR10_CLASSES,
+        robustbench="cifar10",
     )
 )
-_register(DatasetSpec("cifar100", 100, _tv_cifar("CIFAR100")))
-_register(DatasetSpec("svhn", 10, _tv_split("SVHN")))
-_register(DatasetSpec("stl10", 10, _tv_split("STL10")))
-_register(DatasetSpec("mnist", 10, _tv_mnist, (MirrorFile("mnist.npz", True),)))
+register_dataset(
+    DatasetSpec(
+        "cifar100",
+        100,
+        _tv_cifar("CIFAR100"),
+        mean=(0.5071, 0.4865, 0.4409),
+        std=(0.2673, 0.2564, 0.2762),
+        robustbench="cifar100",
+    )
+)
+register_dataset(DatasetSpec("svhn", 10, _tv_split("SVHN"), mean=(0.4377, 0.4438, 0.4728), std=(0.198, 0.201, 0.197)))
+register_dataset(
+    DatasetSpec(
+        "stl10",
+        10,
+        _tv_split("STL10"),
+        mean=(0.4467, 0.4398, 0.4066),
+        std=(0.2603, 0.2566, 0.2713),
+        source_size=96,
+        class_names=("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"),
+    )
+)
+register_dataset(
+    DatasetSpec(
+        "mnist",
+        10,
+        _tv_mnist,
+        # grey images are read as 3 equal channels, so the one channel's statistics apply to each
+        mean=(0.1307,),
+        std=(0.3081,),
+        mirror_files=(MirrorFile("mnist.npz", True),),
+        source_size=28,
+    )
+)
 
 
-def to_nchw32(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Bring any source layout to uint8 [N, 3, 32, 32]: HWC -> CHW, grey -> 3 channels, 28 -> 32 by zero
-    padding (lossless, MNIST), 96 -> 32 by antialiased resize (STL-10)."""
+def to_model_layout(images: np.ndarray | torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
+    """Bring a source's images to uint8 [N, 3, S, S], S = spec.image_size: HWC -> CHW, grey -> 3 channels, and
+    spec.source_size -> S by zero padding (smaller, lossless: MNIST) or an antialiased resize (larger: STL-10).
+    Any other size is an AcdistillError."""
     x = torch.as_tensor(np.asarray(images))
     if x.dtype != torch.uint8:
-        raise AcdistillError(f"images must be uint8, got {x.dtype}")
+        raise AcdistillError(f"{spec.name} images must be uint8, got {x.dtype}")
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
         x = x.permute(0, 3, 1, 2)
     if x.ndim != 4 or x.shape[1] not in (1, 3):
-        raise AcdistillError(f"cannot read images of shape {tuple(images.shape)}")
+        raise AcdistillError(f"cannot read {spec.name} images of shape {tuple(images.shape)}")
     x = x.expand(-1, 3, -1, -1)
-    h, w = x.shape[-2:]
-    if (h, w) == (28, 28):
-        x = F.pad(x, (2, 2, 2, 2))
-    elif (h, w) != (32, 32):
-        x = F.interpolate(x.float(), size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
-        x = x.round().clamp(0, 255).to(torch.uint8)
-    return x.contiguous()
+    size, h, w = spec.image_size, *x.shape[-2:]
+    if (h, w) == (size, size):
+        return x.contiguous()
+    if h != w or h != spec.source_size:
+        sizes = " or ".join(str(s) for s in (size, spec.source_size) if s)
+        raise AcdistillError(
+            f"{spec.name} images are {h}x{w}, but its registration reads {sizes} pixels square (image_size, "
+            "source_size); acdistill does not resize images its registration does not name"
+        )
+    if h < size:
+        before = (size - h) // 2
+        return F.pad(x, (before, size - h - before, before, size - h - before)).contiguous()
+    x = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).contiguous()
 
 
 def mirror_dir(data_dir: str | os.PathLike | None) -> Path | None:
@@ -296,6 +366,15 @@ def load_split(
     root: str = "data",
     data_dir: str | os.PathLike | None = None,
 ) -> ImageSet:
+    """One split of a registered dataset in memory: images uint8 [N, 3, S, S] (S = the registration's image_size),
+    labels and dataset indices int64 [N].
+
+    name: a registered dataset (`DATASETS.names()`). train: the training split, else the test split. subset: None
+    (the whole split), n (the first n images), "A:B" (images A to B - 1) or the path of an index file. The images
+    come from the offline mirror (`data_dir`, else $ACDISTILL_DATA_DIR) when it holds them, else from torchvision
+    under `root`, downloaded if need be. Raises AcdistillError, in one line, for an unknown dataset, a subset past
+    the split's end, an unreadable index file or mirror file, and a split found nowhere (it names where it looked).
+    """
     spec = DATASETS.get(name)
     wanted = subset_indices(subset)
     need = 0 if wanted is None else int(wanted.max()) + 1
@@ -345,4 +424,4 @@ def load_split(
     elif need > len(labels):
         raise AcdistillError(f"{name} {split} subset asks for index {need - 1} but {source} has {len(labels)} images")
     idx = torch.as_tensor(wanted)
-    return ImageSet(name, to_nchw32(np.asarray(images)[wanted]), labels[idx], idx, spec.num_classes, source)
+    return ImageSet(name, to_model_layout(np.asarray(images)[wanted], spec), labels[idx], idx, spec.num_classes, source)

@@ -108,6 +108,10 @@ def check_settings(
 
 
 class Trainer:
+    """The one training loop of every method (mdistiller's design): each step sums the method's dict of named
+    losses, and each epoch logs them, monitors clean and PGD accuracy on held-out images, and saves a resumable
+    state. Used by every training stage (acdistill.pipeline.common.train_and_save)."""
+
     def __init__(
         self,
         method: Method,
@@ -124,7 +128,9 @@ class Trainer:
     ):
         """`context`: whatever else decides the result (data, teacher hash, architecture); a saved state is
         resumed only if it and `cfg` are unchanged. `speed`: how the steps run (not part of the fingerprint).
-        `ranks`: the torchrun processes training together; only rank 0 monitors, logs and saves."""
+        `ranks`: the torchrun processes training together; only rank 0 monitors, logs and saves. `state_path`: the
+        resumable state (None: none is kept); `live_dir`: the dvclive curves (None: none). Raises AcdistillError for
+        settings the device or the method cannot run (e.g. CUDA step graphs on a CPU)."""
         self.method, self.cfg, self.speed, self.seed, self.device, self.ranks = method, cfg, speed, seed, device, ranks
         method.ranks = ranks
         self.state_path, self.live_dir, self.label = state_path, live_dir, label
@@ -254,9 +260,12 @@ class Trainer:
         max_steps: int | None = None,
     ) -> list[dict[str, Any]]:
         """Train for cfg.epochs epochs (those after a resumed state's), monitoring on `monitor_set` after each;
-        returns the per-epoch history. `max_steps` ends each epoch after that many steps: a timing run
-        (acdistill.pipeline.sizing), which sees the whole `train_set` (GACD's memory bank is as large as in the run
-        it times) in less time than an epoch."""
+        returns the per-epoch history, one {"epoch": n, "loss/<name>": ..., "clean_acc": %, ...} per epoch, the
+        resumed epochs' included. train_set: uint8 or [0, 1] float images [N, 3, H, W]; `augment`: random crop and
+        flip. A state saved with other settings (cfg, context, data) is not resumed: training starts over, and says
+        so. Ctrl-C raises acdistill.errors.Interrupted, naming the last saved epoch. `max_steps` ends each epoch
+        after that many steps: a timing run (acdistill.pipeline.sizing), which sees the whole `train_set` (GACD's
+        memory bank is as large as in the run it times) in less time than an epoch."""
         cfg = self.cfg
         if self.device.type != "cpu":  # resident uint8 images (150 MB for CIFAR-10): batching and crops run there
             train_set = train_set.to(self.device)

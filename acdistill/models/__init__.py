@@ -2,7 +2,7 @@
 
 # Imported only so that their architectures register themselves.
 from . import deepmind, mobilenet_v2, resnet, resnet_cifar, small_cnn, wide_resnet  # noqa: E402,F401
-from .base import DATASET_STATS, ImageClassifier, feature_dim
+from .base import ImageClassifier, feature_dim
 from .registry import (
     assemble,
     create_model,
@@ -15,7 +15,6 @@ from .registry import (
 )
 
 __all__ = [
-    "DATASET_STATS",
     "ImageClassifier",
     "assemble",
     "create_model",

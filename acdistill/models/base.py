@@ -10,16 +10,6 @@ from torch import nn
 
 from acdistill.errors import AcdistillError
 
-# Per-channel (mean, std) of the training sets. MNIST is used as 3x32x32 here, so
-# its single-channel statistics are repeated.
-DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "svhn": ((0.4377, 0.4438, 0.4728), (0.198, 0.201, 0.197)),
-    "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
-    "mnist": ((0.1307,) * 3, (0.3081,) * 3),
-}
-
 IN_CHANNELS = 3
 
 

@@ -19,10 +19,11 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from acdistill.data import DATASETS
 from acdistill.errors import AcdistillError, unknown_name
 from acdistill.registry import Registry
 
-from .base import DATASET_STATS, ImageClassifier, channel_values
+from .base import ImageClassifier, channel_values
 from .zoo import PREFIX, zoo_builder
 
 Builder = Callable[..., tuple[nn.Module, nn.Linear]]
@@ -120,7 +121,8 @@ def assemble(
         if (mean, std) not in ((None, None), ([0.0] * 3, [1.0] * 3)):
             raise AcdistillError(f"{name} normalizes its inputs inside robustbench's code; do not set mean/std")
         mean, std = 0.0, 1.0
-    mean = channel_values(DATASET_STATS["cifar10"][0] if mean is None else mean, "mean")
-    std = channel_values(DATASET_STATS["cifar10"][1] if std is None else std, "std")
+    cifar10 = DATASETS.get("cifar10")  # the default, as the references' models are CIFAR-10 models
+    mean = channel_values(cifar10.mean if mean is None else mean, "mean")
+    std = channel_values(cifar10.std if std is None else std, "std")
     arch_kwargs = {"num_classes": linear.out_features, "mean": mean, "std": std, **kwargs}
     return ImageClassifier(body, linear, mean, std, arch=name, arch_kwargs=arch_kwargs)

@@ -22,12 +22,11 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from acdistill.data import DATASETS
 from acdistill.errors import AcdistillError, close_names
 from acdistill.serialization import numpy_metadata_allowed
 
 PREFIX = "robustbench:"
-# acdistill dataset names that RobustBench ranks; robustbench's own names are the same strings
-DATASETS = ("cifar10", "cifar100")
 THREAT_MODELS = ("Linf", "L2", "corruptions")
 
 
@@ -61,21 +60,33 @@ def import_robustbench() -> ModuleType:
     return robustbench
 
 
+def ranked_datasets() -> list[str]:
+    """The datasets whose registration names them in RobustBench's zoo (`DatasetSpec.robustbench`)."""
+    return [name for name in DATASETS.names() if DATASETS.get(name).robustbench]
+
+
+def robustbench_dataset(dataset: str) -> str:
+    """RobustBench's name of an acdistill dataset; an AcdistillError for one the zoo does not rank."""
+    ranked = DATASETS.get(dataset).robustbench
+    if ranked is None:
+        raise AcdistillError(
+            f"RobustBench ranks no {dataset} models; data.dataset must be one of {', '.join(ranked_datasets())}"
+        )
+    return ranked
+
+
 def zoo_entries(dataset: str, threat_model: str) -> dict[str, dict]:
     """robustbench's entries for one dataset and threat model: name -> {'model': builder, 'gdrive_id': ...}."""
     import_robustbench()
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
-    if dataset not in DATASETS:
-        raise AcdistillError(
-            f"RobustBench ranks no {dataset} models; data.dataset must be one of {', '.join(DATASETS)}"
-        )
+    ranked = robustbench_dataset(dataset)
     if threat_model not in THREAT_MODELS:
         raise AcdistillError(
             f"unknown RobustBench threat model '{threat_model}'; choose from: {', '.join(THREAT_MODELS)}"
         )
-    return model_dicts[BenchmarkDataset(dataset)].get(ThreatModel(threat_model), {})
+    return model_dicts[BenchmarkDataset(ranked)].get(ThreatModel(threat_model), {})
 
 
 def zoo_entry(name: str, dataset: str, threat_model: str) -> dict:
@@ -85,7 +96,7 @@ def zoo_entry(name: str, dataset: str, threat_model: str) -> dict:
     if name not in entries:
         elsewhere = [
             f"{d} {t}"
-            for d in DATASETS
+            for d in ranked_datasets()
             for t in THREAT_MODELS
             if (d, t) != (dataset, threat_model) and name in zoo_entries(d, t)
         ]
@@ -123,6 +134,7 @@ def load_zoo_network(name: str, dataset: str, threat_model: str, model_dir: str 
     allowed, as for every file acdistill reads."""
     zoo_entry(name, dataset, threat_model)
     rb = import_robustbench()
+    dataset = robustbench_dataset(dataset)
     try:
         with numpy_metadata_allowed(), warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -29,6 +29,7 @@ from acdistill.errors import AcdistillError, warn
 from acdistill.io import claim_outputs, json_text, write_files
 from acdistill.methods import METHODS
 from acdistill.pipeline.common import (
+    TEACHER_CHECKPOINT,
     check_data,
     check_json_out,
     details_path,
@@ -144,7 +145,7 @@ def check_effect(params: Params, points: list[dict[str, Any]]) -> None:
 def ablate(
     params: Params,
     *,
-    teacher: Path = Path("models/teacher.safetensors"),
+    teacher: Path = TEACHER_CHECKPOINT,
     runs: Path = Path("ablate"),
     out: Path = Path("metrics/ablate.json"),
     data_dir: Path | None = None,

@@ -24,10 +24,14 @@ from acdistill.engine.trainer import check_settings
 from acdistill.errors import AcdistillError, on_first_process
 from acdistill.io import claim_outputs, declared_outputs, output_lock, write_json
 from acdistill.methods import METHODS, Method
-from acdistill.models import DATASET_STATS, create_model
+from acdistill.models import create_model
 
 TRAINING_STAGES = ("teacher", "distill", "aft")  # in the order the pipeline runs them; the report sorts by it
 PIPELINE_MODELS = ("teacher", "student", "student_aft")  # their checkpoints' default names; figures sort by them
+# Where the pipeline's stages read and write their checkpoints unless told otherwise (dvc.yaml's outs)
+TEACHER_CHECKPOINT, STUDENT_CHECKPOINT, STUDENT_AFT_CHECKPOINT, PROBE_HEAD_CHECKPOINT = (
+    Path("models") / f"{name}.safetensors" for name in (*PIPELINE_MODELS, "probe_head")
+)
 
 
 def writes(*outputs: str) -> Callable[[Callable], Callable]:
@@ -99,8 +103,8 @@ def monitor_split(params: Params, data_dir: Path | None, monitor_n: int) -> Imag
 
 
 def new_model(arch: str, params: Params, num_classes: int) -> torch.nn.Module:
-    mean, std = DATASET_STATS[params.data.dataset]
-    return create_model(arch, num_classes=num_classes, mean=mean, std=std)
+    spec = DATASETS.get(params.data.dataset)
+    return create_model(arch, num_classes=num_classes, mean=spec.mean, std=spec.std)
 
 
 def build_method(section: TrainParams, student: torch.nn.Module, teacher: torch.nn.Module | None) -> Method:

@@ -13,20 +13,28 @@ from acdistill import progress
 from acdistill.analysis import adversarial_images, correlation_difference, feature_cloud, read_dvclive_series
 from acdistill.checkpoint import load_model
 from acdistill.config import Params
-from acdistill.data import load_split, unit_images
+from acdistill.data import DATASETS, load_split, unit_images
 from acdistill.engine.evaluate import first_n
 from acdistill.errors import AcdistillError
 from acdistill.io import claim_outputs, write_json
 from acdistill.models import feature_dim
-from acdistill.pipeline.common import PIPELINE_MODELS, check_trained_on, device_of, echo, writes
-from acdistill.plots import CLASS_NAMES, correlation_png, curves_png, eps_sweep_png, tsne_png
+from acdistill.pipeline.common import (
+    PIPELINE_MODELS,
+    STUDENT_CHECKPOINT,
+    TEACHER_CHECKPOINT,
+    check_trained_on,
+    device_of,
+    echo,
+    writes,
+)
+from acdistill.plots import correlation_png, curves_png, eps_sweep_png, tsne_png
 
 
 @writes("out_dir")
 def figures(
     params: Params,
     *,
-    teacher: Path = Path("models/teacher.safetensors"),
+    teacher: Path = TEACHER_CHECKPOINT,
     students: list[Path] | None = None,
     live: Path = Path("dvclive"),
     metrics_dir: Path = Path("metrics"),
@@ -37,7 +45,7 @@ def figures(
     """Logit-correlation differences to the teacher on natural and PGD-20 inputs (the GACD paper's Fig. 3-4),
     t-SNE of two classes and attacked images (Fig. 5), training curves and eps sweeps (params section `figures`),
     as PNG files in `out_dir` with figures.json; returns figures.json's summary."""
-    students = [Path(s) for s in students] if students else [Path("models/student.safetensors")]
+    students = [Path(s) for s in students] if students else [STUDENT_CHECKPOINT]
     live, metrics_dir = Path(live), Path(metrics_dir)
     cfg = params.figures
     dev = device_of(params, device)
@@ -51,7 +59,7 @@ def figures(
     test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
     if max(cfg.tsne_classes) >= test.num_classes:
         raise AcdistillError(f"figures.tsne_classes {cfg.tsne_classes}: {test.name} has {test.num_classes} classes")
-    names = list(CLASS_NAMES.get(test.name, [str(c) for c in range(test.num_classes)]))
+    names = DATASETS.get(test.name).names_of_classes()
     budget = params.eval.budget()
     common = dict(seed=params.seed, device=dev)
     data = first_n(test, cfg.n)

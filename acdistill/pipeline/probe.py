@@ -23,6 +23,8 @@ from acdistill.errors import AcdistillError
 from acdistill.io import claim_outputs, json_text, write_files
 from acdistill.models import feature_dim
 from acdistill.pipeline.common import (
+    PROBE_HEAD_CHECKPOINT,
+    STUDENT_CHECKPOINT,
     accuracy_metrics,
     check_json_out,
     details_path,
@@ -38,9 +40,9 @@ from acdistill.pipeline.evaluation import results_table
 def probe(
     params: Params,
     *,
-    model: Path = Path("models/student.safetensors"),
+    model: Path = STUDENT_CHECKPOINT,
     out: Path = Path("metrics/probe.json"),
-    head: Path = Path("models/probe_head.safetensors"),
+    head: Path = PROBE_HEAD_CHECKPOINT,
     force: bool = False,
     data_dir: Path | None = None,
     device: str | torch.device | None = None,

@@ -21,6 +21,9 @@ from acdistill.io import output_lock
 from acdistill.methods import METHODS
 from acdistill.models import create_model
 from acdistill.pipeline.common import (
+    STUDENT_AFT_CHECKPOINT,
+    STUDENT_CHECKPOINT,
+    TEACHER_CHECKPOINT,
     check_trained_on,
     device_of,
     echo,
@@ -35,14 +38,18 @@ from acdistill.pipeline.common import (
 )
 from acdistill.teachers import import_teacher, open_teacher
 
-TEACHER_METHODS = [name for name in METHODS.names() if not METHODS.get(name).needs_teacher]
+
+def teacher_methods() -> list[str]:
+    """The methods that train without a teacher, so can train one: read from the registry when asked, so that a
+    method registered after import is among them."""
+    return [name for name in METHODS.names() if not METHODS.get(name).needs_teacher]
 
 
 @writes("out", "metrics")
 def fetch_teacher(
     params: Params,
     *,
-    out: Path = Path("models/teacher.safetensors"),
+    out: Path = TEACHER_CHECKPOINT,
     metrics: Path | None = None,
     data_dir: Path | None = None,
     device: str | torch.device | None = None,
@@ -64,9 +71,9 @@ def fetch_teacher(
     refuse_overwrite(force, out)
     dev = device_of(params, device)
     if t.source == "train":
-        if t.train.method not in TEACHER_METHODS:
+        if t.train.method not in teacher_methods():
             raise AcdistillError(
-                f"teacher.train.method '{t.train.method}' needs a teacher itself; use {', '.join(TEACHER_METHODS)}"
+                f"teacher.train.method '{t.train.method}' needs a teacher itself; use {', '.join(teacher_methods())}"
             )
         mean, std = normalization_values(t.normalization() or "dataset", params.data.dataset)
         model = create_model(
@@ -102,8 +109,8 @@ def fetch_teacher(
 def distill(
     params: Params,
     *,
-    teacher: Path = Path("models/teacher.safetensors"),
-    out: Path = Path("models/student.safetensors"),
+    teacher: Path = TEACHER_CHECKPOINT,
+    out: Path = STUDENT_CHECKPOINT,
     metrics: Path | None = None,
     data_dir: Path | None = None,
     device: str | torch.device | None = None,
@@ -145,9 +152,9 @@ def distill(
 def finetune(
     params: Params,
     *,
-    model: Path = Path("models/student.safetensors"),
-    teacher: Path = Path("models/teacher.safetensors"),
-    out: Path = Path("models/student_aft.safetensors"),
+    model: Path = STUDENT_CHECKPOINT,
+    teacher: Path = TEACHER_CHECKPOINT,
+    out: Path = STUDENT_AFT_CHECKPOINT,
     metrics: Path | None = None,
     data_dir: Path | None = None,
     device: str | torch.device | None = None,
