@@ -245,12 +245,13 @@ def _deepmind_layout(keys: set[str]) -> bool:
     return "logits.weight" in keys and ("init_conv.weight" in keys or "conv_2d.weight" in keys)
 
 
-def _register(fmt: Format) -> None:
-    FORMATS.register(fmt.name)(fmt)
+def register_format(fmt: Format) -> Format:
+    """Add a released checkpoint layout: `teacher.format: <fmt.name>` and automatic detection then read it."""
+    return FORMATS.register(fmt.name)(fmt)
 
 
 OWN = "acdistill"
-_register(
+register_format(
     Format(
         OWN,
         "acdistill's own key names (a bare state dict; give its architecture)",
@@ -259,7 +260,7 @@ _register(
         lambda state: ("", {}, state),
     )
 )
-_register(
+register_format(
     Format(
         "trades-wrn",
         "WideResNet of TRADES, ARD, RSLAD and RobustBench's WideResNet (block1.layer.0...)",
@@ -268,7 +269,7 @@ _register(
         _trades_wrn,
     )
 )
-_register(
+register_format(
     Format(
         "kuangliu-resnet",
         "ResNet-18/34/50 of kuangliu/pytorch-cifar: RSLAD and ARD students, MadryLab robustness, RobustBench's ResNet",
@@ -277,7 +278,7 @@ _register(
         _kuangliu_resnet,
     )
 )
-_register(
+register_format(
     Format(
         "kuangliu-mobilenetv2",
         "MobileNetV2 of kuangliu/pytorch-cifar (RSLAD and ARD students)",
@@ -286,7 +287,7 @@ _register(
         _kuangliu_mobilenetv2,
     )
 )
-_register(
+register_format(
     Format(
         "kuangliu-preact",
         "PreActResNet-18 whose projection shortcut reads the pre-activated input "
@@ -297,7 +298,7 @@ _register(
         _preact("preact"),
     )
 )
-_register(
+register_format(
     Format(
         "fast-adversarial-preact",
         "PreActResNet-18 whose projection shortcut reads the raw input "
@@ -307,7 +308,7 @@ _register(
         _preact("raw"),
     )
 )
-_register(
+register_format(
     Format(
         "deepmind",
         "DeepMind's WideResNet / PreActResNet with Swish (SiLU) and TF padding (Gowal 2020, "
@@ -317,7 +318,7 @@ _register(
         _deepmind("silu"),
     )
 )
-_register(
+register_format(
     Format(
         "deepmind-relu",
         "as deepmind, with ReLU activations",

@@ -1,6 +1,12 @@
-"""Name -> object registries (methods, attacks, datasets, models) with one error message for unknown names."""
+"""Name -> object registries (methods, models, attacks, datasets, formats) with one error message for unknown names.
 
-from collections.abc import Callable, Iterator
+One style for all of them: a thing registers itself where it is defined, with its registry's `register_<kind>`
+(register_method, register_model, register_attack, register_dataset, register_format), and a package of such
+things imports all its modules (`import_modules`), so that a new method or architecture is one new file."""
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from acdistill.errors import AcdistillError, unknown_name
@@ -41,3 +47,11 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def import_modules(package: str, path: Iterable[str], skip: Collection[str] = ()) -> None:
+    """Import every module of `package` (its `__name__` and `__path__`) but those in `skip`, so that each registers
+    what it defines."""
+    for module in pkgutil.iter_modules(path):
+        if module.name not in skip:
+            importlib.import_module(f"{package}.{module.name}")

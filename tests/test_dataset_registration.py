@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from conftest import MIRROR, REPO, run
 
-from acdistill.data import DATASETS, load_split
-from acdistill.data.datasets import DatasetSpec, register_dataset
+from acdistill.data import DATASETS, DatasetSpec, load_split, register_dataset
 
 CLASSES = ("red", "green", "blue", "grey")
 

@@ -31,7 +31,7 @@ NOT_TRAINING = [
     "README.md",
 ]
 # Imported by the training stages without deciding what they compute: file handling, errors, registries, logging of
-# provenance, the progress display, the device choice, the writing of the per-epoch curves, the evaluation that only
+# provenance and the version it records, the progress display, the device choice, the writing of the per-epoch curves, the evaluation that only
 # monitors them, its intervals, ablate's tables and its jobs.
 NOT_A_RESULT = {
     "acdistill/__init__.py",
@@ -39,6 +39,7 @@ NOT_A_RESULT = {
     "acdistill/errors.py",
     "acdistill/registry.py",
     "acdistill/provenance.py",
+    "acdistill/_version.py",
     "acdistill/progress.py",
     "acdistill/engine/__init__.py",
     "acdistill/engine/device.py",

@@ -1,5 +1,5 @@
 from acdistill.attacks.pgd import ce_objective, cw_l2, cw_objective, fgsm, kl_objective, pgd
-from acdistill.attacks.suite import EVAL_ATTACKS, Budget, EvalAttack
+from acdistill.attacks.suite import EVAL_ATTACKS, Budget, EvalAttack, register_attack
 
 __all__ = [
     "EVAL_ATTACKS",
@@ -11,4 +11,5 @@ __all__ = [
     "fgsm",
     "kl_objective",
     "pgd",
+    "register_attack",
 ]

@@ -59,9 +59,13 @@ class EvalAttack:
 EVAL_ATTACKS: Registry[EvalAttack] = Registry("attack")
 
 
-def _add(name: str, description: str, run: AttackFn, steps: int | None = None, norms: tuple[Norm, ...] = NORMS) -> None:
+def register_attack(
+    name: str, description: str, run: AttackFn, steps: int | None = None, norms: tuple[Norm, ...] = NORMS
+) -> EvalAttack:
+    """Add an evaluation attack: `run(model, x, y, budget)` returns the adversarial x; `eval.attacks` then takes
+    `name`. It runs on checked inputs, with gradients on, and leaves the model's mode and weights as they were."""
     attack = EvalAttack(name, leaves_model_untouched(_guarded(name, run)), description, steps, norms)
-    EVAL_ATTACKS.register(name)(attack)
+    return EVAL_ATTACKS.register(name)(attack)
 
 
 def _guarded(name: str, run: AttackFn) -> AttackFn:
@@ -164,16 +168,18 @@ def _autoattack(version: str, attacks: list[str] | None = None) -> AttackFn:
     return run
 
 
-_add("natural", "clean accuracy", lambda model, x, y, budget: x)
-_add(
+register_attack("natural", "clean accuracy", lambda model, x, y, budget: x)
+register_attack(
     "fgsm",
     "one signed-gradient step of size eps, no random start (L2: along the normalized gradient)",
     lambda model, x, y, budget: fgsm(model, x, y, budget.eps, budget.norm),
 )
-_add("pgd20", "PGD_SAT: CE, uniform start, step 2/255, 20 steps", _pgd_ce(20, 2 / 255, "uniform"), steps=20)
-_add("pgd7", "CE, uniform start, step 2/255, 7 steps", _pgd_ce(7, 2 / 255, "uniform"), steps=7)
-_add("pgd-trades", "CE, start x + 0.001 N(0,1), step 0.003, 20 steps", _pgd_ce(20, 0.003, "normal"), steps=20)
-_add(
+register_attack("pgd20", "PGD_SAT: CE, uniform start, step 2/255, 20 steps", _pgd_ce(20, 2 / 255, "uniform"), steps=20)
+register_attack("pgd7", "CE, uniform start, step 2/255, 7 steps", _pgd_ce(7, 2 / 255, "uniform"), steps=7)
+register_attack(
+    "pgd-trades", "CE, start x + 0.001 N(0,1), step 0.003, 20 steps", _pgd_ce(20, 0.003, "normal"), steps=20
+)
+register_attack(
     "cw-inf",
     "PGD on the C&W margin loss (kappa 50), step 2/255, 30 steps",
     lambda model, x, y, budget: pgd(
@@ -182,18 +188,18 @@ _add(
     steps=30,
     norms=("Linf",),
 )
-_add(
+register_attack(
     "cw2",
     "C&W L2 (c 1, kappa 0, 100 Adam steps, lr 0.01); robust if it fails or needs L2 > 0.5; ignores eps",
     lambda model, x, y, budget: cw_l2(model, x, y, steps=budget.steps or 100),
     steps=100,
 )
-_add(
+register_attack(
     "aa",
     "AutoAttack standard (apgd-ce, apgd-t, fab-t, square) through pyautoattack; a fixed protocol",
     _autoattack("standard"),
 )
-_add(
+register_attack(
     "aa-fast",
     "AutoAttack version custom through pyautoattack: apgd-ce with 5 restarts + apgd-t on 9 target classes, "
     "100 iterations each",

@@ -1,7 +1,8 @@
-"""Model zoo: every model normalises internally and exposes ``features`` / ``head``."""
+"""Model zoo: every model normalises internally and exposes ``features`` / ``head``. Importing this package
+registers every module's architectures (`register_model`, `register_family`); a new architecture is one new file."""
 
-# Imported only so that their architectures register themselves.
-from . import deepmind, mobilenet_v2, resnet, resnet_cifar, small_cnn, wide_resnet  # noqa: E402,F401
+from acdistill.registry import import_modules
+
 from .base import ImageClassifier, feature_dim
 from .registry import (
     assemble,
@@ -13,6 +14,8 @@ from .registry import (
     register_model,
     varies_by,
 )
+
+import_modules(__name__, __path__, skip={"base", "registry", "zoo"})
 
 __all__ = [
     "ImageClassifier",
