@@ -31,8 +31,8 @@ NOT_TRAINING = [
     "README.md",
 ]
 # Imported by the training stages without deciding what they compute: file handling, errors, registries, logging of
-# provenance and the version it records, the progress display, the device choice, the writing of the per-epoch curves, the evaluation that only
-# monitors them, its intervals, ablate's tables and its jobs.
+# provenance and the version it records, the progress display, the device choice, the writing of the per-epoch
+# curves, the evaluation that only monitors them, its intervals, ablate's tables and its jobs.
 NOT_A_RESULT = {
     "acdistill/__init__.py",
     "acdistill/io.py",
