@@ -694,7 +694,7 @@ def _describe(err: ValidationError, model: type[BaseModel]) -> str:
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         given = first.get("input")
-        dotted = f"{loc}.{next(iter(leaf_keys(given)))}" if isinstance(given, dict) and given else loc
+        dotted = f"{loc}.{next(iter(dotted_items(given)))}" if isinstance(given, dict) and given else loc
         close = close_keys(dotted, key_paths(model))
         msg = "unknown key" + (f"; did you mean {' or '.join(close)}?" if close else "")
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
@@ -721,13 +721,16 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
-def leaf_keys(tree: dict, prefix: str = "") -> list[str]:
-    """{'method': 'kd', 'attack': {'eps': 1}} -> ['method', 'attack.eps']."""
-    return [
-        k
-        for key, value in tree.items()
-        for k in (leaf_keys(value, f"{prefix}{key}.") if isinstance(value, dict) and value else [f"{prefix}{key}"])
-    ]
+def dotted_items(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping by dotted keys, as `-S` sets them: {'method': 'kd', 'attack': {'eps': 1}} -> {'method': 'kd',
+    'attack.eps': 1} (an empty mapping is a leaf)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out |= dotted_items(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def close_keys(key: str, paths: list[str]) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 from tabulate import tabulate
 
 from acdistill.checkpoint import FORMAT
-from acdistill.config import Params
+from acdistill.config import Params, dotted_items
 from acdistill.errors import AcdistillError
 from acdistill.io import write_text
 from acdistill.pipeline.common import TRAINING_STAGES, details_path, echo, writes
@@ -146,23 +146,13 @@ def params_of(data: dict[str, Any] | None) -> dict[str, Any]:
 
 def changed_params(params: dict[str, Any], base: dict[str, Any]) -> str:
     """The dotted keys whose values differ, as `-S` would set them: "distill.method=kd, eval.n=500"."""
-    flat, flat_base = flatten(params), flatten(base)
+    flat, flat_base = dotted_items(params), dotted_items(base)
     keys = sorted(k for k in flat.keys() | flat_base.keys() if flat.get(k) != flat_base.get(k))
     return ", ".join(f"{k}={value_text(flat[k]) if k in flat else '(unset)'}" for k in keys) or "(none)"
 
 
 def value_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out |= flatten(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def metrics_file_at(rev: str, path: str) -> dict[str, Any] | None:
