@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -27,6 +27,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from acdistill.attacks import EVAL_ATTACKS, Budget
 from acdistill.budgets import Eps, PixelFloat, Strict, TrainAttack, pixel_scale_hint
@@ -36,6 +37,8 @@ from acdistill.errors import AcdistillError, close_names, unknown_name
 from acdistill.formats import format_names, parse_normalize
 from acdistill.methods import METHODS
 from acdistill.models.registry import resolve
+from acdistill.registry import Registry
+from acdistill.teachers import TEACHER_SOURCES
 
 
 class SpeedParams(Strict):
@@ -79,11 +82,70 @@ def _known_arch(name: str) -> str:
 Arch = Annotated[str, AfterValidator(_known_arch)]  # an architecture name of acdistill.models
 
 
-class TrainParams(BaseModel):
+def _key_error(key: str, text: str) -> PydanticCustomError:
+    """A section's error about one of its keys, which names the key for `_blamed`."""
+    return PydanticCustomError("section_key", "{text}", {"text": text, "key": key})
+
+
+class Sectioned(BaseModel):
+    """A params section whose keys besides its fields are the sub-sections of registered things, each validated by
+    the thing's own `Params`: a method's `distill.<method>`, a teacher source's `teacher.<source>`. Any other key is
+    unknown, and named with the close keys. A subclass names its registry (`_registry`), the field that chooses the
+    run's thing (`chooser`) and what the things are called (`kind`)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    chooser: ClassVar[str]
+    kind: ClassVar[str]
+    _sections: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def _registry(cls) -> Registry:
+        raise NotImplementedError
+
+    def _refuse_moved(self, key: str) -> None:
+        """A hook for keys that once lived here: raise ValueError saying where they went."""
+
+    @model_validator(mode="after")
+    def _validate_sections(self) -> Sectioned:
+        registry = self._registry()
+        takes = [name for name in registry.names() if registry.get(name).Params is not None]
+        for key, value in (self.model_extra or {}).items():
+            self._refuse_moved(key)
+            if key not in takes:
+                close = close_keys(key, [*key_paths(type(self)), *takes])
+                guess = f"; did you mean {' or '.join(close)}?" if close else ""
+                raise _key_error(
+                    key, f"unknown key '{key}'{guess} (not a field, nor a {self.kind}: {', '.join(takes)})"
+                )
+            params = registry.get(key).Params
+            try:
+                self._sections[key] = params.model_validate(value or {})
+            except ValidationError as e:
+                raise _key_error(key, f"{key}.{_describe(e, params)}") from None
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump_the_run_section(self, handler, info):
+        """The run's sub-section as validated, defaults filled in: the same settings written two ways (`tau: 0.1` or
+        nothing, 0.1 being the default) dump, and so fingerprint, the same. Other things' sections are left out: the
+        run never reads them, so editing `gacd` must not invalidate an ARD checkpoint or ablate point."""
+        chosen = getattr(self, self.chooser)
+        data = {k: v for k, v in handler(self).items() if k not in self._sections}
+        if chosen in self._sections:
+            data[chosen] = self._sections[chosen].model_dump(mode=info.mode)
+        return data
+
+    def section(self, name: str | None = None) -> BaseModel | None:
+        """The validated sub-section of `name` (default: the run's chosen thing), or None where none was given."""
+        return self._sections.get(name or getattr(self, self.chooser))
+
+
+class TrainParams(Sectioned):
     """One training run (teacher training, distillation, adversarial fine-tuning). Besides the keys below, a
     section may hold one sub-section per method name with that method's params."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    chooser: ClassVar[str] = "method"
+    kind: ClassVar[str] = "method"
 
     method: str
     epochs: int = Field(10, ge=1)
@@ -104,39 +166,22 @@ class TrainParams(BaseModel):
     monitor_n: int = Field(200, ge=0, description="held-out test images for per-epoch clean / PGD accuracy")
     monitor_steps: int = Field(10, ge=1)
 
-    _method_params: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+    @classmethod
+    def _registry(cls) -> Registry:
+        return METHODS
 
     @model_validator(mode="after")
-    def _check_method_sections(self) -> TrainParams:
+    def _known_method(self) -> TrainParams:
         METHODS.get(self.method)
-        for key, value in (self.model_extra or {}).items():
-            if key in SpeedParams.model_fields or key == "cuda_graph":
-                moved = "step_graph" if key == "cuda_graph" else key
-                raise ValueError(f"'{key}' is now set once for every training stage, as speed.{moved}")
-            if key not in METHODS:
-                close = close_keys(key, [*key_paths(type(self)), *METHODS.names()])
-                guess = f"; did you mean {' or '.join(close)}?" if close else ""
-                raise ValueError(
-                    f"unknown key '{key}'{guess} (not a field, nor a method: {', '.join(METHODS.names())})"
-                )
-            try:
-                self._method_params[key] = METHODS.get(key).Params.model_validate(value or {})
-            except ValidationError as e:
-                raise ValueError(f"{key}.{_describe(e, METHODS.get(key).Params)}") from None
         return self
 
-    @model_serializer(mode="wrap")
-    def _dump_the_run_method_section(self, handler, info):
-        """The run's method section as validated, defaults filled in: the same settings written two ways (`tau: 0.1`
-        or nothing, 0.1 being the default) dump, and so fingerprint, the same. Other methods' sections are left out:
-        the run never reads them, so editing `gacd` must not invalidate an ARD checkpoint or ablate point."""
-        data = {k: v for k, v in handler(self).items() if k not in self._method_params}
-        if self.method in self._method_params:
-            data[self.method] = self._method_params[self.method].model_dump(mode=info.mode)
-        return data
+    def _refuse_moved(self, key: str) -> None:
+        if key in SpeedParams.model_fields or key == "cuda_graph":
+            moved = "step_graph" if key == "cuda_graph" else key
+            raise ValueError(f"'{key}' is now set once for every training stage, as speed.{moved}")
 
     def method_params(self) -> BaseModel:
-        return self._method_params.get(self.method) or METHODS.get(self.method).Params()
+        return self.section() or METHODS.get(self.method).Params()
 
 
 class DataParams(Strict):
@@ -190,20 +235,6 @@ class TeacherTrain(TrainParams):
     method: str = "sat"
 
 
-class ZooParams(Strict):
-    """A RobustBench model-zoo entry; its dataset is `data.dataset`."""
-
-    name: str = Field(description="the entry's name in RobustBench, e.g. Zhang2019Theoretically")
-    threat_model: Literal["Linf", "L2", "corruptions"] = "Linf"
-    model_dir: str = Field(
-        "models/robustbench",
-        description=(
-            "robustbench's model directory: the weights are <model_dir>/<dataset>/<threat_model>/<name>.pt, downloaded "
-            "there when absent"
-        ),
-    )
-
-
 class Normalization(Strict):
     """Per-channel input statistics: three values each, std positive (see `acdistill.formats.parse_normalize`)."""
 
@@ -223,8 +254,14 @@ def _normalization_input(value: Any) -> Any:
     return parsed if parsed is None else {"mean": parsed[0], "std": parsed[1]}
 
 
-class TeacherParams(Strict):
-    source: Literal["train", "file", "url", "robustbench"] = "train"
+class TeacherParams(Sectioned):
+    """Where the teacher comes from: `source` names a registered `acdistill.teachers.TeacherSource`; a source's own
+    settings are its sub-section (`robustbench: {name: ...}`)."""
+
+    chooser: ClassVar[str] = "source"
+    kind: ClassVar[str] = "source's section"
+
+    source: str = Field("train", description="train, file, url or robustbench (acdistill.teachers lists them)")
     arch: Arch = Field(
         "resnet20",
         description=(
@@ -258,7 +295,6 @@ class TeacherParams(Strict):
             ),
         )
     )
-    robustbench: ZooParams | None = Field(None, description="source robustbench: the zoo entry")
     expected_clean_acc: float | None = Field(
         None,
         ge=0,
@@ -277,22 +313,20 @@ class TeacherParams(Strict):
     )
     train: TeacherTrain = TeacherTrain()
 
+    @classmethod
+    def _registry(cls) -> Registry:
+        return TEACHER_SOURCES
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, name: str) -> str:
+        if name not in TEACHER_SOURCES:
+            raise ValueError(unknown_name("teacher source", name, TEACHER_SOURCES.names()))
+        return name
+
     @model_validator(mode="after")
     def _source_fields(self) -> TeacherParams:
-        if self.source == "file" and not self.path:
-            raise ValueError("source 'file' needs 'path'")
-        if self.source == "url" and not (self.url and self.sha256):
-            raise ValueError("source 'url' needs 'url' and 'sha256'")
-        if self.source == "robustbench":
-            if self.robustbench is None:
-                raise ValueError("source 'robustbench' needs 'robustbench: {name: ...}'")
-            for key in ("normalize", "checkpoint_key", "expected_clean_acc"):
-                if getattr(self, key) is not None:
-                    raise ValueError(
-                        f"'{key}' does not apply to source 'robustbench' (robustbench's code and leaderboard say it)"
-                    )
-            if self.format != "auto":
-                raise ValueError("'format' does not apply to source 'robustbench' (robustbench's code reads it)")
+        TEACHER_SOURCES.get(self.source).check(self)
         if self.format not in format_names():
             raise ValueError(unknown_name("format", self.format, format_names()))
         return self
@@ -702,16 +736,18 @@ def _describe(err: ValidationError, model: type[BaseModel]) -> str:
 
 
 def key_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
-    """Every dotted key `model` accepts, sections included ('distill', 'distill.attack.eps'), with the method
-    sections of a training section ('distill.gacd.k')."""
+    """Every dotted key `model` accepts, sections included ('distill', 'distill.attack.eps'), with the registered
+    things' sub-sections ('distill.gacd.k', 'teacher.robustbench.name')."""
     paths = []
     for name, field in model.model_fields.items():
         paths.append(prefix + name)
         for section in _models_in(field.annotation):
             paths += key_paths(section, f"{prefix}{name}.")
-    if issubclass(model, TrainParams):
-        for method in METHODS.names():
-            paths += key_paths(METHODS.get(method).Params, f"{prefix}{method}.")
+    if issubclass(model, Sectioned):
+        registry = model._registry()
+        for name in registry.names():
+            if registry.get(name).Params is not None:
+                paths += key_paths(registry.get(name).Params, f"{prefix}{name}.")
     return paths
 
 
@@ -781,7 +817,11 @@ def load_params(
 
 def _blamed(err: ValidationError, given_as: dict[str, str]) -> str | None:
     """The override the first error is about (its key, a key inside its section, or its section), as given."""
-    loc = ".".join(str(p) for p in err.errors()[0]["loc"])
+    first = err.errors()[0]
+    parts = [str(p) for p in first["loc"]]
+    if "key" in first.get("ctx", {}):  # a section's error about one of its sub-sections' keys
+        parts.append(first["ctx"]["key"])
+    loc = ".".join(parts)
     for key in sorted(given_as, key=len, reverse=True):
         if key == loc or loc.startswith(f"{key}.") or key.startswith(f"{loc}."):
             return given_as[key]

@@ -38,7 +38,7 @@ COMPUTES = (
     "losses.py",
     "registry.py",
     "serialization.py",
-    "teachers.py",
+    "teachers/",
     "untouched.py",
     "pipeline/common.py",
     "pipeline/training.py",

@@ -9,9 +9,10 @@ import pytest
 import torch
 from conftest import run
 
-from acdistill import create_model, load_model, teachers
+from acdistill import create_model, load_model
 from acdistill.checkpoint import read_sidecar
 from acdistill.stats import unpack_bits, wilson
+from acdistill.teachers import url as url_source
 
 
 def digest(path):
@@ -154,7 +155,7 @@ def test_fetch_teacher_from_a_third_party_pt(here):
 
 
 def test_fetch_teacher_by_url_checks_sha256(here, monkeypatch, tmp_path):
-    monkeypatch.setattr(teachers, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(url_source, "CACHE_DIR", tmp_path / "cache")
     weights = here / "models/teacher.safetensors"
     good = digest(weights)
     url = weights.as_uri()

@@ -21,11 +21,12 @@ from conftest import MIRROR, REPO, run
 from safetensors.torch import load_file
 from test_trainer import make_trainer
 
-from acdistill import load_model, teachers
+from acdistill import load_model
 from acdistill.config import TrainParams
 from acdistill.data import load_split
 from acdistill.errors import AcdistillError
 from acdistill.io import lock_path, output_lock, write_json
+from acdistill.teachers import url as url_source
 
 # Enough images that an epoch of the tiny models lasts about a second: room to kill a run between epochs.
 SLOW = ["-S", "data.train_subset=768", "-S", "distill.monitor_n=0"]
@@ -179,7 +180,7 @@ class Truncating(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_truncated_download_is_an_error_and_nothing_is_kept(here, tmp_path, monkeypatch):
-    monkeypatch.setattr(teachers, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(url_source, "CACHE_DIR", tmp_path / "cache")
     server = http.server.HTTPServer(("127.0.0.1", 0), Truncating)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:

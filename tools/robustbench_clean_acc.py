@@ -1,4 +1,4 @@
-"""Write acdistill/robustbench_clean_acc.json: the clean accuracy RobustBench lists for each CIFAR-10/100 entry.
+"""Write acdistill/teachers/robustbench_clean_acc.json: the clean accuracy RobustBench lists for each CIFAR-10/100 entry.
 
 RobustBench keeps one JSON file per leaderboard entry in its repository (model_info/<dataset>/<threat>/<name>.json),
 not in the package that pip installs; this table carries the `clean_acc` field of each, so that `fetch-teacher` can
@@ -27,7 +27,7 @@ def main(checkout: Path) -> None:
             entries = {p.stem: float(json.loads(p.read_text())["clean_acc"]) for p in sorted(folder.glob("*.json"))}
             if entries:
                 table.setdefault(dataset, {})[threat] = entries
-    out = Path(__file__).resolve().parents[1] / "acdistill" / "robustbench_clean_acc.json"
+    out = Path(__file__).resolve().parents[1] / "acdistill" / "teachers" / "robustbench_clean_acc.json"
     out.write_text(json.dumps(table, indent=1, sort_keys=False) + "\n")
     print(f"wrote {out}: {sum(len(v) for d in DATASETS for v in table.get(d, {}).values())} entries")
 

@@ -24,12 +24,14 @@ from acdistill.cli.common import (
 )
 from acdistill.pipeline import fetch_teacher as fetch
 from acdistill.pipeline.common import TEACHER_CHECKPOINT
+from acdistill.teachers import TEACHER_SOURCES
 
 
 def fetch_teacher(
     params_file: ParamsOpt = Path("params.yaml"),
     source: Annotated[
-        str | None, typer.Option(help="robustbench, file, url or train (default: params teacher.source)")
+        str | None,
+        typer.Option(help=f"{', '.join(TEACHER_SOURCES.names())} (default: params teacher.source; docs/teachers.md)"),
     ] = None,
     path: Annotated[Path | None, typer.Option(help="local .safetensors or .pt (source file)")] = None,
     url: Annotated[str | None, typer.Option(help="download URL (source url, needs --sha256)")] = None,

@@ -209,16 +209,15 @@ def train_and_save(
     stage: str,
     section: TrainParams,
     params: Params,
-    *,
     student: torch.nn.Module,
     teacher: torch.nn.Module | None,
+    context: dict[str, Any],
     data_dir: Path | None,
     device: torch.device,
     out: Path,
     metrics: Path,
     resume: bool,
     force: bool,
-    context: dict[str, Any],
     run_dir: Path | None = None,
 ) -> dict[str, Any]:
     """The body of every training stage: train `student` with `section`'s method, then write the checkpoint
@@ -258,28 +257,37 @@ def train_and_save(
         )
         start = time.perf_counter()
         history = trainer.fit(train, monitor, augment=params.data.augment, resume=resume)
-        last = history[-1]
         summary = {
             "method": section.method,
             "epochs": section.epochs,
             "train_images": len(train),
-            **{k: v for k, v in last.items() if k.endswith("_acc")},
+            **{k: v for k, v in history[-1].items() if k.endswith("_acc")},
             "minutes_this_run": round((time.perf_counter() - start) / 60, 2),
         }
-        if not ranks.main:
-            return summary
-        save_model(
-            student,
-            out,
-            dataset=params.data.dataset,
-            info={
-                "stage": stage,
-                "params": section.model_dump(mode="json"),
-                "seed": params.seed,
-                **summary,
-                **{k: v for k, v in context.items() if k.endswith("_sha256")},
-            },
-        )  # the report links runs by it
-        write_stage_metrics(metrics, summary)
-        echo(f"{stage}: wrote {out} and {metrics}")
+        if ranks.main:
+            save_trained(stage, section, params, student, summary, context, out, metrics)
         return summary
+
+
+def save_trained(
+    stage: str,
+    section: TrainParams,
+    params: Params,
+    student: torch.nn.Module,
+    summary: dict[str, Any],
+    context: dict[str, Any],
+    out: Path,
+    metrics: Path,
+) -> None:
+    """A training stage's outputs: the checkpoint, whose sidecar records the section, the seed, the summary and the
+    sha256 of the models it started from (the report links runs by it), then the metrics JSON."""
+    info = {
+        "stage": stage,
+        "params": section.model_dump(mode="json"),
+        "seed": params.seed,
+        **summary,
+        **{k: v for k, v in context.items() if k.endswith("_sha256")},
+    }
+    save_model(student, out, dataset=params.data.dataset, info=info)
+    write_stage_metrics(metrics, summary)
+    echo(f"{stage}: wrote {out} and {metrics}")
