@@ -198,12 +198,15 @@ def measure_checkpoint(
             else None
         )
         # the sanity section holds sanity_checks' settings, and n: which images
-        settings = s.model_dump(exclude={"n"})
-        checks = sanity_checks(net, sanity_set, budget, progress=on_batch, **settings, **common) if sanity else None
+        checks = (
+            sanity_checks(net, sanity_set, budget, progress=on_batch, **s.model_dump(exclude={"n"}), **common)
+            if sanity
+            else None
+        )
     return Evaluated(results, curve, checks, recorded_clean, sweep_n, len(sanity_set) if sanity else None)
 
 
-def shown(params: Params, model: Path, measured: Evaluated) -> str:
+def show_evaluation(params: Params, model: Path, measured: Evaluated) -> str:
     """Print the evaluation's tables (warning of a clean accuracy far below the record, and of failed masking
     checks); returns them as the markdown report."""
     cfg = params.eval
@@ -298,7 +301,7 @@ def evaluate_checkpoint(
     measured = measure_checkpoint(
         params, model, arch=arch, format=format, normalize=normalize, sanity=sanity, data_dir=data_dir, device=device
     )
-    markdown = shown(params, model, measured)
+    markdown = show_evaluation(params, model, measured)
     if out is not None:
         write_evaluation(params, model, measured, markdown, out)
     report = report_of(measured.results, measured.checks, measured.curve, params.eval.split)
