@@ -13,24 +13,25 @@ The DVC stage keeps ablate/ with `persist: true` for the same reason. The hashes
 a docstring does not retrain a study; instead each result records the acdistill code that produced it, and a run
 reused from other code that computes results (provenance.COMPUTES) is named in
 the output, to be deleted and rerun where the change matters.
+
+ablate plans its points and checks every run before any starts (acdistill.pipeline.points), runs them here or as
+jobs (acdistill.pipeline.runs, acdistill.pipeline.jobs), tabulates them (acdistill.pipeline.compare), and writes
+the tables (here).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from acdistill.config import FINETUNE, NAME, SEARCH_BY, Params
-from acdistill.errors import AcdistillError, warn
+from acdistill.config import NAME, Params
+from acdistill.errors import warn
 from acdistill.io import claim_outputs, json_text, write_files
 from acdistill.methods import METHODS
 from acdistill.pipeline.common import (
     TEACHER_CHECKPOINT,
-    check_data,
     check_json_out,
     details_path,
     device_of,
@@ -39,28 +40,25 @@ from acdistill.pipeline.common import (
     writes,
 )
 from acdistill.pipeline.compare import (
-    Measured,
-    comparisons,
+    AblationTables,
+    ablation_tables,
     comparisons_table,
-    descending,
-    difference,
     markdown_table,
-    measured_points,
-    over_seeds_rows,
-    row_of,
+    search_choice,
     search_table,
     ties_text,
-    ties_with_best,
 )
+from acdistill.pipeline.jobs import check_jobs
 from acdistill.pipeline.points import (
-    distilled_point,
-    expand,
+    ablation_points,
+    check_sort_by,
+    checked_runs,
     link_latest,
-    point_label,
     point_params,
     results_digest,
+    search_base,
+    search_trials,
     with_seeds,
-    without_effect,
 )
 from acdistill.pipeline.runs import Runs
 from acdistill.provenance import code_info
@@ -70,75 +68,23 @@ def searched(
     runs: Runs, points: list[dict[str, Any]], first_seed: int | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """ablate.search: each point with its chosen value of search.key set (points that set the key keep theirs), and
-    one record per searched point ({point, by, values: [{value, accuracy, ci95}], chosen}). A fine-tuning point takes
-    the value chosen for its distilled point. A trial of a named point is named <name>.<key's last part>=<value>."""
+    one record per searched point ({point, by, values: [{value, accuracy, ci95}], chosen, within_noise}: see
+    compare.search_choice). A fine-tuning point takes the value chosen for its distilled point."""
     search = runs.params.ablate.search
     if search is None:
         return points, []
-    short = search.key.rsplit(".", 1)[-1]
-
-    def base_of(point: dict[str, Any]) -> str:  # the distilled point, which fine-tuning points share
-        return point_label({k: v for k, v in distilled_point(point).items() if k != SEARCH_BY})
-
-    todo: dict[str, dict[str, Any]] = {}  # base -> the point's label, its attack, its trials (one per value)
-    for point in points:
-        if search.key in point or base_of(point) in todo:
-            continue
-        by = point.get(SEARCH_BY, search.by)
-        held_out = {"eval.split": "val", "eval.attacks": search.attacks_for(by), "eval.n": None}
-        held_out |= {"eval.n_per_attack": {}} | ({"seed": first_seed} if first_seed is not None else {})
-        trials = []
-        for value in search.values:
-            trial = {k: v for k, v in distilled_point(point).items() if k != SEARCH_BY} | {search.key: value}
-            named = {NAME: f"{point[NAME]}.{short}={value}"} if NAME in point else {}
-            trials.append(named | trial | held_out)
-        todo[base_of(point)] = {"label": point.get(NAME, base_of(point)), "by": by, "trials": trials}
+    todo = search_trials(search, points, first_seed)
     trials = [t for entry in todo.values() for t in entry["trials"]]
-    found = iter(runs.run_all(trials, [point_params(runs.params, t) for t in trials], "search run"))
-    records, chosen = [], {}
-    for base, entry in todo.items():
-        tried, measured = [], []
-        for value, (_, _, evaluation) in zip(search.values, found):
-            r = evaluation["eval"][entry["by"]]
-            tried.append({"value": value, "accuracy": r["accuracy"], "ci95": r.get("ci95")})
-            measured.append(Measured.of([r]))
-        best = max(range(len(tried)), key=lambda i: tried[i]["accuracy"])  # the first of equals: search.values' order
-        ties = [
-            tried[i]["value"]
-            for i in range(len(tried))
-            if i != best
-            and None not in (measured[i], measured[best])
-            and difference(measured[i], measured[best]).within_noise
-        ]
-        chosen[base] = tried[best]["value"]
-        records.append(
-            {"point": entry["label"], "by": entry["by"], "values": tried, "chosen": tried[best]["value"]}
-            | {"within_noise": ties}
-        )
+    found = runs.run_all(trials, [point_params(runs.params, t) for t in trials], "search run")
+    n = len(search.values)
+    records = [
+        search_choice(entry["label"], entry["by"], search.values, [e for _, _, e in found[i * n : (i + 1) * n]])
+        for i, entry in enumerate(todo.values())
+    ]
+    chosen = {base: record["chosen"] for base, record in zip(todo, records)}
     return [
-        point if search.key in point else {**point, search.key: chosen[base_of(point)]} for point in points
+        point if search.key in point else {**point, search.key: chosen[search_base(point)]} for point in points
     ], records
-
-
-def check_effect(params: Params, points: list[dict[str, Any]]) -> None:
-    """Warn of each grid or points key a point's run does not read (`without_effect`), or with ablate.strict
-    refuse, before anything runs: points that differ only in such keys are one run under several labels."""
-    unread: dict[str, list[str]] = {}
-    for point in points:
-        p = point_params(params, point)
-        for key in without_effect(point, p):
-            section = key.partition(".")[0]
-            reader = p.distill.method if section == "distill" else p.aft.method
-            why = f"has no effect on {reader}" if section == "distill" or point.get(FINETUNE) else "has no effect"
-            if section == "aft" and not point.get(FINETUNE):
-                why += f" without {FINETUNE}: true"
-            unread.setdefault(f"{key} {why}", []).append(point_label(point))
-    if not unread:
-        return
-    message = "; ".join(f"{what} (points {', '.join(labels)})" for what, labels in unread.items())
-    if params.ablate.strict:
-        raise AcdistillError(f"ablate: {message} (ablate.strict / --strict refuses it)")
-    warn(f"ablate: {message}; points that differ only there train one student (--strict refuses this)")
 
 
 @writes("out", "runs")
@@ -158,52 +104,18 @@ def ablate(
     the table's rows ("points"), the runs of each seed ("runs"), the search ("search"), the comparisons and the
     labels of runs reused from other code."""
     cfg = params.ablate
-    if cfg.only is None:
-        points = expand(cfg.grid) + cfg.points
-    else:  # the named points alone, in their order in the params
-        points = [p for p in cfg.points if p.get(NAME) in cfg.only]
-    if not points:
-        raise AcdistillError("ablate: no points; set ablate.grid or ablate.points in params, or pass --grid KEY=V1,V2")
-    if cfg.search is not None and params.data.val_subset is None:
-        raise AcdistillError("ablate.search chooses on held-out images: set data.val_subset (e.g. 10000:11000)")
-    check_effect(params, points)
-    first_seed = cfg.seeds[0] if cfg.seeds else None
-    # every run validated before any starts, the search's with each of its values
-    per_run = [point_params(params, p) for p in with_seeds(points, cfg.seeds)]
-    trials = [
-        {**point, cfg.search.key: value, "eval.split": "val"}
-        for point in (points if cfg.search is not None else [])
-        for value in cfg.search.values
-    ]
-    for point, p in [*zip(with_seeds(points, cfg.seeds), per_run), *((t, point_params(params, t)) for t in trials)]:
-        try:
-            check_data(p, data_dir, "train")
-            check_data(p, data_dir, "eval")
-        except AcdistillError as e:
-            raise AcdistillError(f"ablate point {point_label(point)}: {e}") from None
-    columns = (
-        {k for p in points for k in p} | {"train_minutes", "all_attacks"} | {a for p in per_run for a in p.eval.attacks}
-    )
-    if cfg.sort_by is not None and cfg.sort_by not in columns:
-        raise AcdistillError(f"ablate: cannot sort by '{cfg.sort_by}'; columns: {', '.join(sorted(columns))}")
+    points = ablation_points(params)
+    per_run = checked_runs(params, points, data_dir)
+    check_sort_by(cfg, points, per_run)
     check_json_out(out)
-    if cfg.cluster == "slurm" and shutil.which("srun") is None:
-        raise AcdistillError(
-            "ablate.cluster: slurm, but this machine has no Slurm (no srun on PATH); run it on the cluster's login "
-            "node, or use cluster: local"
-        )
-    # submitit is imported by the functions that run jobs only: a machine without it runs points one at a time
-    if (cfg.jobs > 1 or cfg.cluster == "slurm") and importlib.util.find_spec("submitit") is None:
-        raise AcdistillError(
-            "ablate.jobs > 1 and ablate.cluster: slurm run points through submitit, which is not installed: "
-            "pip install 'acdistill[jobs]' (or run the points one at a time, jobs: 1)"
-        )
+    check_jobs(cfg)
     dev = device_of(params, device)
     needs_teacher = any(METHODS.get(p.distill.method).needs_teacher for p in per_run)
     teacher_sha = teacher_sha256(teacher, params) if needs_teacher else None
     claim_outputs()
 
     ablation = Runs(params, runs, teacher, teacher_sha, data_dir, dev)
+    first_seed = cfg.seeds[0] if cfg.seeds else None
     points, search = searched(ablation, points, first_seed)
     runs_to_do = with_seeds(points, cfg.seeds)
     per_run = [point_params(params, p) for p in runs_to_do]
@@ -211,52 +123,22 @@ def ablate(
     for point, (run, _, _) in zip(runs_to_do, results):
         if NAME in point and point.get("seed", first_seed) == first_seed:  # with seeds: the first seed's run
             link_latest(runs / point[NAME], run)
-    rows = [row_of(point, result, evaluation, run) for point, (run, result, evaluation) in zip(runs_to_do, results)]
-    evaluations = [evaluation for _, _, evaluation in results]
-    table = over_seeds_rows(points, rows, evaluations) if cfg.seeds else rows
-    per_point = len(rows) // len(points)
-    measured = measured_points(
-        [[e["eval"] for e in evaluations[i : i + per_point]] for i in range(0, len(rows), per_point)]
-    )
-    ties = ties_with_best([point_label(p) for p in points], measured)
-    names = [p.get(NAME, "") for p in points]
-    pairs = [tuple(pair) for pair in cfg.compare if set(pair) <= set(names)]  # with ablate.only, those it runs
-    compared = comparisons(pairs, names, measured)
-    attacks = [*dict.fromkeys(a for p in per_run for a in p.eval.attacks), "all_attacks"]
-    accuracies = {
-        point_label(point): {a: {"accuracy": row[a], "ci95": row.get(f"{a}_ci95")} for a in attacks if a in row}
-        for point, row in zip(points, table)
-    }
-    if cfg.sort_by is not None:
-        table.sort(key=lambda r: descending(r.get(cfg.sort_by)))
-    stale = ablation.stale
-    write_outputs(params, out, teacher, accuracies, table, rows, search, ties, compared, stale, per_run)
+    tables = ablation_tables(cfg, points, runs_to_do, per_run, results)
+    write_outputs(params, out, teacher, tables, search, ablation.stale, per_run)
     return {
-        "points": table,
-        **({"runs": rows} if cfg.seeds else {}),
+        "points": tables.table,
+        **({"runs": tables.rows} if cfg.seeds else {}),
         "search": search,
-        "comparisons": compared,
-        "reused_from_other_code": stale,
+        "comparisons": tables.comparisons,
+        "reused_from_other_code": ablation.stale,
     }
 
 
-def write_outputs(
-    params: Params,
-    out: Path,
-    teacher: Path,
-    accuracies: dict[str, dict[str, Any]],
-    table: list[dict[str, Any]],
-    rows: list[dict[str, Any]],
-    search: list[dict[str, Any]],
-    ties: dict[str, dict[str, Any]],
-    compared: list[dict[str, Any]],
-    stale: list[str],
-    per_run: list[Params],
-) -> None:
-    """ablate's metrics (`out`: each point's accuracy and interval per attack), its details (<out>_details.json:
-    the table's rows, the runs, the search, the comparisons), its markdown table (.md) and its terminal table."""
+def markdown_report(
+    params: Params, tables: AblationTables, search: list[dict[str, Any]], split: set[str], stale_note: str
+) -> str:
+    """ablate's markdown page: the search, the table with what its numbers are, the ties and the comparisons."""
     cfg = params.ablate
-    split = {p.eval.split for p in per_run}
     images = "held-out training images (data.val_subset)" if split == {"val"} else "test images"
     order = f", sorted by {cfg.sort_by}, descending" if cfg.sort_by else ""
     students = (
@@ -264,34 +146,6 @@ def write_outputs(
         "its 95 % interval over seeds and images; other columns are mean ± sample standard deviation"
         if cfg.seeds
         else f"One student per point: each accuracy (%, on the {images}) with its 95 % interval over them (Wilson)"
-    )
-    stale_note = (
-        f"Trained by other acdistill code than this table's (source {results_digest()}), and reused: "
-        f"{', '.join(stale)}. Delete a run's directory to retrain it."
-        if stale
-        else ""
-    )
-    if search:
-        echo(search_table(search, cfg.search.key, "simple"))
-    echo(markdown_table(table, "simple"))
-    echo(ties_text(ties))
-    if compared:
-        echo(comparisons_table(compared, "simple"))
-    details = json_text(
-        {
-            "grid": cfg.grid,
-            "explicit_points": cfg.points,
-            "fixed": cfg.fixed,
-            "teacher": str(teacher),
-            "evaluated_on": sorted(split),
-            "points": table,
-            **({"seeds": cfg.seeds, "runs": rows} if cfg.seeds else {}),
-            "search": search,
-            "within_noise_of_best": ties,
-            "comparisons": compared,
-            "code": code_info(),
-            "reused_from_other_code": stale,
-        }
     )
     sections = ["# Ablation\n"]
     if search:
@@ -305,15 +159,60 @@ def write_outputs(
             f"{search_table(search, s.key, 'github')}\n"
         )
     sections += [
-        f"{students}{order}. Fixed settings: {cfg.fixed or 'none'}.\n\n{markdown_table(table, 'github')}\n",
+        f"{students}{order}. Fixed settings: {cfg.fixed or 'none'}.\n\n{markdown_table(tables.table, 'github')}\n",
         "A difference is within noise when its 95 % interval contains 0; between runs on the same images the "
-        f"interval is paired over the images.\n\n{ties_text(ties)}\n",
+        f"interval is paired over the images.\n\n{ties_text(tables.ties)}\n",
     ]
-    if compared:
-        sections.append(f"## Comparisons\n\n{comparisons_table(compared, 'github')}\n")
-    if stale:
+    if tables.comparisons:
+        sections.append(f"## Comparisons\n\n{comparisons_table(tables.comparisons, 'github')}\n")
+    if stale_note:
         sections.append(f"{stale_note}\n")
-    write_files({out: json_text(accuracies), details_path(out): details, out.with_suffix(".md"): "\n".join(sections)})
+    return "\n".join(sections)
+
+
+def write_outputs(
+    params: Params,
+    out: Path,
+    teacher: Path,
+    tables: AblationTables,
+    search: list[dict[str, Any]],
+    stale: list[str],
+    per_run: list[Params],
+) -> None:
+    """ablate's metrics (`out`: each point's accuracy and interval per attack), its details (<out>_details.json:
+    the table's rows, the runs, the search, the comparisons), its markdown table (.md) and its terminal table."""
+    cfg = params.ablate
+    split = {p.eval.split for p in per_run}
+    stale_note = (
+        f"Trained by other acdistill code than this table's (source {results_digest()}), and reused: "
+        f"{', '.join(stale)}. Delete a run's directory to retrain it."
+        if stale
+        else ""
+    )
+    if search:
+        echo(search_table(search, cfg.search.key, "simple"))
+    echo(markdown_table(tables.table, "simple"))
+    echo(ties_text(tables.ties))
+    if tables.comparisons:
+        echo(comparisons_table(tables.comparisons, "simple"))
+    details = json_text(
+        {
+            "grid": cfg.grid,
+            "explicit_points": cfg.points,
+            "fixed": cfg.fixed,
+            "teacher": str(teacher),
+            "evaluated_on": sorted(split),
+            "points": tables.table,
+            **({"seeds": cfg.seeds, "runs": tables.rows} if cfg.seeds else {}),
+            "search": search,
+            "within_noise_of_best": tables.ties,
+            "comparisons": tables.comparisons,
+            "code": code_info(),
+            "reused_from_other_code": stale,
+        }
+    )
+    markdown = markdown_report(params, tables, search, split, stale_note)
+    write_files({out: json_text(tables.accuracies), details_path(out): details, out.with_suffix(".md"): markdown})
     if stale:
         warn(stale_note)
     echo(f"wrote {out}, {details_path(out)} and {out.with_suffix('.md')}")

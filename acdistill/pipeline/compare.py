@@ -3,7 +3,8 @@
 A point is one setting measured by one run, or by one run per seed; each run keeps, per attack, which of its test
 images it got right (`acdistill.engine.evaluate.summarize`). From those, `acdistill.stats` gives each accuracy's
 interval and each difference's, paired over images wherever two runs saw the same images. `ablate` and `report` build
-their tables here.
+their tables here: ablate's table, ties and comparisons from its runs (`ablation_tables`) and its search's choices
+(`search_choice`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 import numpy as np
 from tabulate import tabulate
 
-from acdistill.config import SEARCH_BY
+from acdistill.config import NAME, SEARCH_BY, AblateParams, Params
+from acdistill.pipeline.points import point_label
 from acdistill.stats import (
     Interval,
     independent_difference,
@@ -267,3 +269,66 @@ def search_table(records: list[dict[str, Any]], key: str, fmt: str) -> str:
     ]
     headers = ["point", "by", *(f"{key}={v}" for v in values), "chosen", "within noise of it"]
     return tabulate(rows, headers=headers, tablefmt=fmt)
+
+
+def search_choice(point: str, by: str, values: list[Any], evaluations: list[dict[str, Any]]) -> dict[str, Any]:
+    """One searched point's record, from the evaluations of its trials (one per value, in the order of `values`):
+    {point, by, values: [{value, accuracy (%), ci95}], chosen: the value of the highest accuracy under `by` (the
+    first of equals), within_noise: the other values whose difference from it is within noise}."""
+    tried, measured = [], []
+    for value, evaluation in zip(values, evaluations):
+        r = evaluation["eval"][by]
+        tried.append({"value": value, "accuracy": r["accuracy"], "ci95": r.get("ci95")})
+        measured.append(Measured.of([r]))
+    best = max(range(len(tried)), key=lambda i: tried[i]["accuracy"])  # the first of equals: search.values' order
+    ties = [
+        tried[i]["value"]
+        for i in range(len(tried))
+        if i != best
+        and None not in (measured[i], measured[best])
+        and difference(measured[i], measured[best]).within_noise
+    ]
+    return {"point": point, "by": by, "values": tried, "chosen": tried[best]["value"]} | {"within_noise": ties}
+
+
+@dataclass(frozen=True)
+class AblationTables:
+    """What ablate tabulates: `rows`, one per run; `table`, one row per point (its runs' over seeds with
+    ablate.seeds, else `rows` themselves), sorted by ablate.sort_by; `accuracies`, {point label: {attack: {accuracy,
+    ci95}}} (its metrics); `ties`, the points within noise of the best per attack; `comparisons`, ablate.compare's."""
+
+    rows: list[dict[str, Any]]
+    table: list[dict[str, Any]]
+    accuracies: dict[str, dict[str, Any]]
+    ties: dict[str, dict[str, Any]]
+    comparisons: list[dict[str, Any]]
+
+
+def ablation_tables(
+    cfg: AblateParams,
+    points: list[dict[str, Any]],
+    runs: list[dict[str, Any]],
+    per_run: list[Params],
+    results: list[tuple[Path, dict[str, Any], dict[str, Any]]],
+) -> AblationTables:
+    """The tables of `points` from their runs (`runs`, each point at each seed, consecutive; `per_run`, their params;
+    `results`, their (run directory, training result, evaluation))."""
+    rows = [row_of(point, result, evaluation, run) for point, (run, result, evaluation) in zip(runs, results)]
+    evaluations = [evaluation for _, _, evaluation in results]
+    table = over_seeds_rows(points, rows, evaluations) if cfg.seeds else rows
+    per_point = len(rows) // len(points)
+    measured = measured_points(
+        [[e["eval"] for e in evaluations[i : i + per_point]] for i in range(0, len(rows), per_point)]
+    )
+    ties = ties_with_best([point_label(p) for p in points], measured)
+    names = [p.get(NAME, "") for p in points]
+    pairs = [tuple(pair) for pair in cfg.compare if set(pair) <= set(names)]  # with ablate.only, those it runs
+    compared = comparisons(pairs, names, measured)
+    attacks = [*dict.fromkeys(a for p in per_run for a in p.eval.attacks), "all_attacks"]
+    accuracies = {
+        point_label(point): {a: {"accuracy": row[a], "ci95": row.get(f"{a}_ci95")} for a in attacks if a in row}
+        for point, row in zip(points, table)
+    }
+    if cfg.sort_by is not None:
+        table.sort(key=lambda r: descending(r.get(cfg.sort_by)))
+    return AblationTables(rows, table, accuracies, ties, compared)

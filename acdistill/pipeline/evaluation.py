@@ -3,6 +3,7 @@ sweep and gradient-masking checks on request, as a table, JSON and markdown."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from acdistill import progress
 from acdistill.budgets import eps_text
 from acdistill.checkpoint import load_model, read_sidecar, sidecar_path
 from acdistill.config import Params
+from acdistill.data import ImageSet
 from acdistill.engine import evaluate
 from acdistill.engine.evaluate import check_model_outputs, eps_sweep, first_n
 from acdistill.engine.sanity import Check, sanity_checks
@@ -32,6 +34,7 @@ from acdistill.pipeline.common import (
     writes,
 )
 from acdistill.plots import eps_sweep_png
+from acdistill.progress import Callback
 
 # Points of clean accuracy below the checkpoint's own record that signal a wrong setup rather than sampling noise
 # (the record comes from a different slice of the test set, of a few hundred images).
@@ -124,6 +127,150 @@ def report_of(
     return report
 
 
+def attack_results(
+    net: torch.nn.Module, data: ImageSet, params: Params, device: torch.device, on_batch: Callback
+) -> dict[str, dict]:
+    """The eval section's attacks on the first eval.n images of `data`, as `acdistill.evaluate` returns them, each
+    batch reported to `on_batch`: what attack-eval and each ablate run measure."""
+    e = params.eval
+    return evaluate(
+        net,
+        data,
+        e.attacks,
+        budget=e.budget(),
+        batch_size=e.batch_size,
+        n=e.n,
+        limits=e.n_per_attack,
+        seed=params.seed,
+        device=device,
+        progress=on_batch,
+    )
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """What evaluate_checkpoint measured: each attack's results (`attack_results`), the accuracy-vs-eps curve
+    ({eps, accuracy} per eps, on the first `sweep_n` images) and the gradient-masking checks (on the first
+    `sanity_n`), each None when it did not run; `recorded_clean`, the clean accuracy (%) the sidecar records."""
+
+    results: dict[str, dict]
+    curve: list[dict] | None
+    checks: list[Check] | None
+    recorded_clean: float | None
+    sweep_n: int | None
+    sanity_n: int | None
+
+
+def measure_checkpoint(
+    params: Params,
+    model: Path,
+    *,
+    arch: str | None,
+    format: str | None,
+    normalize: Normalize,
+    sanity: bool,
+    data_dir: Path | None,
+    device: str | torch.device | None,
+) -> Evaluated:
+    """evaluate_checkpoint's measurements: every input is checked (AcdistillError), the outputs claimed, then the
+    model evaluated, swept and checked."""
+    cfg = params.eval
+    budget = cfg.budget()
+    if sanity and budget.eps <= 0:
+        raise AcdistillError("--sanity needs eps > 0")
+    check_data(params, data_dir, "eval")
+    dev = device_of(params, device)
+    net, recorded_clean = open_model(model, arch, format, normalize, params, dev)
+    test = evaluation_split(params, data_dir)
+    check_model_outputs(net, test, dev)
+    common = dict(batch_size=cfg.batch_size, seed=params.seed, device=dev)
+    sweep_n = (cfg.sweep.n or cfg.n) if cfg.sweep else None
+    s = cfg.sanity
+    # Each subset is taken now, so that one larger than the test set is refused before anything is written.
+    evaluated, sweep_set = first_n(test, cfg.n), first_n(test, sweep_n) if cfg.sweep else None
+    sanity_set = first_n(test, s.n) if sanity else None
+    claim_outputs()
+    with progress.callback() as on_batch:
+        results = attack_results(net, evaluated, params, dev, on_batch)
+        curve = (
+            eps_sweep(net, sweep_set, cfg.sweep.attack, cfg.sweep.eps, budget=budget, progress=on_batch, **common)
+            if cfg.sweep
+            else None
+        )
+        # the sanity section holds sanity_checks' settings, and n: which images
+        checks = (
+            sanity_checks(net, sanity_set, budget, progress=on_batch, **s.model_dump(exclude={"n"}), **common)
+            if sanity
+            else None
+        )
+    return Evaluated(results, curve, checks, recorded_clean, sweep_n, len(sanity_set) if sanity else None)
+
+
+def show_evaluation(params: Params, model: Path, measured: Evaluated) -> str:
+    """Print the evaluation's tables (warning of a clean accuracy far below the record, and of failed masking
+    checks); returns them as the markdown report."""
+    cfg = params.eval
+    results, curve, checks = measured.results, measured.curve, measured.checks
+    threat = f"{cfg.norm} eps {eps_text(cfg.eps, cfg.norm)}" + (f", {cfg.steps} steps" if cfg.steps else "")
+    if cfg.split == "val":
+        threat += f"; held-out training images {params.data.val_subset}, not test images"
+    echo(f"{model} on {params.data.dataset} ({threat})")
+    clean, recorded_clean = results.get("natural", {}).get("accuracy"), measured.recorded_clean
+    if clean is not None and recorded_clean is not None and clean < recorded_clean - CLEAN_DROP_WARNING:
+        warn(
+            f"clean accuracy {clean:.1f} % is far below the {recorded_clean:.1f} % recorded with {model}; a wrong "
+            "normalization or dataset is the usual cause"
+        )
+    echo(results_table(results, "simple"))
+    sections = [
+        f"# {model.stem}: attack evaluation\n\nmodel `{model}`, dataset {params.data.dataset}, {threat}, "
+        f"seed {params.seed}\n\n{results_table(results, 'github')}\n"
+    ]
+    if curve:
+        sweep = f"{cfg.sweep.attack} against eps (first {measured.sweep_n} test images)"
+        echo(f"\n{sweep}\n{sweep_table(curve, 'simple', cfg.norm)}")
+        sections.append(f"## {sweep}\n\n{sweep_table(curve, 'github', cfg.norm)}\n")
+    if checks:
+        failed = [c.name for c in checks if not c.passed]
+        echo(
+            f"\ngradient-masking checks (first {measured.sanity_n} test images, all attacked)\n"
+            f"{sanity_table(checks, 'simple')}"
+        )
+        if failed:
+            warn(
+                f"masking checks failed ({', '.join(failed)}): the robust accuracy above is likely overestimated; "
+                "evaluate with stronger or adaptive attacks"
+            )
+        sections.append(f"## Gradient-masking checks\n\n{sanity_table(checks, 'github')}\n")
+    return "\n".join(sections)
+
+
+def write_evaluation(params: Params, model: Path, measured: Evaluated, markdown: str, out: Path) -> None:
+    """Write `out` and its siblings (see evaluate_checkpoint) and name them."""
+    cfg, results, curve = params.eval, measured.results, measured.curve
+    written = [out, details_path(out), out.with_suffix(".md"), per_image_path(out)]
+    write_files(
+        {
+            out: json_text(accuracy_metrics(results) | ({"split": cfg.split} if cfg.split == "val" else {})),
+            written[1]: json_text(report_of(results, measured.checks, None, cfg.split)),
+            written[2]: markdown,
+            written[3]: json_text(split_per_image(results)[1]),
+        }
+    )
+    if curve:
+        data_path, png = out.with_name(f"{out.stem}_sweep.json"), out.with_name(f"{out.stem}_sweep.png")
+        write_json(data_path, curve)
+        eps_sweep_png(
+            {model.stem: curve},
+            png,
+            title=f"{model.stem}: {cfg.sweep.attack}, first {measured.sweep_n} images",
+            attack=cfg.sweep.attack,
+            norm=cfg.norm,
+        )
+        written += [data_path, png]
+    echo("wrote " + ", ".join(str(w) for w in written))
+
+
 @writes("out")
 def evaluate_checkpoint(
     params: Params,
@@ -148,108 +295,15 @@ def evaluate_checkpoint(
     {attack: {accuracy, ci95, per_class, worst_class, n, seconds, steps, images, correct}}, plus "sanity" and
     "sweep" when they ran."""
     model = Path(model)
-    cfg = params.eval
     if out is not None:
         check_json_out(out)
         refuse_overwrite(force, out)
-    budget = cfg.budget()
-    if sanity and budget.eps <= 0:
-        raise AcdistillError("--sanity needs eps > 0")
-    check_data(params, data_dir, "eval")
-    dev = device_of(params, device)
-    net, recorded_clean = open_model(model, arch, format, normalize, params, dev)
-    test = evaluation_split(params, data_dir)
-    check_model_outputs(net, test, dev)
-    common = dict(batch_size=cfg.batch_size, seed=params.seed, device=dev)
-    sweep_n = (cfg.sweep.n or cfg.n) if cfg.sweep else None
-    s = cfg.sanity
-    # Each subset is taken now, so that one larger than the test set is refused before anything is written.
-    evaluated, sweep_set = first_n(test, cfg.n), first_n(test, sweep_n) if cfg.sweep else None
-    sanity_set = first_n(test, s.n) if sanity else None
-    claim_outputs()
-    with progress.callback() as on_batch:
-        results = evaluate(
-            net, evaluated, cfg.attacks, budget=budget, limits=cfg.n_per_attack, progress=on_batch, **common
-        )
-        curve = (
-            eps_sweep(net, sweep_set, cfg.sweep.attack, cfg.sweep.eps, budget=budget, progress=on_batch, **common)
-            if cfg.sweep
-            else None
-        )
-        checks = (
-            sanity_checks(
-                net,
-                sanity_set,
-                budget,
-                steps=s.steps,
-                more_steps_factor=s.more_steps_factor,
-                square_queries=s.square_queries,
-                tolerance=s.tolerance,
-                huge_eps_max_accuracy=s.huge_eps_max_accuracy,
-                progress=on_batch,
-                **common,
-            )
-            if sanity
-            else None
-        )
-    threat = f"{cfg.norm} eps {eps_text(cfg.eps, cfg.norm)}" + (f", {cfg.steps} steps" if cfg.steps else "")
-    if cfg.split == "val":
-        threat += f"; held-out training images {params.data.val_subset}, not test images"
-    echo(f"{model} on {params.data.dataset} ({threat})")
-    clean = results.get("natural", {}).get("accuracy")
-    if clean is not None and recorded_clean is not None and clean < recorded_clean - CLEAN_DROP_WARNING:
-        warn(
-            f"clean accuracy {clean:.1f} % is far below the {recorded_clean:.1f} % recorded with {model}; a wrong "
-            "normalization or dataset is the usual cause"
-        )
-    echo(results_table(results, "simple"))
-    sections = [
-        f"# {model.stem}: attack evaluation\n\nmodel `{model}`, dataset {params.data.dataset}, {threat}, "
-        f"seed {params.seed}\n\n{results_table(results, 'github')}\n"
-    ]
-    if curve:
-        echo(
-            f"\n{cfg.sweep.attack} against eps (first {sweep_n} test images)\n{sweep_table(curve, 'simple', cfg.norm)}"
-        )
-        sections.append(
-            f"## {cfg.sweep.attack} against eps (first {sweep_n} test images)\n\n"
-            f"{sweep_table(curve, 'github', cfg.norm)}\n"
-        )
-    if checks:
-        failed = [c.name for c in checks if not c.passed]
-        echo(
-            f"\ngradient-masking checks (first {len(sanity_set)} test images, all attacked)\n"
-            f"{sanity_table(checks, 'simple')}"
-        )
-        if failed:
-            warn(
-                f"masking checks failed ({', '.join(failed)}): the robust accuracy above is likely overestimated; "
-                "evaluate with stronger or adaptive attacks"
-            )
-        sections.append(f"## Gradient-masking checks\n\n{sanity_table(checks, 'github')}\n")
+    measured = measure_checkpoint(
+        params, model, arch=arch, format=format, normalize=normalize, sanity=sanity, data_dir=data_dir, device=device
+    )
+    markdown = show_evaluation(params, model, measured)
     if out is not None:
-        written = [out, details_path(out), out.with_suffix(".md"), per_image_path(out)]
-        write_files(
-            {
-                out: json_text(accuracy_metrics(results) | ({"split": cfg.split} if cfg.split == "val" else {})),
-                written[1]: json_text(report_of(results, checks, None, cfg.split)),
-                written[2]: "\n".join(sections),
-                written[3]: json_text(split_per_image(results)[1]),
-            }
-        )
-        if curve:
-            data_path, png = out.with_name(f"{out.stem}_sweep.json"), out.with_name(f"{out.stem}_sweep.png")
-            write_json(data_path, curve)
-            eps_sweep_png(
-                {model.stem: curve},
-                png,
-                title=f"{model.stem}: {cfg.sweep.attack}, first {sweep_n} images",
-                attack=cfg.sweep.attack,
-                norm=cfg.norm,
-            )
-            written += [data_path, png]
-        echo("wrote " + ", ".join(str(w) for w in written))
-
-    report = report_of(results, checks, curve, cfg.split)
-    report.update(results)  # the caller gets the per-image results too
+        write_evaluation(params, model, measured, markdown, out)
+    report = report_of(measured.results, measured.checks, measured.curve, params.eval.split)
+    report.update(measured.results)  # the caller gets the per-image results too
     return report

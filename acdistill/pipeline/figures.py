@@ -11,9 +11,10 @@ import torch
 
 from acdistill import progress
 from acdistill.analysis import adversarial_images, correlation_difference, feature_cloud, read_dvclive_series
+from acdistill.attacks import Budget
 from acdistill.checkpoint import load_model
 from acdistill.config import Params
-from acdistill.data import DATASETS, load_split, unit_images
+from acdistill.data import DATASETS, ImageSet, load_split, unit_images
 from acdistill.engine.evaluate import first_n
 from acdistill.errors import AcdistillError
 from acdistill.io import claim_outputs, write_json
@@ -28,6 +29,55 @@ from acdistill.pipeline.common import (
     writes,
 )
 from acdistill.plots import correlation_png, curves_png, eps_sweep_png, tsne_png
+
+
+def figure_models(
+    params: Params, teacher: Path, students: list[Path], data_dir: Path | None, device: torch.device
+) -> tuple[torch.nn.Module, dict[str, torch.nn.Module], ImageSet]:
+    """The teacher, the students by label (`student_labels`) and the test images, checked before anything is
+    written: each model trained on params' dataset (unless eval.cross_dataset) with penultimate features, and
+    figures.tsne_classes among the dataset's classes (AcdistillError)."""
+    for role, path in [("teacher", teacher), *(("student", s) for s in students)]:
+        check_trained_on(path, params, role, params.eval.cross_dataset, "eval.cross_dataset")
+    teacher_model = load_model(teacher, device)
+    student_models = {label: load_model(s, device) for label, s in zip(student_labels(students), students)}
+    for name, net in {"teacher": teacher_model, **student_models}.items():
+        feature_dim(net, name, "the t-SNE figure plots its penultimate features")
+    test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
+    tsne_classes = params.figures.tsne_classes
+    if max(tsne_classes) >= test.num_classes:
+        raise AcdistillError(f"figures.tsne_classes {tsne_classes}: {test.name} has {test.num_classes} classes")
+    return teacher_model, student_models, test
+
+
+def correlation_figure(
+    teacher: torch.nn.Module,
+    student: torch.nn.Module,
+    stem: str,
+    data: ImageSet,
+    x: torch.Tensor,
+    budget: Budget,
+    path: Path,
+    *,
+    names: list[str],
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Draw at `path` the student's logit-correlation differences to the teacher on `data` (`x`, its images in
+    [0, 1] on `device`) and on PGD-20 images against the student; returns their means ({natural, adversarial})."""
+    x_adv = adversarial_images(student, data, budget, batch_size=batch_size, seed=seed, device=device)
+    diffs = {
+        "natural": correlation_difference(teacher, student, x).numpy(),
+        "adversarial": correlation_difference(teacher, student, x_adv).numpy(),
+    }
+    correlation_png(
+        {"natural": diffs["natural"], f"PGD-20 against {stem}": diffs["adversarial"]},
+        path,
+        class_names=names,
+        title=f"|corr(teacher logits) - corr({stem} logits)|, first {len(data)} test images",
+    )
+    return {k: round(float(m.mean()), 4) for k, m in diffs.items()}
 
 
 @writes("out_dir")
@@ -49,16 +99,8 @@ def figures(
     live, metrics_dir = Path(live), Path(metrics_dir)
     cfg = params.figures
     dev = device_of(params, device)
-    for role, path in [("teacher", teacher), *(("student", s) for s in students)]:
-        check_trained_on(path, params, role, params.eval.cross_dataset, "eval.cross_dataset")
-    teacher_model = load_model(teacher, dev)
-    student_models = {label: load_model(s, dev) for label, s in zip(student_labels(students), students)}
+    teacher_model, student_models, test = figure_models(params, teacher, students, data_dir, dev)
     models = {"teacher": teacher_model, **student_models}
-    for name, net in models.items():
-        feature_dim(net, name, "the t-SNE figure plots its penultimate features")
-    test = load_split(params.data.dataset, False, params.data.test_subset, params.data.root, data_dir)
-    if max(cfg.tsne_classes) >= test.num_classes:
-        raise AcdistillError(f"figures.tsne_classes {cfg.tsne_classes}: {test.name} has {test.num_classes} classes")
     names = DATASETS.get(test.name).names_of_classes()
     budget = params.eval.budget()
     common = dict(seed=params.seed, device=dev)
@@ -70,20 +112,10 @@ def figures(
     # one step per attacked model: PGD-20 images for the correlations, targeted PGD-20 for each t-SNE cloud
     with progress.task("figures", len(student_models) + len(models) + 1, "steps") as task:
         for stem, net in student_models.items():
-            x_adv = adversarial_images(net, data, budget, batch_size=cfg.batch_size, **common)
-            diffs = {
-                "natural": correlation_difference(teacher_model, net, x).numpy(),
-                "adversarial": correlation_difference(teacher_model, net, x_adv).numpy(),
-            }
-            path = out_dir / f"logit_corr_{stem}.png"
-            correlation_png(
-                {"natural": diffs["natural"], f"PGD-20 against {stem}": diffs["adversarial"]},
-                path,
-                class_names=names,
-                title=f"|corr(teacher logits) - corr({stem} logits)|, first {len(data)} test images",
+            written.append(out_dir / f"logit_corr_{stem}.png")
+            summary["logit_corr_mean_abs_diff"][stem] = correlation_figure(
+                teacher_model, net, stem, data, x, budget, written[-1], names=names, batch_size=cfg.batch_size, **common
             )
-            summary["logit_corr_mean_abs_diff"][stem] = {k: round(float(m.mean()), 4) for k, m in diffs.items()}
-            written.append(path)
             task.advance()
         a, b = cfg.tsne_classes
         clouds = {}
@@ -93,14 +125,13 @@ def figures(
             )
             task.advance()
         summary["tsne_fooled_percent"] = {name: c.fooled for name, c in clouds.items()}
-        path = out_dir / "tsne.png"
+        written.append(out_dir / "tsne.png")
         tsne_png(
             clouds,
-            path,
+            written[-1],
             labels=(names[a], names[b], f"adv {names[b]} (toward {names[a]})"),
             title=f"t-SNE of penultimate features, {cfg.tsne_per_class} test images per class, targeted PGD-20",
         )
-        written.append(path)
         written += pipeline_figures(live, metrics_dir, out_dir, params)
         task.advance()
     write_json(out_dir / "figures.json", summary)

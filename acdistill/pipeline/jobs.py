@@ -6,6 +6,7 @@ submitit is imported only here, when jobs run: the rest of acdistill runs withou
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -22,9 +23,29 @@ from typing import Any
 
 import torch
 
-from acdistill.config import Params
+from acdistill.config import AblateParams, Params
 from acdistill.errors import AcdistillError, warn
 from acdistill.pipeline.common import echo
+
+
+def in_jobs(cfg: AblateParams) -> bool:
+    """Whether ablate runs its points as jobs (ablate.jobs > 1, or on Slurm) rather than one at a time here."""
+    return cfg.jobs > 1 or cfg.cluster == "slurm"
+
+
+def check_jobs(cfg: AblateParams) -> None:
+    """Refuse, before anything runs, jobs this machine cannot start: Slurm without srun, or jobs without submitit."""
+    if cfg.cluster == "slurm" and shutil.which("srun") is None:
+        raise AcdistillError(
+            "ablate.cluster: slurm, but this machine has no Slurm (no srun on PATH); run it on the cluster's login "
+            "node, or use cluster: local"
+        )
+    # submitit is imported by the functions that run jobs only: a machine without it runs points one at a time
+    if in_jobs(cfg) and importlib.util.find_spec("submitit") is None:
+        raise AcdistillError(
+            "ablate.jobs > 1 and ablate.cluster: slurm run points through submitit, which is not installed: "
+            "pip install 'acdistill[jobs]' (or run the points one at a time, jobs: 1)"
+        )
 
 
 @dataclass(frozen=True)

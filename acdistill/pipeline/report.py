@@ -202,6 +202,32 @@ def link(target: Path, page: Path) -> str:
     return os.path.relpath(target.resolve(), page.resolve().parent)
 
 
+def ablation_and_probe(metrics: Path) -> list[str]:
+    """The report's sections of the ablation and of the linear probe, from their details in `metrics`, where they
+    ran."""
+    parts = []
+    ablation = details_path(metrics / "ablate.json")
+    if ablation.is_file():
+        result = read_json(ablation)
+        points = result.get("points", [])
+        parts.append(f"## Ablation ({len(points)} points, `{ablation}`)\n\n{markdown_table(points, 'github')}\n")
+        if result.get("within_noise_of_best"):
+            parts.append(ties_text(result["within_noise_of_best"]) + "\n")
+        if result.get("comparisons"):
+            parts.append(comparisons_table(result["comparisons"], "github") + "\n")
+    probe = details_path(metrics / "probe.json")
+    if probe.is_file():
+        p = read_json(probe)
+        rows = [[k, r["accuracy"], r["worst_class"], r["n"]] for k, r in p.items() if isinstance(r, dict)]
+        parts.append(
+            f"## Linear probe: `{p['model']}` features on {p['dataset']} ({p['train_images']} train "
+            f"images)\n\n"
+            + tabulate(rows, headers=["attack", "accuracy %", "worst class %", "n"], tablefmt="github")
+            + "\n"
+        )
+    return parts
+
+
 @writes("out")
 def report(
     *,
@@ -235,25 +261,7 @@ def report(
             else ""
         )
     ]
-    ablation = details_path(metrics / "ablate.json")
-    if ablation.is_file():
-        result = read_json(ablation)
-        points = result.get("points", [])
-        parts.append(f"## Ablation ({len(points)} points, `{ablation}`)\n\n{markdown_table(points, 'github')}\n")
-        if result.get("within_noise_of_best"):
-            parts.append(ties_text(result["within_noise_of_best"]) + "\n")
-        if result.get("comparisons"):
-            parts.append(comparisons_table(result["comparisons"], "github") + "\n")
-    probe = details_path(metrics / "probe.json")
-    if probe.is_file():
-        p = read_json(probe)
-        rows = [[k, r["accuracy"], r["worst_class"], r["n"]] for k, r in p.items() if isinstance(r, dict)]
-        parts.append(
-            f"## Linear probe: `{p['model']}` features on {p['dataset']} ({p['train_images']} train "
-            f"images)\n\n"
-            + tabulate(rows, headers=["attack", "accuracy %", "worst class %", "n"], tablefmt="github")
-            + "\n"
-        )
+    parts += ablation_and_probe(metrics)
     if exp_rows:
         parts.append(f"## Commits and experiments (`dvc exp show`)\n\n{experiments_table(exp_rows)}\n")
     pngs = sorted(figures.glob("*.png")) + sorted(metrics.glob("*.png"))
