@@ -29,8 +29,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from acdistill.attacks import EVAL_ATTACKS, Budget
-from acdistill.budgets import Eps, PixelFloat, Strict, TrainAttack, pixel_scale_hint
+from acdistill.attacks import EVAL_ATTACKS
+from acdistill.budgets import LARGEST_EPS, Budget, Eps, PixelFloat, Strict, TrainAttack, pixel_scale_hint
 from acdistill.data import DATASETS
 from acdistill.data.datasets import RANGE, subset_indices
 from acdistill.errors import AcdistillError, close_names, unknown_name
@@ -417,7 +417,7 @@ class EvalParams(Strict):
     @model_validator(mode="after")
     def _valid_budget(self) -> EvalParams:
         largest = max([self.eps] + (self.sweep.eps if self.sweep else []))
-        if self.norm == "Linf" and largest > 1:
+        if largest > LARGEST_EPS[self.norm]:
             raise ValueError(f"an L-inf eps must be at most 1: {pixel_scale_hint(largest)}")
         for name in self.attacks + ([self.sweep.attack] if self.sweep else []):
             EVAL_ATTACKS.get(name).check(self.budget())
@@ -427,7 +427,8 @@ class EvalParams(Strict):
                 raise ValueError(f"n_per_attack: {name}: {n} images; give at least 1")
         return self
 
-    def budget(self):
+    def budget(self) -> Budget:
+        """The evaluation attacks' threat model: eps, norm, and steps (None: each attack's own)."""
         return Budget(self.eps, self.norm, self.steps)
 
 

@@ -104,74 +104,62 @@ def _blocks_per_stage(keys: Iterable[str], pattern: str) -> list[int]:
     return [count[s] for s in sorted(count)]
 
 
-def _flat_index(blocks: list[int], first_stage: int) -> Callable[[re.Match], int]:
-    """The position in acdistill's flat `layers` of block (stage, index) of a staged layout."""
-    offsets = [sum(blocks[:i]) for i in range(len(blocks))]
-    return lambda m: offsets[int(m[1]) - first_stage] + int(m[2])
-
-
 def _no_arch(what: str, blocks: list[int]) -> AcdistillError:
     return AcdistillError(f"a {what} with {blocks} blocks per stage is not an architecture acdistill has")
 
 
-def _without_staged(state: State, pattern: str) -> State:
-    return {k: v for k, v in state.items() if not re.match(pattern, k)}
+def _restaged(
+    state: State,
+    block: str,
+    blocks: list[int],
+    dropped: str,
+    renames: list[tuple[str, str]],
+    in_block: Callable[[str], str] = lambda rest: rest,
+) -> State:
+    """`state` of a layout that numbers its blocks by stage, from 1, in acdistill's key names. A key of a block
+    (`block`: the regex of its stage and index, as `_blocks_per_stage` takes it; `blocks`: how many each stage has)
+    moves to acdistill's flat `body.layers.<i>`, the rest of its name renamed by `in_block`. Of the other keys,
+    those that `dropped` matches are left out and the others renamed by the (pattern, replacement) pairs
+    `renames`."""
+    offsets = [sum(blocks[:i]) for i in range(len(blocks))]
+    staged = {
+        f"body.layers.{offsets[int(m[1]) - 1] + int(m[2])}.{in_block(m[3])}": v
+        for k, v in state.items()
+        if (m := re.fullmatch(f"{block}(.*)", k))
+    }
+    return _rename({k: v for k, v in state.items() if not re.match(dropped, k)}, renames) | staged
 
 
 def _trades_wrn(state: State) -> tuple[str, dict, State]:
-    blocks = _blocks_per_stage(state, r"block(\d)\.layer\.(\d+)\.")
+    block = r"block(\d)\.layer\.(\d+)\."
+    blocks = _blocks_per_stage(state, block)
     if len(blocks) != 3 or len(set(blocks)) != 1:
         raise _no_arch("WideResNet", blocks)
     width, rest = divmod(state["block1.layer.0.conv1.weight"].shape[0], 16)
     if rest:
         raise AcdistillError("a WideResNet whose first group is not 16 x k channels wide is not a WRN-d-k")
-    at = _flat_index(blocks, 1)
-    staged = {
-        f"body.layers.{at(m)}.{m[3].replace('convShortcut', 'shortcut')}": v
-        for k, v in state.items()
-        if (m := re.fullmatch(r"block(\d)\.layer\.(\d+)\.(.*)", k))
-    }
     # TRADES' class builds a `sub_block1` that its forward never uses.
-    return (
-        f"wrn_{6 * blocks[0] + 4}_{width}",
-        {},
-        _rename(
-            _without_staged(state, r"(sub_)?block\d\."),
-            [
-                (r"conv1\.(.*)", r"body.conv1.\1"),
-                (r"bn1\.(.*)", r"body.bn.\1"),
-                (r"fc\.(.*)", r"linear.\1"),
-            ],
-        )
-        | staged,
+    renames = [(r"conv1\.(.*)", r"body.conv1.\1"), (r"bn1\.(.*)", r"body.bn.\1"), (r"fc\.(.*)", r"linear.\1")]
+    renamed = _restaged(
+        state, block, blocks, r"(sub_)?block\d\.", renames, lambda rest: rest.replace("convShortcut", "shortcut")
     )
+    return f"wrn_{6 * blocks[0] + 4}_{width}", {}, renamed
+
+
+# The staged blocks of kuangliu's ResNets and of the PreActResNets derived from them.
+LAYER_BLOCK = r"layer(\d)\.(\d+)\."
 
 
 def _kuangliu_resnet(state: State) -> tuple[str, dict, State]:
-    blocks = _blocks_per_stage(state, r"layer(\d)\.(\d+)\.")
+    blocks = _blocks_per_stage(state, LAYER_BLOCK)
     bottleneck = "layer1.0.conv3.weight" in state
     arch = {(False, (2, 2, 2, 2)): "resnet18", (False, (3, 4, 6, 3)): "resnet34", (True, (3, 4, 6, 3)): "resnet50"}.get(
         (bottleneck, tuple(blocks))
     )
     if arch is None:
         raise _no_arch("bottleneck ResNet" if bottleneck else "ResNet", blocks)
-    at = _flat_index(blocks, 1)
-    staged = {
-        f"body.layers.{at(m)}.{m[3]}": v for k, v in state.items() if (m := re.fullmatch(r"layer(\d)\.(\d+)\.(.*)", k))
-    }
-    return (
-        arch,
-        {},
-        _rename(
-            _without_staged(state, r"layer\d\."),
-            [
-                (r"conv1\.(.*)", r"body.stem.0.\1"),
-                (r"bn1\.(.*)", r"body.stem.1.\1"),
-                (r"linear\.(.*)", r"linear.\1"),
-            ],
-        )
-        | staged,
-    )
+    stem = [(r"conv1\.(.*)", r"body.stem.0.\1"), (r"bn1\.(.*)", r"body.stem.1.\1"), (r"linear\.(.*)", r"linear.\1")]
+    return arch, {}, _restaged(state, LAYER_BLOCK, blocks, r"layer\d\.", stem)
 
 
 def _kuangliu_mobilenetv2(state: State) -> tuple[str, dict, State]:
@@ -180,30 +168,15 @@ def _kuangliu_mobilenetv2(state: State) -> tuple[str, dict, State]:
 
 def _preact(shortcut: str) -> Callable[[State], tuple[str, dict, State]]:
     def convert(state: State) -> tuple[str, dict, State]:
-        blocks = _blocks_per_stage(state, r"layer(\d)\.(\d+)\.")
+        blocks = _blocks_per_stage(state, LAYER_BLOCK)
         if blocks != [2, 2, 2, 2]:
             raise _no_arch("PreActResNet", blocks)
-        at = _flat_index(blocks, 1)
+        stem = [(r"conv1\.(.*)", r"body.stem.0.\1"), (r"bn\.(.*)", r"body.bn.\1"), (r"linear\.(.*)", r"linear.\1")]
         # The reference wraps the projection conv in a Sequential ('shortcut.0'); acdistill's is the bare conv.
-        staged = {
-            f"body.layers.{at(m)}.{m[3].replace('shortcut.0.', 'shortcut.')}": v
-            for k, v in state.items()
-            if (m := re.fullmatch(r"layer(\d)\.(\d+)\.(.*)", k))
-        }
-        kwargs = {"shortcut": shortcut, "final_bn": "bn.weight" in state}
-        return (
-            "preact_resnet18",
-            kwargs,
-            _rename(
-                _without_staged(state, r"layer\d\."),
-                [
-                    (r"conv1\.(.*)", r"body.stem.0.\1"),
-                    (r"bn\.(.*)", r"body.bn.\1"),
-                    (r"linear\.(.*)", r"linear.\1"),
-                ],
-            )
-            | staged,
+        renamed = _restaged(
+            state, LAYER_BLOCK, blocks, r"layer\d\.", stem, lambda rest: rest.replace("shortcut.0.", "shortcut.")
         )
+        return "preact_resnet18", {"shortcut": shortcut, "final_bn": "bn.weight" in state}, renamed
 
     return convert
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from acdistill.budgets import NORMS, Norm
 from acdistill.data.datasets import check_images
 from acdistill.errors import AcdistillError
 from acdistill.losses import kl_rows
@@ -22,8 +23,6 @@ from acdistill.untouched import leaves_model_untouched
 
 Objective = Callable[[torch.Tensor], torch.Tensor]  # x_adv -> scalar to maximize
 Start = Literal["uniform", "normal", "none"]
-Norm = Literal["Linf", "L2"]
-NORMS: tuple[Norm, ...] = ("Linf", "L2")
 
 
 def require_autograd(what: str) -> None:

@@ -12,29 +12,12 @@ import torch
 from torch import nn
 
 from acdistill import progress
-from acdistill.attacks.pgd import NORMS, Norm, ce_objective, cw_l2, cw_objective, fgsm, pgd, require_autograd
+from acdistill.attacks.pgd import ce_objective, cw_l2, cw_objective, fgsm, pgd, require_autograd
+from acdistill.budgets import NORMS, Budget, Norm
 from acdistill.data.datasets import check_images
 from acdistill.errors import AcdistillError
 from acdistill.registry import Registry
 from acdistill.untouched import leaves_model_untouched
-
-
-@dataclass(frozen=True)
-class Budget:
-    """The threat model of one evaluation. steps None keeps each attack's own iteration count."""
-
-    eps: float = 8 / 255
-    norm: Norm = "Linf"
-    steps: int | None = None
-
-    def __post_init__(self):
-        if self.norm not in NORMS:
-            raise AcdistillError(f"unknown norm '{self.norm}'; choose from: {', '.join(NORMS)}")
-        if self.eps < 0 or (self.norm == "Linf" and self.eps > 1):
-            raise AcdistillError(f"eps must be in [0, 1] for L-inf (>= 0 for L2), got {self.eps}")
-        if self.steps is not None and self.steps < 1:
-            raise AcdistillError(f"steps must be >= 1, got {self.steps}")
-
 
 # (model, x, y, budget) -> adversarial x
 AttackFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, Budget], torch.Tensor]
@@ -111,17 +94,9 @@ def with_iterations(apgd, n_iter: int):
     """
     from pyautoattack.autopgd_base import APGDAttack_targeted
 
-    common = dict(
-        n_iter=n_iter,
-        norm=apgd.norm,
-        n_restarts=apgd.n_restarts,
-        eps=apgd.eps,
-        seed=apgd.seed,
-        eot_iter=apgd.eot_iter,
-        rho=apgd.thr_decr,
-        device=apgd.device,
-        logger=apgd.logger,
-    )
+    # APGD keeps each argument it was built with as the attribute of that name, but for rho (kept as thr_decr)
+    kept = ("norm", "n_restarts", "eps", "seed", "eot_iter", "device", "logger")
+    common = {name: getattr(apgd, name) for name in kept} | {"n_iter": n_iter, "rho": apgd.thr_decr}
     if isinstance(apgd, APGDAttack_targeted):
         return APGDAttack_targeted(apgd.model, n_target_classes=apgd.n_target_classes, **common)
     return type(apgd)(apgd.model, loss=apgd.loss, **common)

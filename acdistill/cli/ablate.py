@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, load, user_errors
+from acdistill.cli.common import STAGE, given, load, shared_options, user_errors
 from acdistill.config import parse_override
 from acdistill.errors import AcdistillError
 from acdistill.pipeline import ablate as run
@@ -24,6 +24,7 @@ def parse_grid_option(text: str) -> tuple[str, list[Any]]:
     return key, values
 
 
+@shared_options(last=STAGE)
 def ablate(
     grid: Annotated[
         list[str] | None,
@@ -68,29 +69,24 @@ def ablate(
     out: Annotated[Path, typer.Option(help="collected JSON; the markdown table goes beside it (.md)")] = Path(
         "metrics/ablate.json"
     ),
-    params_file: ParamsOpt = Path("params.yaml"),
-    data_dir: DataDirOpt = None,
-    device: DeviceOpt = None,
-    set_: SetOpt = None,
+    **shared: Any,
 ) -> None:
     """Distill and evaluate a student per point of a grid or list of points (params section `ablate`).
 
     A point's params are the params file, then -S overrides, then ablate.fixed, then the point's values. With
     ablate.search, each point's setting is first chosen on held-out training images. With --seeds, every point runs
     once per seed. Finished runs are reused, not rerun; accuracies come with their 95 % intervals."""
-    params = load(
-        params_file,
-        set_,
-        **{
-            "ablate.grid": ("--grid", dict(parse_grid_option(g) for g in grid) if grid else None),
-            "ablate.sort_by": ("--sort-by", sort_by),
-            "ablate.jobs": ("--jobs", jobs),
-            "ablate.seeds": ("--seeds", parse_override(f"ablate.seeds=[{seeds}]")[1] if seeds is not None else None),
-            "ablate.only": ("--only", [name.strip() for name in only.split(",")] if only is not None else None),
-            "ablate.strict": ("--strict", strict or None),
-        },
+    options = given(
+        "ablate",
+        grid=dict(parse_grid_option(g) for g in grid) if grid else None,
+        sort_by=sort_by,
+        jobs=jobs,
+        seeds=parse_override(f"ablate.seeds=[{seeds}]")[1] if seeds is not None else None,
+        only=[name.strip() for name in only.split(",")] if only is not None else None,
+        strict=strict or None,
     )
-    run(params, teacher=teacher, runs=runs, out=out, data_dir=data_dir, device=device)
+    params, stage = load(shared, options)
+    run(params, teacher=teacher, runs=runs, out=out, **stage)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from acdistill.attacks import EVAL_ATTACKS
 from acdistill.cli.common import (
-    DataDirOpt,
-    DeviceOpt,
-    ForceOpt,
+    STAGE,
     FormatOpt,
     NormalizeOpt,
-    ParamsOpt,
-    SetOpt,
     completion,
+    given,
     load,
     parse_normalize,
+    shared_options,
     user_errors,
 )
 from acdistill.models import list_models
@@ -30,6 +28,7 @@ def parse_eps_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+@shared_options(last=("force", *STAGE))
 def attack_eval(
     model: Annotated[
         Path,
@@ -81,27 +80,13 @@ def attack_eval(
             help="JSON to write; a markdown report goes beside it (.md), the sweep as _sweep.json and _sweep.png"
         ),
     ] = None,
-    force: ForceOpt = False,
-    params_file: ParamsOpt = Path("params.yaml"),
-    data_dir: DataDirOpt = None,
-    device: DeviceOpt = None,
-    set_: SetOpt = None,
+    **shared: Any,
 ) -> None:
     """Evaluate a model under attacks on the params' test subset (section `eval`)."""
     attack_list = [a.strip() for a in attacks.split(",") if a.strip()] if attacks is not None else None
-    params = load(
-        params_file,
-        set_,
-        **{
-            "eval.attacks": ("--attacks", attack_list),
-            "eval.n": ("--n", n),
-            "eval.eps": ("--eps", eps),
-            "eval.norm": ("--norm", norm),
-            "eval.steps": ("--steps", steps),
-            "eval.batch_size": ("--batch-size", batch_size),
-            "eval.sweep.eps": ("--sweep", parse_eps_list(sweep) if sweep is not None else None),
-        },
-    )
+    options = given("eval", attacks=attack_list, n=n, eps=eps, norm=norm, steps=steps, batch_size=batch_size)
+    sweep_eps = parse_eps_list(sweep) if sweep is not None else None
+    params, stage = load(shared, options | {"eval.sweep.eps": ("--sweep", sweep_eps)})
     evaluate_checkpoint(
         params,
         model=model,
@@ -110,9 +95,7 @@ def attack_eval(
         format=fmt,
         normalize=parse_normalize(normalize),
         sanity=sanity,
-        force=force,
-        data_dir=data_dir,
-        device=device,
+        **stage,
     )
 
 

@@ -4,6 +4,7 @@ one-line error, and params from the params file, -S overrides and the command's 
 from __future__ import annotations
 
 import functools
+import inspect
 import signal
 import threading
 from collections.abc import Callable
@@ -33,6 +34,53 @@ EpochsOpt = Annotated[int | None, typer.Option(help="override the section's epoc
 ResumeOpt = Annotated[bool, typer.Option(help="continue from the last epoch checkpoint if its settings match")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="overwrite a finished result already at the output path")]
 MetricsOpt = Annotated[Path | None, typer.Option(help="metrics JSON to write (default: metrics/<name of --out>.json)")]
+TeacherOpt = Annotated[Path, typer.Option(help="teacher checkpoint")]
+
+
+def _keyword(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+# The options that several commands take, each declared once: `shared_options` adds them to a command.
+SHARED = {
+    option.name: option
+    for option in (
+        _keyword("params_file", ParamsOpt, Path("params.yaml")),
+        _keyword("metrics", MetricsOpt, None),
+        _keyword("data_dir", DataDirOpt, None),
+        _keyword("device", DeviceOpt, None),
+        _keyword("resume", ResumeOpt, True),
+        _keyword("force", ForceOpt, False),
+        _keyword("set_", SetOpt, None),
+    )
+}
+# After a training stage's own options (its params file comes first).
+TRAINING = ("metrics", "data_dir", "device", "resume", "force", "set_")
+# After the own options of the other stages.
+STAGE = ("params_file", "data_dir", "device", "set_")
+
+
+def shared_options(first: tuple[str, ...] = (), last: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """A command's options: the SHARED ones named in `first`, its own, then those named in `last`, in that order in
+    --help. The command declares `**shared`, which gets the shared ones by name, for `load`."""
+
+    def declare(command: Callable) -> Callable:
+        own = inspect.signature(command, eval_str=True).parameters.values()
+        options = [
+            *(SHARED[name] for name in first),
+            *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own if p.kind is not p.VAR_KEYWORD),
+            *(SHARED[name] for name in last),
+        ]
+        command.__signature__ = inspect.Signature(options)
+        return command
+
+    return declare
+
+
+def given(section: str, **values: Any) -> dict[str, tuple[str, Any]]:
+    """`load`'s options for the command options named after the keys of `section` they set: given("eval",
+    batch_size=64) -> {"eval.batch_size": ("--batch-size", 64)}."""
+    return {f"{section}.{name}": (f"--{name.replace('_', '-')}", value) for name, value in values.items()}
 
 
 def completion(names: Callable[[], list[str]], comma_separated: bool = False) -> Callable[[str], list[str]]:
@@ -98,19 +146,22 @@ def user_errors(command: Callable) -> Callable:
     return wrapper
 
 
-def load(params_path: Path, sets: list[str] | None, **options: tuple[str, Any]) -> Params:
-    """params file < --set overrides < the command's own options: {params key: (option, value)}, None = not
-    given. An invalid value is reported as given (`-S distill.method=foo: ...`, `--method foo: ...`)."""
+def load(shared: dict[str, Any], options: dict[str, tuple[str, Any]] | None = None) -> tuple[Params, dict[str, Any]]:
+    """A command's params, and the rest of its `shared` options (of `shared_options`), which its pipeline stage
+    takes. The params: the params file (`shared["params_file"]`) < its -S overrides (`shared["set_"]`) < the
+    command's own `options`: {params key: (option, value)}, None = not given. An invalid value is reported as given
+    (`-S distill.method=foo: ...`, `--method foo: ...`)."""
     overrides, given_as = {}, {}
-    for text in sets or []:
+    for text in shared["set_"] or []:
         key, overrides[key] = parse_override(text)
         given_as[key] = f"-S {text}"
-    for key, (option, value) in options.items():
+    for key, (option, value) in (options or {}).items():
         if value is not None:
             overrides[key] = value
             shown = ",".join(map(str, value)) if isinstance(value, list) else value
             given_as[key] = f"{option} {shown}"
-    return load_params(params_path, overrides, given_as)
+    stage = {name: value for name, value in shared.items() if name not in ("params_file", "set_")}
+    return load_params(shared["params_file"], overrides, given_as), stage
 
 
 def parse_normalize(text: str | None) -> str | dict[str, list[float]] | None:

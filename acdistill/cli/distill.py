@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from acdistill.cli.common import (
-    DataDirOpt,
-    DeviceOpt,
+    TRAINING,
     EpochsOpt,
-    ForceOpt,
-    MetricsOpt,
-    ParamsOpt,
-    ResumeOpt,
-    SetOpt,
+    TeacherOpt,
     completion,
+    given,
     load,
+    shared_options,
     user_errors,
 )
 from acdistill.methods import METHODS
@@ -26,8 +23,8 @@ from acdistill.pipeline import distill as run
 from acdistill.pipeline.common import STUDENT_CHECKPOINT, TEACHER_CHECKPOINT
 
 
+@shared_options(first=("params_file",), last=TRAINING)
 def distill(
-    params_file: ParamsOpt = Path("params.yaml"),
     method: Annotated[
         str | None,
         typer.Option(
@@ -40,26 +37,13 @@ def distill(
         typer.Option(help=f"student architecture: {', '.join(list_models())}", autocompletion=completion(list_models)),
     ] = None,
     epochs: EpochsOpt = None,
-    teacher: Annotated[Path, typer.Option(help="teacher checkpoint")] = TEACHER_CHECKPOINT,
+    teacher: TeacherOpt = TEACHER_CHECKPOINT,
     out: Annotated[Path, typer.Option(help="student checkpoint to write")] = STUDENT_CHECKPOINT,
-    metrics: MetricsOpt = None,
-    data_dir: DataDirOpt = None,
-    device: DeviceOpt = None,
-    resume: ResumeOpt = True,
-    force: ForceOpt = False,
-    set_: SetOpt = None,
+    **shared: Any,
 ) -> None:
     """Distill a student from the teacher (params section `distill`)."""
-    params = load(
-        params_file,
-        set_,
-        **{
-            "distill.method": ("--method", method),
-            "distill.student": ("--student", student),
-            "distill.epochs": ("--epochs", epochs),
-        },
-    )
-    run(params, teacher=teacher, out=out, metrics=metrics, data_dir=data_dir, device=device, resume=resume, force=force)
+    params, stage = load(shared, given("distill", method=method, student=student, epochs=epochs))
+    run(params, teacher=teacher, out=out, **stage)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from acdistill.cli.common import (
-    DataDirOpt,
-    DeviceOpt,
+    TRAINING,
     EpochsOpt,
-    ForceOpt,
     FormatOpt,
-    MetricsOpt,
     NormalizeOpt,
-    ParamsOpt,
-    ResumeOpt,
-    SetOpt,
+    given,
     load,
     parse_normalize,
+    shared_options,
     user_errors,
 )
 from acdistill.pipeline import fetch_teacher as fetch
@@ -27,8 +23,8 @@ from acdistill.pipeline.common import TEACHER_CHECKPOINT
 from acdistill.teachers import TEACHER_SOURCES
 
 
+@shared_options(first=("params_file",), last=TRAINING)
 def fetch_teacher(
-    params_file: ParamsOpt = Path("params.yaml"),
     source: Annotated[
         str | None,
         typer.Option(help=f"{', '.join(TEACHER_SOURCES.names())} (default: params teacher.source; docs/teachers.md)"),
@@ -49,30 +45,22 @@ def fetch_teacher(
     ] = False,
     epochs: EpochsOpt = None,
     out: Annotated[Path, typer.Option(help="teacher checkpoint to write")] = TEACHER_CHECKPOINT,
-    metrics: MetricsOpt = None,
-    data_dir: DataDirOpt = None,
-    device: DeviceOpt = None,
-    resume: ResumeOpt = True,
-    force: ForceOpt = False,
-    set_: SetOpt = None,
+    **shared: Any,
 ) -> None:
     """Get the robust teacher: a RobustBench entry, a released checkpoint (file or url), or train one here."""
-    params = load(
-        params_file,
-        set_,
-        **{
-            "teacher.source": ("--source", source),
-            "teacher.path": ("--path", str(path) if path else None),
-            "teacher.url": ("--url", url),
-            "teacher.sha256": ("--sha256", sha256),
-            "teacher.arch": ("--arch", arch),
-            "teacher.format": ("--format", format),
-            "teacher.normalize": ("--normalize", parse_normalize(normalize)),
-            "teacher.strict_accuracy": ("--strict-accuracy", strict_accuracy or None),
-            "teacher.train.epochs": ("--epochs", epochs),
-        },
+    options = given(
+        "teacher",
+        source=source,
+        path=str(path) if path else None,
+        url=url,
+        sha256=sha256,
+        arch=arch,
+        format=format,
+        normalize=parse_normalize(normalize),
+        strict_accuracy=strict_accuracy or None,
     )
-    fetch(params, out=out, metrics=metrics, data_dir=data_dir, device=device, resume=resume, force=force, arch=arch)
+    params, stage = load(shared, options | {"teacher.train.epochs": ("--epochs", epochs)})
+    fetch(params, out=out, **stage, arch=arch)
 
 
 def register(app: typer.Typer) -> None:

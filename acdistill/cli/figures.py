@@ -4,17 +4,18 @@ eps sweeps of the pipeline's runs, as PNG files (DVC lists them as plots)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from acdistill.cli.common import DataDirOpt, DeviceOpt, ParamsOpt, SetOpt, load, user_errors
+from acdistill.cli.common import STAGE, TeacherOpt, load, shared_options, user_errors
 from acdistill.pipeline import figures as run
 from acdistill.pipeline.common import TEACHER_CHECKPOINT
 
 
+@shared_options(last=STAGE)
 def figures(
-    teacher: Annotated[Path, typer.Option(help="teacher checkpoint")] = TEACHER_CHECKPOINT,
+    teacher: TeacherOpt = TEACHER_CHECKPOINT,
     student: Annotated[
         list[Path] | None, typer.Option(help="student checkpoint (repeatable); default: models/student.safetensors")
     ] = None,
@@ -23,16 +24,13 @@ def figures(
     ] = Path("dvclive"),
     metrics_dir: Annotated[Path, typer.Option(help="where attack-eval wrote its *_sweep.json files")] = Path("metrics"),
     out_dir: Annotated[Path, typer.Option(help="directory for the PNG files and figures.json")] = Path("figures"),
-    params_file: ParamsOpt = Path("params.yaml"),
-    data_dir: DataDirOpt = None,
-    device: DeviceOpt = None,
-    set_: SetOpt = None,
+    **shared: Any,
 ) -> None:
     """Draw the GACD paper's analysis figures, the training curves and the eps sweeps (params section `figures`).
 
     Logit-correlation differences to the teacher on natural and PGD-20 inputs (the paper's Fig. 3-4), a t-SNE of
     two classes and their attacked images (Fig. 5), every stage's training curves and every eps sweep."""
-    params = load(params_file, set_)
+    params, stage = load(shared)
     run(
         params,
         teacher=teacher,
@@ -40,8 +38,7 @@ def figures(
         live=live,
         metrics_dir=metrics_dir,
         out_dir=out_dir,
-        data_dir=data_dir,
-        device=device,
+        **stage,
     )
 
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from acdistill.cli.common import DataDirOpt, DeviceOpt, ForceOpt, ParamsOpt, SetOpt, load, user_errors
+from acdistill.cli.common import STAGE, given, load, shared_options, user_errors
 from acdistill.pipeline import probe
 from acdistill.pipeline.common import PROBE_HEAD_CHECKPOINT, STUDENT_CHECKPOINT
 
 
+@shared_options(last=("force", *STAGE))
 def transfer_probe(
     model: Annotated[Path, typer.Option(help="checkpoint whose features are probed (frozen)")] = STUDENT_CHECKPOINT,
     dataset: Annotated[str | None, typer.Option(help="target dataset (default: probe.dataset)")] = None,
@@ -21,18 +22,14 @@ def transfer_probe(
     head: Annotated[
         Path, typer.Option(help="the trained linear head (.safetensors + .json sidecar)")
     ] = PROBE_HEAD_CHECKPOINT,
-    force: ForceOpt = False,
-    params_file: ParamsOpt = Path("params.yaml"),
-    data_dir: DataDirOpt = None,
-    device: DeviceOpt = None,
-    set_: SetOpt = None,
+    **shared: Any,
 ) -> None:
     """Probe a model's frozen features with a linear head on another dataset (params section `probe`).
 
     The head is trained on the target dataset, then the frozen model and the head are attacked together: clean and
     PGD-7 accuracy."""
-    params = load(params_file, set_, **{"probe.dataset": ("--dataset", dataset)})
-    probe(params, model=model, out=out, head=head, force=force, data_dir=data_dir, device=device)
+    params, stage = load(shared, given("probe", dataset=dataset))
+    probe(params, model=model, out=out, head=head, **stage)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,8 +12,8 @@ from torch import nn
 
 from acdistill.attacks import EVAL_ATTACKS
 from acdistill.attacks.pgd import require_autograd
-from acdistill.attacks.suite import AttackFn, Budget, EvalAttack
-from acdistill.budgets import eps_text
+from acdistill.attacks.suite import AttackFn, EvalAttack
+from acdistill.budgets import Budget, eps_text
 from acdistill.data import ImageSet, iterate, unit_images
 from acdistill.errors import AcdistillError, warn
 from acdistill.stats import pack_bits, wilson

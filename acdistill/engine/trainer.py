@@ -14,13 +14,14 @@ import itertools
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from acdistill import progress
-from acdistill.attacks import EVAL_ATTACKS, Budget, ce_objective, pgd
+from acdistill.attacks import EVAL_ATTACKS, ce_objective, pgd
 from acdistill.config import SpeedParams, TrainParams, fingerprint
 from acdistill.data import Batch, ImageSet, iterate
 from acdistill.distributed import Ranks
@@ -227,11 +228,12 @@ class Trainer:
     def monitor(self, data: ImageSet | None) -> dict[str, float]:
         if data is None or len(data) == 0:
             return {}
-        a = self.cfg.attack
         steps = self.cfg.monitor_steps
+        monitored = replace(self.cfg.attack.budget(), steps=steps)
 
         def pgd_attack(model, x, y, budget):
-            return pgd(ce_objective(model, y), x, eps=budget.eps, step_size=a.step_size, steps=steps, start="uniform")
+            objective = ce_objective(model, y)
+            return pgd(objective, x, eps=budget.eps, step_size=budget.step_size, steps=budget.steps, start="uniform")
 
         torch.manual_seed(self.seed)
         out = {}
@@ -242,7 +244,7 @@ class Trainer:
                     self.model,
                     data,
                     attack,
-                    budget=Budget(a.eps),
+                    budget=monitored,
                     batch_size=256,
                     device=self.device,
                     on_batch=task.advance,

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from acdistill.attacks.pgd import Objective, Start, pgd
-from acdistill.budgets import TrainAttack
+from acdistill.budgets import Budget, TrainAttack
 from acdistill.data import Batch, ImageSet
 from acdistill.distributed import Ranks
 from acdistill.losses import float32_math
@@ -85,7 +85,7 @@ class Method(nn.Module):
         # method's state_dict and parameters).
         self.__dict__.update(student=student, teacher=teacher)
         self.params = params
-        self.attack = attack
+        self.attack: Budget = attack.budget()
         self._teacher_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def setup(self, train_set: ImageSet) -> None:
@@ -117,7 +117,7 @@ class Method(nn.Module):
         a = self.attack
         self.student.train(self.attack_mode == "train")
         try:
-            return pgd(make_objective(), x, eps=a.eps, step_size=a.step_size, steps=a.steps, start=start)
+            return pgd(make_objective(), x, eps=a.eps, step_size=a.step_size, steps=a.steps, start=start, norm=a.norm)
         finally:
             self.student.train(True)
 
