@@ -136,8 +136,16 @@ class Sectioned(BaseModel):
         return data
 
     def section(self, name: str | None = None) -> BaseModel | None:
-        """The validated sub-section of `name` (default: the run's chosen thing), or None where none was given."""
-        return self._sections.get(name or getattr(self, self.chooser))
+        """The validated sub-section of `name` (default: the run's chosen thing); where none was given, its `Params`
+        with their defaults, or None when it has no `Params` or they have no default for some key."""
+        name = name or getattr(self, self.chooser)
+        if name in self._sections:
+            return self._sections[name]
+        params = self._registry().get(name).Params
+        try:
+            return params.model_validate({}) if params is not None else None
+        except ValidationError:
+            return None
 
 
 class TrainParams(Sectioned):
@@ -181,7 +189,7 @@ class TrainParams(Sectioned):
             raise ValueError(f"'{key}' is now set once for every training stage, as speed.{moved}")
 
     def method_params(self) -> BaseModel:
-        return self.section() or METHODS.get(self.method).Params()
+        return self.section()
 
 
 class DataParams(Strict):
@@ -261,7 +269,9 @@ class TeacherParams(Sectioned):
     chooser: ClassVar[str] = "source"
     kind: ClassVar[str] = "source's section"
 
-    source: str = Field("train", description="train, file, url or robustbench (acdistill.teachers lists them)")
+    source: str = Field(
+        "train", description="a source of acdistill.teachers: train, file, url, robustbench or one registered"
+    )
     arch: Arch = Field(
         "resnet20",
         description=(

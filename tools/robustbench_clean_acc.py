@@ -1,4 +1,4 @@
-"""Write acdistill/teachers/robustbench_clean_acc.json: the clean accuracy RobustBench lists for each CIFAR-10/100 entry.
+"""Write acdistill/teachers/robustbench_clean_acc.json: the clean accuracy RobustBench lists for each entry.
 
 RobustBench keeps one JSON file per leaderboard entry in its repository (model_info/<dataset>/<threat>/<name>.json),
 not in the package that pip installs; this table carries the `clean_acc` field of each, so that `fetch-teacher` can

@@ -31,7 +31,10 @@ def fetch_teacher(
     ] = None,
     path: Annotated[Path | None, typer.Option(help="local .safetensors or .pt (source file)")] = None,
     url: Annotated[str | None, typer.Option(help="download URL (source url, needs --sha256)")] = None,
-    sha256: Annotated[str | None, typer.Option(help="expected sha256 of the download")] = None,
+    sha256: Annotated[
+        str | None,
+        typer.Option(help="expected sha256 of the weights file (needed by --source url, checked for every source)"),
+    ] = None,
     arch: Annotated[
         str | None,
         typer.Option(

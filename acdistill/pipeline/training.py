@@ -78,10 +78,11 @@ def fetch_teacher(
     with output_lock(metrics), progress.callback() as on_batch:
         summary = import_teacher(params, model, record, out=out, data_dir=data_dir, device=dev, progress=on_batch)
         write_stage_metrics(metrics, summary)
-    expected = summary["expected_clean_acc"]
+    expected = summary.get("expected_clean_acc")
     stated = f", {expected:.2f} % stated by its source" if expected is not None else ""
+    where = f"{summary.get('file', t.source)} ({summary.get('format', t.source)}, {summary['arch']})"
     echo(
-        f"fetch-teacher: {summary['file']} ({summary['format']}, {summary['arch']}) -> {out}: clean accuracy "
+        f"fetch-teacher: {where} -> {out}: clean accuracy "
         f"{summary['clean_acc']:.2f} % on the first {summary['clean_acc_n']} test images{stated}"
     )
     return summary
@@ -178,7 +179,7 @@ def import_teacher(
     model.to(device)
     acc = evaluate(model, check, ["natural"], device=device, progress=progress)["natural"]["accuracy"]
     summary.update(arch=model.arch, clean_acc=acc, clean_acc_n=len(check))
-    expected = summary["expected_clean_acc"]
+    expected = summary.get("expected_clean_acc")
     chance = 100 / DATASETS.get(d.dataset).num_classes
     if expected is None and acc < CHANCE_FACTOR * chance:
         warn(

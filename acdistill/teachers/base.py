@@ -35,7 +35,11 @@ class TeacherSource:
     def open(self, t: TeacherParams, dataset: str, arch: str | None) -> tuple[ImageClassifier, dict[str, Any]]:
         """The teacher and what its sidecar records of where it came from (an empty record for a source that
         `trains`). The network is on the CPU, in eval mode when trained. `arch`: an architecture the caller named
-        (--arch), which the teacher must have. Raises AcdistillError (one line) when the teacher cannot be had."""
+        (--arch), which the teacher must have. Raises AcdistillError (one line) when the teacher cannot be had.
+
+        The record is the source's own; the stage reads these keys of it where present: `source`, `file` and
+        `format` (shown in its report line), `file_sha256`, and `expected_clean_acc` (percent, the accuracy the
+        source states, which the stage's check compares)."""
         raise NotImplementedError
 
 

@@ -57,4 +57,5 @@ class Url(TeacherSource):
             raise ValueError("source 'url' needs 'url' and 'sha256'")
 
     def open(self, t: TeacherParams, dataset: str, arch: str | None) -> tuple[ImageClassifier, dict[str, Any]]:
-        return open_file(t, download(t.url, t.sha256), dataset, arch, self.name)
+        model, record = open_file(t, download(t.url, t.sha256), dataset, arch, self.name)
+        return model, record | {"url": t.url}
