@@ -20,14 +20,13 @@ from acdistill.cli.common import (
 )
 from acdistill.pipeline import fetch_teacher as fetch
 from acdistill.pipeline.common import TEACHER_CHECKPOINT
-from acdistill.teachers import TEACHER_SOURCES
 
 
 @shared_options(first=("params_file",), last=TRAINING)
 def fetch_teacher(
     source: Annotated[
         str | None,
-        typer.Option(help=f"{', '.join(TEACHER_SOURCES.names())} (default: params teacher.source; docs/teachers.md)"),
+        typer.Option(help="train, file, url, robustbench or a registered source (default: params teacher.source)"),
     ] = None,
     path: Annotated[Path | None, typer.Option(help="local .safetensors or .pt (source file)")] = None,
     url: Annotated[str | None, typer.Option(help="download URL (source url, needs --sha256)")] = None,
