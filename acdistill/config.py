@@ -27,13 +27,12 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from acdistill.attacks import EVAL_ATTACKS
 from acdistill.budgets import LARGEST_EPS, Budget, Eps, PixelFloat, Strict, TrainAttack, pixel_scale_hint
 from acdistill.data import DATASETS
 from acdistill.data.datasets import RANGE, subset_indices
-from acdistill.errors import AcdistillError, close_names, unknown_name
+from acdistill.errors import AcdistillError, close_names, key_error, unknown_name
 from acdistill.formats import format_names, parse_normalize
 from acdistill.methods import METHODS
 from acdistill.models.registry import resolve
@@ -82,11 +81,6 @@ def _known_arch(name: str) -> str:
 Arch = Annotated[str, AfterValidator(_known_arch)]  # an architecture name of acdistill.models
 
 
-def _key_error(key: str, text: str) -> PydanticCustomError:
-    """A section's error about one of its keys, which names the key for `_blamed`."""
-    return PydanticCustomError("section_key", "{text}", {"text": text, "key": key})
-
-
 class Sectioned(BaseModel):
     """A params section whose keys besides its fields are the sub-sections of registered things, each validated by
     the thing's own `Params`: a method's `distill.<method>`, a teacher source's `teacher.<source>`. Any other key is
@@ -114,14 +108,13 @@ class Sectioned(BaseModel):
             if key not in takes:
                 close = close_keys(key, [*key_paths(type(self)), *takes])
                 guess = f"; did you mean {' or '.join(close)}?" if close else ""
-                raise _key_error(
-                    key, f"unknown key '{key}'{guess} (not a field, nor a {self.kind}: {', '.join(takes)})"
-                )
+                raise key_error(key, f"unknown key '{key}'{guess} (not a field, nor a {self.kind}: {', '.join(takes)})")
             params = registry.get(key).Params
             try:
                 self._sections[key] = params.model_validate(value or {})
             except ValidationError as e:
-                raise _key_error(key, f"{key}.{_describe(e, params)}") from None
+                inner = ".".join([key, *map(str, _first_error(e)["loc"])])
+                raise key_error(inner, f"{key}.{_describe(e, params)}") from None
         return self
 
     @model_serializer(mode="wrap")
@@ -734,7 +727,7 @@ def _apply(raw: dict, dotted: str, value: Any, where: str) -> None:
 def _describe(err: ValidationError, model: type[BaseModel]) -> str:
     """'section.key: what is wrong' for the first error of validating `model` (pydantic lists them all; one line is
     what users read). An unknown key gets the close keys of `model` ('distil.method' -> 'distill.method')."""
-    first = err.errors()[0]
+    first = _first_error(err)
     loc = ".".join(str(p) for p in first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
@@ -744,6 +737,13 @@ def _describe(err: ValidationError, model: type[BaseModel]) -> str:
         msg = "unknown key" + (f"; did you mean {' or '.join(close)}?" if close else "")
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     return f"{loc}: {msg}{more}" if loc else f"{msg}{more}"
+
+
+def _first_error(err: ValidationError) -> dict[str, Any]:
+    """The error a user reads first: an unknown key, when there is one (a typo of a required key is also a missing
+    key, and the unknown one says what to fix), else pydantic's first."""
+    errors = err.errors()
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
 
 
 def key_paths(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -828,7 +828,7 @@ def load_params(
 
 def _blamed(err: ValidationError, given_as: dict[str, str]) -> str | None:
     """The override the first error is about (its key, a key inside its section, or its section), as given."""
-    first = err.errors()[0]
+    first = _first_error(err)
     parts = [str(p) for p in first["loc"]]
     if "key" in first.get("ctx", {}):  # a section's error about one of its sub-sections' keys
         parts.append(first["ctx"]["key"])

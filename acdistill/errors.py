@@ -4,6 +4,8 @@ import difflib
 import os
 import sys
 
+from pydantic_core import PydanticCustomError
+
 
 def on_first_process() -> bool:
     """False in torchrun's processes other than rank 0 (RANK, as torchrun sets it): they would repeat every message,
@@ -20,6 +22,12 @@ class AcdistillError(ValueError):
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during a run, saying what it kept (e.g. the last saved epoch): the CLI prints the message as one line
     and exits with code 130, as a shell does for SIGINT."""
+
+
+def key_error(key: str, text: str) -> PydanticCustomError:
+    """A params validator's error about one key of its section (`key`, dotted below the section): the error line
+    then blames the option that set that key, not another one of the section."""
+    return PydanticCustomError("section_key", "{text}", {"text": text, "key": key})
 
 
 def close_names(name: str, choices: list[str], cutoff: float = 0.6) -> list[str]:

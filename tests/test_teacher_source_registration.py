@@ -67,7 +67,7 @@ def test_a_registered_source_fetches_a_teacher_that_distill_learns_from(store, t
 
     # its own section is validated, its errors are one line, and a missing model writes nothing
     assert (
-        "teacher: store.name: Field required"
+        "-S teacher.store.nam=x: teacher: store.nam: unknown key; did you mean name?"
         in run("fetch-teacher", *shelf, "-S", "teacher.store.nam=x", ok=False).output
     )
     assert "source 'store' needs" in run("fetch-teacher", "--source", "store", ok=False).output

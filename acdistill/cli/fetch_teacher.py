@@ -12,12 +12,14 @@ from acdistill.cli.common import (
     EpochsOpt,
     FormatOpt,
     NormalizeOpt,
+    completion,
     given,
     load,
     parse_normalize,
     shared_options,
     user_errors,
 )
+from acdistill.models import list_models
 from acdistill.pipeline import fetch_teacher as fetch
 from acdistill.pipeline.common import TEACHER_CHECKPOINT
 
@@ -37,7 +39,9 @@ def fetch_teacher(
     arch: Annotated[
         str | None,
         typer.Option(
-            help="architecture to train, or of a bare state dict in acdistill's layout (see `acdistill models`)"
+            help="architecture to train, or of a bare state dict in acdistill's layout (released layouts name their "
+            f"own): {', '.join(list_models())}",
+            autocompletion=completion(list_models),
         ),
     ] = None,
     format: FormatOpt = None,

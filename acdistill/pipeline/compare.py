@@ -192,7 +192,10 @@ def ties_text(ties: dict[str, dict[str, Any]]) -> str:
             f"{x['point']} ({x['difference']:+.1f}, {x['ci95'][0]:+.1f} to {x['ci95'][1]:+.1f})"
             for x in t["within_noise"]
         )
-        lines.append(f"- {attack}: highest {t['best']}; within noise of it: {tied or 'none'}")
+        # max() keeps the first of equal accuracies: the others are named, not ranked below it
+        equal = [x["point"] for x in t["within_noise"] if x["difference"] == 0]
+        best = f"{t['best']} (as high: {', '.join(equal)})" if equal else t["best"]
+        lines.append(f"- {attack}: highest {best}; within noise of it: {tied or 'none'}")
     return "\n".join(lines)
 
 

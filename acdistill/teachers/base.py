@@ -30,7 +30,8 @@ class TeacherSource:
     trains: ClassVar[bool] = False
 
     def check(self, t: TeacherParams) -> None:
-        """Called when the params are validated. Raises ValueError (one line) for a missing or inapplicable key."""
+        """Called when the params are validated. Raises ValueError (one line) for a missing or inapplicable key:
+        `acdistill.errors.key_error(key, text)` names the key, so that the error blames the option that set it."""
 
     def open(self, t: TeacherParams, dataset: str, arch: str | None) -> tuple[ImageClassifier, dict[str, Any]]:
         """The teacher and what its sidecar records of where it came from (an empty record for a source that

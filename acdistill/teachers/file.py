@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from acdistill.checkpoint import load_model, sidecar_path
+from acdistill.errors import key_error
 from acdistill.formats import OWN, build, detect, read_released
 from acdistill.models import ImageClassifier
 from acdistill.teachers.base import TeacherSource, file_digest, register_source
@@ -52,7 +53,7 @@ class File(TeacherSource):
 
     def check(self, t: TeacherParams) -> None:
         if not t.path:
-            raise ValueError("source 'file' needs 'path'")
+            raise key_error("source", "source 'file' needs 'path'")
 
     def open(self, t: TeacherParams, dataset: str, arch: str | None) -> tuple[ImageClassifier, dict[str, Any]]:
         return open_file(t, Path(t.path), dataset, arch, self.name)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from acdistill.checkpoint import sha256_file
 from acdistill.data import DATASETS
-from acdistill.errors import AcdistillError
+from acdistill.errors import AcdistillError, key_error
 from acdistill.io import atomic_path
 from acdistill.models import ImageClassifier, assemble
 from acdistill.models.zoo import PREFIX, load_zoo_network, robustbench_dataset, split_head, zoo_entry
@@ -90,14 +90,14 @@ class Robustbench(TeacherSource):
 
     def check(self, t: TeacherParams) -> None:
         if t.section("robustbench") is None:
-            raise ValueError("source 'robustbench' needs 'robustbench: {name: ...}'")
+            raise key_error("source", "source 'robustbench' needs 'robustbench: {name: ...}'")
         for key in ("normalize", "checkpoint_key", "expected_clean_acc"):
             if getattr(t, key) is not None:
-                raise ValueError(
-                    f"'{key}' does not apply to source 'robustbench' (robustbench's code and leaderboard say it)"
+                raise key_error(
+                    key, f"'{key}' does not apply to source 'robustbench' (robustbench's code and leaderboard say it)"
                 )
         if t.format != "auto":
-            raise ValueError("'format' does not apply to source 'robustbench' (robustbench's code reads it)")
+            raise key_error("format", "'format' does not apply to source 'robustbench' (robustbench's code reads it)")
 
     def open(self, t: TeacherParams, dataset: str, arch: str | None) -> tuple[ImageClassifier, dict[str, Any]]:
         if arch is not None:

@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from acdistill.errors import AcdistillError
+from acdistill.errors import AcdistillError, key_error
 from acdistill.io import atomic_path
 from acdistill.models import ImageClassifier
 from acdistill.teachers.base import TeacherSource, register_source
@@ -54,7 +54,7 @@ class Url(TeacherSource):
 
     def check(self, t: TeacherParams) -> None:
         if not (t.url and t.sha256):
-            raise ValueError("source 'url' needs 'url' and 'sha256'")
+            raise key_error("source", "source 'url' needs 'url' and 'sha256'")
 
     def open(self, t: TeacherParams, dataset: str, arch: str | None) -> tuple[ImageClassifier, dict[str, Any]]:
         model, record = open_file(t, download(t.url, t.sha256), dataset, arch, self.name)
