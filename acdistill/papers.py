@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from acdistill.budgets import fraction
 from acdistill.config import Params, load_params
 from acdistill.errors import AcdistillError, unknown_name
 
@@ -28,21 +27,6 @@ PAPERS_DIR_ENV = "ACDISTILL_PAPERS_DIR"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TableBudget(_Strict):
-    """The threat model the table's robust columns are measured under (both papers: L-inf, eps 8/255)."""
-
-    norm: Literal["Linf", "L2"] = "Linf"
-    eps: Annotated[float, BeforeValidator(fraction), Field(ge=0)] = 8 / 255
-
-
-class Block(_Strict):
-    """One setting the table holds fixed, run as one params file of the folder (its ablate.points are the rows)."""
-
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-    params: str = Field(description="the block's params file, relative to the table's folder")
-    title: str = ""
 
 
 class Cell(_Strict):
@@ -72,17 +56,15 @@ class TableSpec(_Strict):
     title: str
     paper: Literal["gacd", "crdnd"]
     source: str = Field(description="the table's place in the paper, e.g. 'the CRDND report, Table 2'")
-    budget: TableBudget = TableBudget()
-    blocks: list[Block] = Field(min_length=1)
+    budget: str = Field(description="what the presets run, e.g. the paper's epochs on the full data")
+    blocks: dict[str, str] = Field(min_length=1, description="block id -> its params file in the table's folder")
     cells: list[Cell] = Field(default_factory=list)
     claims: list[Claim] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list, description="departures from the paper and unreadable cells")
 
     @model_validator(mode="after")
     def _names(self) -> TableSpec:
-        names = [b.name for b in self.blocks]
-        if len(set(names)) < len(names):
-            raise ValueError(f"block names must differ: {', '.join(names)}")
+        names = list(self.blocks)
         for item in [*self.cells, *self.claims]:
             if item.block not in names:
                 raise ValueError(unknown_name("block", item.block, names))
@@ -94,11 +76,10 @@ class TableSpec(_Strict):
             seen.add(key)
         return self
 
-    def block(self, name: str) -> Block:
-        for block in self.blocks:
-            if block.name == name:
-                return block
-        raise AcdistillError(unknown_name("block", name, [b.name for b in self.blocks]))
+    def block_file(self, name: str) -> str:
+        if name not in self.blocks:
+            raise AcdistillError(unknown_name("block", name, list(self.blocks)))
+        return self.blocks[name]
 
 
 def papers_dir() -> Path:
@@ -135,12 +116,10 @@ def load_table(table_id: str) -> TableSpec:
         raise AcdistillError(f"{path}: {e}") from None
 
 
-def block_params(spec_dir: str | Path, block: Block | str, spec: TableSpec | None = None) -> Params:
-    """The validated params of one block: its params file in the table's folder `spec_dir`. `block` is a Block, or
-    a block's name (read from `spec`, or from the folder's table.yaml)."""
+def block_params(spec_dir: str | Path, block: str, spec: TableSpec | None = None) -> Params:
+    """The validated params of one block (its id): its params file in the table's folder `spec_dir`, named by `spec`
+    or by the folder's table.yaml."""
     spec_dir = Path(spec_dir)
-    if isinstance(block, str):
-        if spec is None:
-            spec = TableSpec.model_validate(yaml.safe_load((spec_dir / TABLE_FILE).read_text()))
-        block = spec.block(block)
-    return load_params(spec_dir / block.params)
+    if spec is None:
+        spec = TableSpec.model_validate(yaml.safe_load((spec_dir / TABLE_FILE).read_text()))
+    return load_params(spec_dir / spec.block_file(block))

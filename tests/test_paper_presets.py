@@ -50,27 +50,27 @@ def test_the_table_is_whole(table_id):
     assert spec.title and spec.source and spec.blocks
     assert spec.cells or any("lacks" in note for note in spec.notes), "a table without cells says why"
     models, attacks = set(list_models()), set(EVAL_ATTACKS)
-    for block in spec.blocks:
-        params = block_params(table_dir(table_id), block.name)
-        assert params == load_params(PAPERS / table_id / block.params)
+    for name, file in spec.blocks.items():
+        params = block_params(table_dir(table_id), name)
+        assert params == load_params(PAPERS / table_id / file)
         points = {p["name"]: p for p in params.ablate.points}
-        assert points, f"{table_id}/{block.name}: no named points"
-        for name, point in points.items():
+        assert points, f"{table_id}/{name}: no named points"
+        for row_name, point in points.items():
             resolved = point_params(params, point)
-            assert resolved.distill.method in METHODS, (block.name, name)
-            assert resolved.distill.student in models, (block.name, name)
-            assert resolved.data.dataset in DATASETS, (block.name, name)
+            assert resolved.distill.method in METHODS, (name, row_name)
+            assert resolved.distill.student in models, (name, row_name)
+            assert resolved.data.dataset in DATASETS, (name, row_name)
             assert resolved.data.train_subset is None and resolved.data.test_subset is None, "full data"
-        cells = [c for c in spec.cells if c.block == block.name]
-        claims = [c for c in spec.claims if c.block == block.name]
+        cells = [c for c in spec.cells if c.block == name]
+        claims = [c for c in spec.claims if c.block == name]
         for item in cells + claims:
             rows = [item.row] if hasattr(item, "row") else [item.first, item.second]
             for row in rows:
-                assert row in points, f"{table_id}/{block.name}: row {row} is no named point"
-            assert item.attack in params.eval.attacks, f"{table_id}/{block.name}: {item.attack} is not evaluated"
+                assert row in points, f"{table_id}/{name}: row {row} is no named point"
+            assert item.attack in params.eval.attacks, f"{table_id}/{name}: {item.attack} is not evaluated"
             assert item.attack in attacks
         pairs = {tuple(pair) for pair in params.ablate.compare}
         for claim in claims:
-            assert (claim.first, claim.second) in pairs, f"{table_id}/{block.name}: {claim.first} - {claim.second}"
+            assert (claim.first, claim.second) in pairs, f"{table_id}/{name}: {claim.first} - {claim.second}"
     for cell in spec.cells:
         assert cell.where and 0 <= cell.paper <= 100
