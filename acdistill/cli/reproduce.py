@@ -13,7 +13,9 @@ from acdistill.cli.common import completion, shared_options, user_errors
 from acdistill.config import parse_override
 from acdistill.errors import AcdistillError
 from acdistill.papers import table_ids
-from acdistill.pipeline.reproduce import ROOT, dry_run as estimate_table, listing as list_tables
+from acdistill.pipeline.reproduce import ROOT
+from acdistill.pipeline.reproduce import dry_run as estimate_table
+from acdistill.pipeline.reproduce import listing as list_tables
 from acdistill.pipeline.reproduce import reproduce as run_table
 
 
