@@ -67,7 +67,10 @@ def test_list_and_dry_run_name_every_row_and_write_nothing(papers):
     out = run("reproduce", "tiny-t", "--dry-run", *TINY).output
     rows = [x.split() for x in out.splitlines() if x.startswith("b1 ")]
     assert [r[1] for r in rows] == ["(teacher)", "natural", "kd"]
-    assert all(r[-2] in ("measured", "scaled") for r in rows)
+    for r in rows:  # "GPU scaled, CPU measured [1]": which estimate is measured, and a footnote saying from what
+        assert (
+            r[-5] == "GPU" and r[-4] in ("measured,", "scaled,") and r[-3] == "CPU" and r[-2] in ("measured", "scaled")
+        )
     assert "Budget: smaller than the paper's: distill.epochs=1, data.train_subset=64" in out
     assert "[1]" in out and "Nothing was run or written" in out
     assert list(papers.iterdir()) == []

@@ -441,6 +441,8 @@ def train_estimate(section: TrainParams, arch: str, params: Params, images: int)
         why.append(f"GPU scaled from {REFERENCE_METHOD}'s by passes per step ({steps}/{REFERENCE_PASSES})")
     else:
         why.append(f"GPU measured ({gpu_where})")
+    if gpu_where is not None and steps != REFERENCE_PASSES:
+        why.append(f"GPU rate from BENCHMARKS.md: {gpu_where}")
     ratio = arch_ratio(arch, GPU_ARCH, params)
     if arch != GPU_ARCH:
         # the GPU step is launch-bound at ResNet-18's size (BENCHMARKS.md): a smaller network is not faster
@@ -455,6 +457,8 @@ def train_estimate(section: TrainParams, arch: str, params: Params, images: int)
         why.append(f"CPU scaled from {REFERENCE_METHOD}'s by passes per step ({steps}/{REFERENCE_PASSES})")
     else:
         why.append(f"CPU measured ({cpu_where})")
+    if cpu_where is not None and steps != REFERENCE_PASSES:
+        why.append(f"CPU rate from BENCHMARKS.md: {cpu_where}")
     cpu_ratio = arch_ratio(arch, CPU_ARCH, params)
     if arch != CPU_ARCH and cpu_ratio:
         cpu_rate /= cpu_ratio
@@ -468,7 +472,7 @@ def eval_cpu_hours(p: Params) -> float:
     """CPU hours of the point's evaluation, at most (every image attacked), from the measured attack pass rate
     scaled by forward FLOPs to ResNet-20's."""
     d = p.data
-    n = min(x for x in (p.eval.n, d.test_subset and subset_size(d.test_subset), TEST_IMAGES[d.dataset]) if x)
+    n = min(x for x in (p.eval.n, d.test_subset and subset_size(d.test_subset), TEST_IMAGES.get(d.dataset, 10000)) if x)
     passes = n + sum(attack_passes(a, p.eval.budget()) * min(p.eval.n_per_attack.get(a, n), n) for a in p.eval.attacks)
     ratio = arch_ratio(p.distill.student, CPU_ARCH, p) or 1.0
     return passes * ratio / CPU_PASSES_S[0] / 3600
@@ -480,19 +484,24 @@ def subset_size(subset: Any) -> int | None:
 
 
 def train_images(p: Params) -> int:
-    return subset_size(p.data.train_subset) or TRAIN_IMAGES[p.data.dataset]
+    return subset_size(p.data.train_subset) or TRAIN_IMAGES.get(p.data.dataset, 50000)
 
 
 def basis_of(why: list[str]) -> str:
-    """'measured (<BENCHMARKS.md sections>)' when every rate was measured as used, else 'scaled: <from what>'."""
-    scaled = [w for w in why if "scaled" in w]
-    return f"scaled: {'; '.join(scaled)}" if scaled else f"measured: {'; '.join(why)}"
+    """'GPU measured|scaled, CPU measured|scaled: <the BENCHMARKS.md sections, or from what each was scaled>'; a
+    device's estimate is measured when every rate of it was used as measured."""
+    kinds = [
+        f"{device} {'scaled' if any(f"{device} scaled" in w for w in why) else 'measured'}"
+        for device in ("GPU", "CPU")
+    ]
+    return f"{', '.join(kinds)}: {'; '.join(why)}"
 
 
 def estimate_row(p: Params, point: dict[str, Any]) -> Estimate:
     gpu_h, cpu_h, why = train_estimate(p.distill, p.distill.student, p, train_images(p))
     if point.get(FINETUNE):
-        g, c, w = train_estimate(p.aft, p.distill.student, p, train_images(p))
+        aft = p.aft.for_student(p.distill.epochs, p.distill.student)  # null epochs: a tenth of distill's
+        g, c, w = train_estimate(aft, p.distill.student, p, train_images(p))
         gpu_h, cpu_h, why = gpu_h + g, cpu_h + c, why + [f"aft: {x}" for x in w]
     cpu_h += eval_cpu_hours(p)
     return Estimate(gpu_h, cpu_h, basis_of(why), "GPU: training only; CPU: with evaluation")
@@ -533,7 +542,8 @@ def dry_run(table_id: str, rows: list[str] | None, overrides: dict[str, Any]) ->
                     "row": point[NAME],
                     "method": p.distill.method + (f" + aft {p.aft.method}" if point.get(FINETUNE) else ""),
                     "student": p.distill.student,
-                    "epochs": p.distill.epochs + (p.aft.epochs if point.get(FINETUNE) else 0),
+                    "epochs": p.distill.epochs
+                    + (p.aft.for_student(p.distill.epochs, p.distill.student).epochs if point.get(FINETUNE) else 0),
                     "dataset": p.data.dataset,
                     "runs": runs,
                     "gpu_hours": runs * e.gpu_hours,
