@@ -491,8 +491,7 @@ def basis_of(why: list[str]) -> str:
     """'GPU measured|scaled, CPU measured|scaled: <the BENCHMARKS.md sections, or from what each was scaled>'; a
     device's estimate is measured when every rate of it was used as measured."""
     kinds = [
-        f"{device} {'scaled' if any(device + ' scaled' in w for w in why) else 'measured'}"
-        for device in ("GPU", "CPU")
+        f"{device} {'scaled' if any(device + ' scaled' in w for w in why) else 'measured'}" for device in ("GPU", "CPU")
     ]
     return f"{', '.join(kinds)}: {'; '.join(why)}"
 
