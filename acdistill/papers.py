@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from acdistill.config import Params, load_params
 from acdistill.errors import AcdistillError, unknown_name
@@ -112,14 +112,15 @@ def load_table(table_id: str) -> TableSpec:
         raise AcdistillError(f"{path}: invalid YAML") from None
     try:
         return TableSpec.model_validate(raw)
-    except ValueError as e:
-        raise AcdistillError(f"{path}: {e}") from None
+    except ValidationError as e:  # one line: the first error, where it is
+        first = e.errors()[0]
+        where = ".".join(map(str, first["loc"]))
+        message = first["msg"].removeprefix("Value error, ")
+        raise AcdistillError(f"{path}: {where}: {message}" if where else f"{path}: {message}") from None
 
 
-def block_params(spec_dir: str | Path, block: str, spec: TableSpec | None = None) -> Params:
-    """The validated params of one block (its id): its params file in the table's folder `spec_dir`, named by `spec`
-    or by the folder's table.yaml."""
-    spec_dir = Path(spec_dir)
-    if spec is None:
-        spec = TableSpec.model_validate(yaml.safe_load((spec_dir / TABLE_FILE).read_text()))
-    return load_params(spec_dir / spec.block_file(block))
+def block_params(table_id: str, block: str, overrides: dict[str, Any] | None = None) -> Params:
+    """The validated params of one block of a table: its params file, then the dotted `overrides` (as `-S` gives
+    them). AcdistillError for an unknown table or block, or params that do not validate."""
+    spec = load_table(table_id)
+    return load_params(table_dir(table_id) / spec.block_file(block), overrides or {})

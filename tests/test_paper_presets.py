@@ -11,7 +11,7 @@ from acdistill.data import DATASETS
 from acdistill.errors import AcdistillError
 from acdistill.methods import METHODS
 from acdistill.models import list_models
-from acdistill.papers import PAPERS_DIR_ENV, TableSpec, block_params, load_table, table_dir, table_ids
+from acdistill.papers import PAPERS_DIR_ENV, TableSpec, block_params, load_table, table_ids
 from acdistill.pipeline.points import point_params
 
 PAPERS = REPO / "configs" / "papers"
@@ -51,7 +51,7 @@ def test_the_table_is_whole(table_id):
     assert spec.cells or any("lacks" in note for note in spec.notes), "a table without cells says why"
     models, attacks = set(list_models()), set(EVAL_ATTACKS)
     for name, file in spec.blocks.items():
-        params = block_params(table_dir(table_id), name)
+        params = block_params(table_id, name)
         assert params == load_params(PAPERS / table_id / file)
         points = {p["name"]: p for p in params.ablate.points}
         assert points, f"{table_id}/{name}: no named points"

@@ -11,6 +11,7 @@ from acdistill.cli import (
     figures,
     listing,
     report,
+    reproduce,
     transfer_probe,
 )
 
@@ -22,5 +23,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (fetch_teacher, distill, adv_finetune, attack_eval, transfer_probe, ablate, figures, report, listing):
+for _module in (
+    fetch_teacher,
+    distill,
+    adv_finetune,
+    attack_eval,
+    transfer_probe,
+    ablate,
+    reproduce,
+    figures,
+    report,
+    listing,
+):
     _module.register(app)

@@ -125,7 +125,8 @@ class DatasetSpec:
     dataset normalize with them. image_size: H = W of the images models see. source_size: H = W of the files when
     it differs from image_size: smaller files are zero-padded, larger ones resized (antialiased bilinear); files of
     any other size are refused. class_names: for figures (default: the class numbers). robustbench: the dataset's
-    name in RobustBench's model zoo, when the zoo ranks models of it."""
+    name in RobustBench's model zoo, when the zoo ranks models of it. split_sizes: the images of the whole train and
+    test splits, which cost estimates read (null: unknown, then CIFAR's 50 000 and 10 000 are assumed)."""
 
     name: str
     num_classes: int
@@ -137,6 +138,7 @@ class DatasetSpec:
     source_size: int | None = None
     class_names: tuple[str, ...] | None = None
     robustbench: str | None = None
+    split_sizes: tuple[int, int] | None = None
 
     def __post_init__(self):
         if self.class_names is not None and len(self.class_names) != self.num_classes:
@@ -193,6 +195,7 @@ register_dataset(
         mirror_files=(MirrorFile("cifar10_lossless_subset.npz", True), MirrorFile("cifar10_jpeg.npz", False)),
         class_names=CIFAR10_CLASSES,
         robustbench="cifar10",
+        split_sizes=(50000, 10000),
     )
 )
 register_dataset(
@@ -203,9 +206,19 @@ register_dataset(
         mean=(0.5071, 0.4865, 0.4409),
         std=(0.2673, 0.2564, 0.2762),
         robustbench="cifar100",
+        split_sizes=(50000, 10000),
     )
 )
-register_dataset(DatasetSpec("svhn", 10, _tv_split("SVHN"), mean=(0.4377, 0.4438, 0.4728), std=(0.198, 0.201, 0.197)))
+register_dataset(
+    DatasetSpec(
+        "svhn",
+        10,
+        _tv_split("SVHN"),
+        mean=(0.4377, 0.4438, 0.4728),
+        std=(0.198, 0.201, 0.197),
+        split_sizes=(73257, 26032),
+    )
+)
 register_dataset(
     DatasetSpec(
         "stl10",
@@ -215,6 +228,7 @@ register_dataset(
         std=(0.2603, 0.2566, 0.2713),
         source_size=96,
         class_names=("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"),
+        split_sizes=(5000, 8000),
     )
 )
 register_dataset(
@@ -227,6 +241,7 @@ register_dataset(
         std=(0.3081,),
         mirror_files=(MirrorFile("mnist.npz", True),),
         source_size=28,
+        split_sizes=(60000, 10000),
     )
 )
 
