@@ -1,8 +1,8 @@
 """acdistill: adversarial robustness distillation, evaluated with standard attacks.
 
 Public API: the stages (`fetch_teacher`, `distill`, `finetune`, `evaluate_checkpoint`, `probe`, `ablate`, `figures`,
-`report`) on params from `load_params`; checkpoints (`load_model`, `save_model`); `evaluate` on a model in memory;
-the model registry (`create_model`, `list_models`).
+`report`, and `reproduce` of a paper's table) on params from `load_params`; checkpoints (`load_model`,
+`save_model`); `evaluate` on a model in memory; the model registry (`create_model`, `list_models`).
 """
 
 from acdistill._version import __version__
@@ -10,7 +10,17 @@ from acdistill.checkpoint import load_model, save_model
 from acdistill.config import load_params
 from acdistill.engine.evaluate import evaluate
 from acdistill.models import create_model, list_models
-from acdistill.pipeline import ablate, distill, evaluate_checkpoint, fetch_teacher, figures, finetune, probe, report
+from acdistill.pipeline import (
+    ablate,
+    distill,
+    evaluate_checkpoint,
+    fetch_teacher,
+    figures,
+    finetune,
+    probe,
+    report,
+    reproduce,
+)
 
 __all__ = [
     "__version__",
@@ -27,5 +37,6 @@ __all__ = [
     "load_params",
     "probe",
     "report",
+    "reproduce",
     "save_model",
 ]

@@ -11,6 +11,17 @@ from acdistill.pipeline.evaluation import evaluate_checkpoint
 from acdistill.pipeline.figures import figures
 from acdistill.pipeline.probe import probe
 from acdistill.pipeline.report import report
+from acdistill.pipeline.reproduce import reproduce
 from acdistill.pipeline.training import distill, fetch_teacher, finetune
 
-__all__ = ["ablate", "distill", "evaluate_checkpoint", "fetch_teacher", "figures", "finetune", "probe", "report"]
+__all__ = [
+    "ablate",
+    "distill",
+    "evaluate_checkpoint",
+    "fetch_teacher",
+    "figures",
+    "finetune",
+    "probe",
+    "report",
+    "reproduce",
+]
