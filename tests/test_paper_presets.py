@@ -3,7 +3,7 @@ every cell and claim names a row, an attack and a pair its block runs. No traini
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, run
 
 from acdistill.attacks import EVAL_ATTACKS
 from acdistill.config import load_params
@@ -74,3 +74,14 @@ def test_the_table_is_whole(table_id):
             assert (claim.first, claim.second) in pairs, f"{table_id}/{name}: {claim.first} - {claim.second}"
     for cell in spec.cells:
         assert cell.where and 0 <= cell.paper <= 100
+
+
+@pytest.mark.parametrize("table_id", FOLDERS)
+def test_the_dry_run_of_every_table_lists_each_row_and_writes_nothing(table_id, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    output = run("reproduce", table_id, "--dry-run").output
+    spec = load_table(table_id)
+    for block in spec.blocks:
+        for point in block_params(table_id, block).ablate.points:
+            assert f"{block} " in output and f" {point['name']} " in output, (block, point["name"])
+    assert "GPU-hours" in output and list(tmp_path.iterdir()) == []
