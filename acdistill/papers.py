@@ -123,4 +123,6 @@ def block_params(table_id: str, block: str, overrides: dict[str, Any] | None = N
     """The validated params of one block of a table: its params file, then the dotted `overrides` (as `-S` gives
     them). AcdistillError for an unknown table or block, or params that do not validate."""
     spec = load_table(table_id)
-    return load_params(table_dir(table_id) / spec.block_file(block), overrides or {})
+    overrides = overrides or {}
+    given_as = {key: f"-S {key}={value}" for key, value in overrides.items()}  # an error names the option
+    return load_params(table_dir(table_id) / spec.block_file(block), overrides, given_as)

@@ -9,11 +9,13 @@ from functools import cache
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from acdistill.config import FINETUNE, Params, TrainParams
 from acdistill.data import DATASETS
 from acdistill.methods import METHODS
 from acdistill.methods.base import Method
+from acdistill.models import create_model
 from acdistill.pipeline.sizing import attack_passes
 
 # Measured throughputs (BENCHMARKS.md). GPU: seconds per epoch of 50 000 CIFAR-10 images on one H100 for a
@@ -43,10 +45,6 @@ UNKNOWN_SPLIT_SIZES = (50000, 10000)
 @cache
 def forward_gflop(arch: str, num_classes: int, image_size: int, channels: int) -> float | None:
     """GFLOP of one forward pass of one image (torch's FLOP counter on the meta device: nothing is allocated)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from acdistill.models import create_model
-
     try:
         with torch.device("meta"):
             model = create_model(arch, num_classes=num_classes).eval()
@@ -70,12 +68,9 @@ class Estimate:
     gpu_hours: float
     cpu_hours: float
     basis: str  # "measured (<section>)" or "scaled (<from what>)"
-    evaluation: str  # what the estimate holds of the evaluation
 
 
 def arch_ratio(arch: str, reference: str, params: Params) -> float | None:
-    from acdistill.data import DATASETS
-
     spec = DATASETS.get(params.data.dataset)
     size, channels = getattr(spec, "image_size", 32), 3
     a = forward_gflop(arch, spec.num_classes, size, channels)
@@ -164,4 +159,4 @@ def estimate_row(p: Params, point: dict[str, Any]) -> Estimate:
         g, c, w = train_estimate(aft, p.distill.student, p, train_images(p))
         gpu_h, cpu_h, why = gpu_h + g, cpu_h + c, why + [f"aft: {x}" for x in w]
     cpu_h += eval_cpu_hours(p)
-    return Estimate(gpu_h, cpu_h, basis_of(why), "GPU: training only; CPU: with evaluation")
+    return Estimate(gpu_h, cpu_h, basis_of(why))

@@ -14,13 +14,13 @@ the point's eval and data sections: `points.evaluation_digest`) keeps which test
 (`correct`, bit-packed). A claim's difference is `compare.difference` on those per-image results: paired over the
 images when both rows saw the same ones.
 
-`--dry-run` estimates the cost of every row from the throughputs measured in BENCHMARKS.md (`RATES`), scaled to
-other methods and architectures where nothing was measured, each estimate marked measured or scaled.
+`--dry-run` estimates the cost of every row from the throughputs measured in BENCHMARKS.md
+(`acdistill.pipeline.costs`), scaled to other methods and architectures where nothing was measured, each estimate
+marked measured or scaled; the teacher's forward passes are not counted.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from acdistill.io import json_text, write_files
 from acdistill.methods import METHODS
 from acdistill.papers import TableSpec, block_params, load_table, table_ids
 from acdistill.pipeline.ablate import ablate
-from acdistill.pipeline.common import echo
+from acdistill.pipeline.common import check_data, echo
 from acdistill.pipeline.compare import Measured, difference
 from acdistill.pipeline.costs import basis_of, estimate_row, train_estimate, train_images
 from acdistill.pipeline.points import (
@@ -51,7 +51,7 @@ ROOT = Path("reproduce")
 TEACHER = "teacher.safetensors"
 
 # Overrides that make a run smaller than the preset's: named in the report's "Budget:" line.
-SMALLER = ("epochs", "subset", "eval.n", "n_per_attack")
+SMALLER = ("epochs", "train_subset", "test_subset", "n", "n_per_attack")
 
 
 # --- what a table runs ---------------------------------------------------------------------------------------------
@@ -119,9 +119,11 @@ def plan(
     `overrides` (-S, --jobs) and ablate.only set to its rows. Raises AcdistillError on an unknown table or row,
     before anything is written."""
     table = load_table(table_id)
-    per_block = {b: block_params(table_id, b, overrides) for b in table.blocks}
+    per_block = {b: rows_overridden(block_params(table_id, b, overrides), overrides) for b in table.blocks}
     check_table(table_id, table, per_block)
     every = list(dict.fromkeys(r for p in per_block.values() for r in block_rows(p)))
+    if rows is not None and not rows:
+        raise AcdistillError(f"--rows: no row given; choose from: {', '.join(every)}")
     for row in rows or []:
         if row not in every:
             raise AcdistillError(f"--rows: {unknown_name('row', row, every)}")
@@ -132,6 +134,13 @@ def plan(
             only = params.with_overrides({"ablate.only": chosen})
             blocks.append(Block(block_id, only, chosen, root / table_id / block_id))
     return table, blocks
+
+
+def rows_overridden(params: Params, overrides: dict[str, Any]) -> Params:
+    """The block's params whose rows take the -S values too: a row's own value of a key the user set (a row's
+    `distill.epochs`, say) would otherwise win, and the run would not be the budget its report states."""
+    points = [{k: overrides.get(k, v) for k, v in point.items()} for point in params.ablate.points]
+    return params.with_overrides({"ablate.points": points}) if points != params.ablate.points else params
 
 
 def robustbench_name(path: Path) -> str | None:
@@ -160,20 +169,20 @@ def check_teachers(table_id: str, blocks: list[Block]) -> None:
 # --- the run -------------------------------------------------------------------------------------------------------
 
 
+def fetch_block_teacher(block: Block, data_dir: Path | None, device: str | torch.device | None) -> None:
+    """The block's teacher, fetched (or trained) once into the block's folder and reused afterwards."""
+    if not block.needs_teacher():
+        return
+    if block.teacher.is_file():
+        echo(f"reproduce: block {block.id}: teacher reused from {block.teacher}")
+        return
+    echo(f"reproduce: block {block.id}: fetching the teacher into {block.teacher}")
+    metrics = block.root / "teacher_metrics.json"
+    fetch_teacher(block.params, out=block.teacher, metrics=metrics, data_dir=data_dir, device=device)
+
+
 def run_block(block: Block, data_dir: Path | None, device: str | torch.device | None) -> dict[str, Any]:
-    """The block's teacher (fetched once), then ablate over its rows; returns ablate's summary."""
-    if block.needs_teacher():
-        if block.teacher.is_file():
-            echo(f"reproduce: block {block.id}: teacher reused from {block.teacher}")
-        else:
-            echo(f"reproduce: block {block.id}: fetching the teacher into {block.teacher}")
-            fetch_teacher(
-                block.params,
-                out=block.teacher,
-                metrics=block.root / "teacher_metrics.json",
-                data_dir=data_dir,
-                device=device,
-            )
+    """ablate over the block's rows, from its teacher; returns ablate's summary."""
     echo(f"reproduce: block {block.id}: rows {', '.join(block.rows)}")
     return ablate(
         block.params,
@@ -226,13 +235,13 @@ def claim_verdict(first: Measured | None, second: Measured | None) -> tuple[str,
 
 
 def budget_line(table: TableSpec, overrides: dict[str, Any]) -> str:
-    """The budget the run had: the table's, and every override; "smaller than the paper's" when one touches
-    epochs, subsets or the number of evaluated images."""
-    given = ", ".join(f"{k}={v}" for k, v in overrides.items())
-    smaller = [k for k in overrides if any(s in k for s in SMALLER)]
-    if smaller:
+    """The budget the run had: the table's, and every override (but ablate.jobs, which changes no result); "smaller
+    than the paper's" when one lowers epochs, a subset or the number of evaluated images below the preset's."""
+    changed = {k: v for k, v in overrides.items() if k != "ablate.jobs"}
+    given = ", ".join(f"{k}={v}" for k, v in changed.items())
+    if any(k.rpartition(".")[2] in SMALLER and v is not None for k, v in changed.items()):
         return f"Budget: smaller than the paper's: {given} (the presets: {table.budget})"
-    if overrides:
+    if changed:
         return f"Budget: {table.budget}; overrides: {given}"
     return f"Budget: {table.budget}"
 
@@ -274,8 +283,6 @@ def tabulate_table(
 
 
 def markdown(report: dict[str, Any]) -> str:
-    from tabulate import tabulate
-
     cells = [
         [
             c["block"],
@@ -345,12 +352,13 @@ def reproduce(
     overrides = overrides or {}
     table, blocks = plan(table_id, rows, overrides, root)
     check_teachers(table_id, blocks)
-    measured = {}
-    for block in blocks:
-        summary = run_block(block, data_dir, device)
-        measured[block.id] = row_results(block, summary)
-    shown = {k: v for k, v in overrides.items() if k not in ("ablate.jobs",)}
-    report = tabulate_table(table_id, table, measured, budget_line(table, shown))
+    for block in blocks:  # every block's data, before hours of another block's training
+        check_data(block.params, data_dir, "train")
+    for block in blocks:  # every teacher next: a zoo download that fails offline stops the run before any training
+        fetch_block_teacher(block, data_dir, device)
+    measured = {block.id: row_results(block, run_block(block, data_dir, device)) for block in blocks}
+    report = tabulate_table(table_id, table, measured, budget_line(table, overrides))
+    report["overrides"] = {k: v for k, v in overrides.items() if k != "ablate.jobs"}
     out = root / f"{table_id}.json"
     write_files({out: json_text(report), out.with_suffix(".md"): markdown(report)})
     echo(markdown(report))
@@ -362,6 +370,7 @@ def dry_run(table_id: str, rows: list[str] | None, overrides: dict[str, Any]) ->
     """Every run of the table's rows (and each teacher trained here), with its estimated GPU- and CPU-hours, shown as
     a table; writes nothing. Returns the rows as shown, before rounding."""
     table, blocks = plan(table_id, rows, overrides)
+    check_teachers(table_id, blocks)
     lines = [line for block in blocks for line in block_costs(block)]
     show_costs(table, overrides, lines)
     return lines
@@ -432,7 +441,8 @@ def show_costs(table: TableSpec, overrides: dict[str, Any], lines: list[dict[str
     gpu, cpu = sum(x["gpu_hours"] for x in lines), sum(x["cpu_hours"] for x in lines)
     echo(
         f"\ntotal: {gpu:.2f} GPU-hours (H100; training only: BENCHMARKS.md has no GPU attack rate), {cpu:.1f} "
-        f"CPU-hours (2 cores; training and evaluation), every run of every row. Nothing was run or written."
+        f"CPU-hours (2 cores; training and evaluation), every run of every row; the teacher's forward passes are "
+        "not counted. Nothing was run or written."
     )
 
 
@@ -451,7 +461,3 @@ def listing() -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def read_report(table_id: str, root: Path = ROOT) -> dict[str, Any]:
-    return json.loads((root / f"{table_id}.json").read_text())
