@@ -12,7 +12,7 @@ from acdistill.cli.common import (
     STAGE,
     FormatOpt,
     NormalizeOpt,
-    completion,
+    choice,
     given,
     load,
     parse_normalize,
@@ -39,20 +39,15 @@ def attack_eval(
     ],
     arch: Annotated[
         str | None,
-        typer.Option(
-            help="architecture of a bare state dict in acdistill's layout (released layouts name their own): "
-            f"{', '.join(list_models())}",
-            autocompletion=completion(list_models),
+        choice(
+            "architecture of a bare state dict in acdistill's layout (released layouts name their own): ", list_models
         ),
     ] = None,
     fmt: FormatOpt = None,
     normalize: NormalizeOpt = None,
     attacks: Annotated[
         str | None,
-        typer.Option(
-            help=f"comma-separated, from: {', '.join(EVAL_ATTACKS.names())} (see `acdistill attacks`)",
-            autocompletion=completion(EVAL_ATTACKS.names, comma_separated=True),
-        ),
+        choice("comma-separated, from: ", EVAL_ATTACKS.names, " (see `acdistill attacks`)", comma_separated=True),
     ] = None,
     n: Annotated[int | None, typer.Option(help="evaluate the first n test images")] = None,
     eps: Annotated[str | None, typer.Option(help="budget, e.g. 8/255 (L-inf) or 0.5 (L2)")] = None,

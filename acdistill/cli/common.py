@@ -95,13 +95,23 @@ def completion(names: Callable[[], list[str]], comma_separated: bool = False) ->
     return complete
 
 
+def choice(
+    help: str, names: Callable[[], list[str]], after: str = "", *flags: str, comma_separated: bool = False
+) -> Any:
+    """An option whose value is a registered name (or a comma-separated list of them): its help lists the names as
+    they are when the CLI is built, between `help` and `after`, and the shell completes them when asked."""
+    return typer.Option(
+        *flags, help=f"{help}{', '.join(names())}{after}", autocompletion=completion(names, comma_separated)
+    )
+
+
 FormatOpt = Annotated[
     str | None,
-    typer.Option(
+    choice(
+        "checkpoint layout of a state dict without a sidecar: ",
+        format_names,
+        " (default auto; see `acdistill formats`)",
         "--format",
-        help=f"checkpoint layout of a state dict without a sidecar: {', '.join(format_names())} (default "
-        "auto; see `acdistill formats`)",
-        autocompletion=completion(format_names),
     ),
 ]
 NormalizeOpt = Annotated[

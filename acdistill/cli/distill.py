@@ -11,7 +11,7 @@ from acdistill.cli.common import (
     TRAINING,
     EpochsOpt,
     TeacherOpt,
-    completion,
+    choice,
     given,
     load,
     shared_options,
@@ -27,14 +27,11 @@ from acdistill.pipeline.common import STUDENT_CHECKPOINT, TEACHER_CHECKPOINT
 def distill(
     method: Annotated[
         str | None,
-        typer.Option(
-            help=f"distillation method: {', '.join(METHODS.names())} (see `acdistill methods`)",
-            autocompletion=completion(METHODS.names),
-        ),
+        choice("distillation method: ", METHODS.names, " (see `acdistill methods`)"),
     ] = None,
     student: Annotated[
         str | None,
-        typer.Option(help=f"student architecture: {', '.join(list_models())}", autocompletion=completion(list_models)),
+        choice("student architecture: ", list_models),
     ] = None,
     epochs: EpochsOpt = None,
     teacher: TeacherOpt = TEACHER_CHECKPOINT,

@@ -12,7 +12,7 @@ from acdistill.cli.common import (
     EpochsOpt,
     FormatOpt,
     NormalizeOpt,
-    completion,
+    choice,
     given,
     load,
     parse_normalize,
@@ -38,10 +38,9 @@ def fetch_teacher(
     ] = None,
     arch: Annotated[
         str | None,
-        typer.Option(
-            help="architecture to train, or of a bare state dict in acdistill's layout (released layouts name their "
-            f"own): {', '.join(list_models())}",
-            autocompletion=completion(list_models),
+        choice(
+            "architecture to train, or of a bare state dict in acdistill's layout (released layouts name their own): ",
+            list_models,
         ),
     ] = None,
     format: FormatOpt = None,

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from acdistill.cli.common import STAGE, completion, given, load, shared_options, user_errors
+from acdistill.cli.common import STAGE, choice, given, load, shared_options, user_errors
 from acdistill.data import DATASETS
 from acdistill.pipeline import probe
 from acdistill.pipeline.common import PROBE_HEAD_CHECKPOINT, STUDENT_CHECKPOINT
@@ -18,10 +18,7 @@ def transfer_probe(
     model: Annotated[Path, typer.Option(help="checkpoint whose features are probed (frozen)")] = STUDENT_CHECKPOINT,
     dataset: Annotated[
         str | None,
-        typer.Option(
-            help=f"target dataset: {', '.join(DATASETS.names())} (default: probe.dataset)",
-            autocompletion=completion(DATASETS.names),
-        ),
+        choice("target dataset: ", DATASETS.names, " (default: probe.dataset)"),
     ] = None,
     out: Annotated[Path, typer.Option(help="metrics JSON to write; a markdown table goes beside it (.md)")] = Path(
         "metrics/probe.json"

@@ -78,45 +78,37 @@ def arch_ratio(arch: str, reference: str, params: Params) -> float | None:
     return None if a is None or b is None else a / b
 
 
+def seconds_per_image(device: str, method: str, passes: int) -> tuple[float, list[str]]:
+    """Training seconds per image of `method` on `device` (GPU: the H100, a ResNet-18 student; CPU: the 2 cores, a
+    ResNet-20 student): its measured rate, or the reference method's, scaled by attack passes per step where they
+    differ from the measured runs'; and how it was found."""
+    measured = {m: (s / MEASURED_EPOCH_IMAGES, w) for m, (s, w) in GPU_EPOCH_S.items()}
+    if device == "CPU":
+        measured = {m: (1 / rate, w) for m, (rate, w) in CPU_IMG_S.items()}
+    source = method if method in measured else REFERENCE_METHOD
+    seconds, where = measured[source]
+    if source == method and passes == REFERENCE_PASSES:
+        return seconds, [f"{device} measured ({where})"]
+    scaled = f"{device} scaled from {source}'s measured rate by passes per step ({passes}/{REFERENCE_PASSES}; {where})"
+    return seconds * passes / REFERENCE_PASSES, [scaled]
+
+
 def train_estimate(section: TrainParams, arch: str, params: Params, images: int) -> tuple[float, float, list[str]]:
     """(GPU hours, CPU hours, how each was found) of training `section` for `arch`."""
-    m, steps = section.method, passes_per_step(section)
-    epochs = section.epochs
-    why = []
-    gpu_s, gpu_where = GPU_EPOCH_S.get(m, (None, None))
-    if gpu_s is not None and steps != REFERENCE_PASSES:
-        gpu_s *= steps / REFERENCE_PASSES
-        why.append(f"GPU scaled from {m}'s measured epoch by passes per step ({steps}/{REFERENCE_PASSES})")
-    elif gpu_s is None:
-        gpu_s = GPU_EPOCH_S[REFERENCE_METHOD][0] * steps / REFERENCE_PASSES
-        why.append(f"GPU scaled from {REFERENCE_METHOD}'s by passes per step ({steps}/{REFERENCE_PASSES})")
-    else:
-        why.append(f"GPU measured ({gpu_where})")
-    if gpu_where is not None and steps != REFERENCE_PASSES:
-        why.append(f"GPU rate from BENCHMARKS.md: {gpu_where}")
+    passes = passes_per_step(section)
+    gpu_s, why = seconds_per_image("GPU", section.method, passes)
     ratio = arch_ratio(arch, GPU_ARCH, params)
-    if arch != GPU_ARCH:
+    if arch != GPU_ARCH and ratio:
         # the GPU step is launch-bound at ResNet-18's size (BENCHMARKS.md): a smaller network is not faster
-        gpu_s *= max(1.0, ratio or 1.0)
-        why.append(f"GPU scaled by forward FLOPs to {GPU_ARCH}'s ({ratio:.2f}, at least 1)" if ratio else "")
-    cpu_rate, cpu_where = CPU_IMG_S.get(m, (None, None))
-    if cpu_rate is not None and steps != REFERENCE_PASSES:
-        cpu_rate *= REFERENCE_PASSES / steps
-        why.append(f"CPU scaled from {m}'s measured rate by passes per step ({steps}/{REFERENCE_PASSES})")
-    elif cpu_rate is None:
-        cpu_rate = CPU_IMG_S[REFERENCE_METHOD][0] * REFERENCE_PASSES / steps
-        why.append(f"CPU scaled from {REFERENCE_METHOD}'s by passes per step ({steps}/{REFERENCE_PASSES})")
-    else:
-        why.append(f"CPU measured ({cpu_where})")
-    if cpu_where is not None and steps != REFERENCE_PASSES:
-        why.append(f"CPU rate from BENCHMARKS.md: {cpu_where}")
+        gpu_s *= max(1.0, ratio)
+        why.append(f"GPU scaled by forward FLOPs to {GPU_ARCH}'s ({ratio:.2f}, at least 1)")
+    cpu_s, cpu_why = seconds_per_image("CPU", section.method, passes)
     cpu_ratio = arch_ratio(arch, CPU_ARCH, params)
     if arch != CPU_ARCH and cpu_ratio:
-        cpu_rate /= cpu_ratio
-        why.append(f"CPU scaled by forward FLOPs to {CPU_ARCH}'s ({cpu_ratio:.2f})")
-    gpu_h = epochs * gpu_s * images / MEASURED_EPOCH_IMAGES / 3600
-    cpu_h = epochs * images / cpu_rate / 3600
-    return gpu_h, cpu_h, [w for w in why if w]
+        cpu_s *= cpu_ratio
+        cpu_why.append(f"CPU scaled by forward FLOPs to {CPU_ARCH}'s ({cpu_ratio:.2f})")
+    work = section.epochs * images / 3600
+    return work * gpu_s, work * cpu_s, why + cpu_why
 
 
 def eval_cpu_hours(p: Params) -> float:
