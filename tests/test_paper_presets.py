@@ -85,3 +85,21 @@ def test_the_dry_run_of_every_table_lists_each_row_and_writes_nothing(table_id, 
         for point in block_params(table_id, block).ablate.points:
             assert f"{block} " in output and f" {point['name']} " in output, (block, point["name"])
     assert "GPU-hours" in output and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "override, smaller",
+    [
+        ("distill.epochs=1", True),
+        ("distill.epochs=500", False),
+        ("data.train_subset=0:100", True),
+        ("data.train_subset=null", False),
+        ("eval.n=100", True),
+    ],
+)
+def test_the_budget_line_calls_a_run_smaller_only_when_an_override_lowers_the_presets(
+    override, smaller, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    output = run("reproduce", "gacd-table3", "--dry-run", "-S", override).output
+    assert ("Budget: smaller than the paper's: " in output) == smaller and override.split("=")[0] in output

@@ -12,7 +12,7 @@ from conftest import MIRROR, REPO, run
 from acdistill.pipeline.compare import Measured
 from acdistill.pipeline.reproduce import claim_verdict
 
-TINY = ["-S", "distill.epochs=1", "-S", "data.train_subset=64"]
+TINY = ["-S", "distill.epochs=1", "-S", "data.train_subset=48"]
 
 
 def write_table(root: Path, table_id: str = "tiny-t", teacher: dict | None = None) -> Path:
@@ -71,7 +71,7 @@ def test_list_and_dry_run_name_every_row_and_write_nothing(papers):
         assert (
             r[-5] == "GPU" and r[-4] in ("measured,", "scaled,") and r[-3] == "CPU" and r[-2] in ("measured", "scaled")
         )
-    assert "Budget: smaller than the paper's: distill.epochs=1, data.train_subset=64" in out
+    assert "Budget: smaller than the paper's: distill.epochs=1, data.train_subset=48" in out
     assert "[1]" in out and "Nothing was run or written" in out
     assert list(papers.iterdir()) == []
 

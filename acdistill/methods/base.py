@@ -85,8 +85,14 @@ class Method(nn.Module):
         # method's state_dict and parameters).
         self.__dict__.update(student=student, teacher=teacher)
         self.params = params
-        self.attack: Budget = attack.budget()
+        self.attack: Budget = self.training_attack(params, attack).budget()
         self._teacher_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def training_attack(cls, params: MethodParams, attack: TrainAttack) -> TrainAttack:
+        """The attack `perturb` runs, from the section's `attack` and the method's params: the section's, unless the
+        method sets its own steps (GACD's feature scattering). Cost estimates read it too."""
+        return attack
 
     def setup(self, train_set: ImageSet) -> None:
         """Called once before training (and before a saved state is restored), for state sized by the training

@@ -13,7 +13,7 @@ from acdistill.budgets import PixelFloat
 from acdistill.data import ImageSet
 from acdistill.errors import AcdistillError, warn
 from acdistill.losses import float32_math
-from acdistill.methods.base import Method, MethodParams, register_method, true_class_probability
+from acdistill.methods.base import Method, MethodParams, TrainAttack, register_method, true_class_probability
 from acdistill.models import feature_dim
 
 
@@ -219,13 +219,12 @@ class GACD(Method):
     # cuda_graphs stays "none": features() runs outside the compiled forward, and the banks are rebound each step
     log_only_prefixes = ("bank/", "teacher_bank/")
 
+    @classmethod
+    def training_attack(cls, params: GACDParams, attack: TrainAttack) -> TrainAttack:
+        return attack.model_copy(update={"steps": params.scatter_steps, "step_size": params.scatter_step_size})
+
     def __init__(self, student, teacher, params: GACDParams, attack):
-        super().__init__(
-            student,
-            teacher,
-            params,
-            attack.model_copy(update={"steps": params.scatter_steps, "step_size": params.scatter_step_size}),
-        )
+        super().__init__(student, teacher, params, attack)
         t_dim, s_dim = (
             feature_dim(net, f"gacd: the {role}", f"the embedding head embed_{role[0]} takes them")
             for net, role in ((teacher, "teacher"), (student, "student"))

@@ -21,22 +21,24 @@ from acdistill.pipeline.sizing import attack_passes
 # Measured throughputs (BENCHMARKS.md). GPU: seconds per epoch of 50 000 CIFAR-10 images on one H100 for a
 # ResNet-18 student, bf16 + channels_last, eager (no step graph), batch 128, the papers' 10-step training attack.
 # CPU: training images per second of a ResNet-20 student (ResNet-20 teacher) on the project's 2-core Xeon, fp32.
+# Each with the forward-backward passes per image of the measured step: the 10-step attack and the update (11), or
+# GACD's one feature-scattering step and the update (2).
 GPU_EPOCH_S = {
-    "rslad": (40.0, "GPU: ResNet-18 students on an H100, run 4 (WRN-34-10 teacher)"),
-    "gacd": (39.1, "GPU: ResNet-18 students on an H100, run 4 (ResNet-18 teacher)"),
+    "rslad": (40.0, "GPU: ResNet-18 students on an H100, run 4 (WRN-34-10 teacher)", 11),
+    "gacd": (39.1, "GPU: ResNet-18 students on an H100, run 4 (ResNet-18 teacher)", 2),
 }
 GPU_ARCH = "resnet18"
 CPU_IMG_S = {
-    "rslad": (59.66, "Training throughput, the same five commands on a second CPU"),
-    "sat": (58.66, "Training throughput, the same five commands on a second CPU"),
-    "gacd": (156.98, "Training throughput, the same five commands on a second CPU"),
+    "rslad": (59.66, "Training throughput, the same five commands on a second CPU", 11),
+    "sat": (58.66, "Training throughput, the same five commands on a second CPU", 11),
+    "gacd": (156.98, "Training throughput, the same five commands on a second CPU", 2),
 }
 CPU_ARCH = "resnet20"
 # CPU attack passes (forward + backward of one image) per second on a ResNet-20: PGD-20's 32.8 img/s x 21 passes
 # ("PGD-20 attack throughput: acdistill vs torchattacks", run 3). BENCHMARKS.md has no GPU attack rate.
 CPU_PASSES_S = (32.8 * 21, "PGD-20 attack throughput, run 3")
-# The reference step of the scaled estimates: rslad's, with 10 attack steps, i.e. 11 passes a step.
-REFERENCE_METHOD, REFERENCE_PASSES = "rslad", 11
+# The measurement a method without its own is scaled from.
+REFERENCE_METHOD = "rslad"
 # The images of an epoch of the measured runs (CIFAR-10's training split), and of a dataset that registers no sizes.
 MEASURED_EPOCH_IMAGES = 50000
 UNKNOWN_SPLIT_SIZES = (50000, 10000)
@@ -60,7 +62,7 @@ def passes_per_step(section: TrainParams) -> int:
     plus the update's."""
     method = METHODS.get(section.method)
     adversarial = method.perturb is not Method.perturb
-    return (section.attack.steps if adversarial else 0) + 1
+    return (method.training_attack(section.method_params(), section.attack).steps if adversarial else 0) + 1
 
 
 @dataclass(frozen=True)
@@ -82,15 +84,15 @@ def seconds_per_image(device: str, method: str, passes: int) -> tuple[float, lis
     """Training seconds per image of `method` on `device` (GPU: the H100, a ResNet-18 student; CPU: the 2 cores, a
     ResNet-20 student): its measured rate, or the reference method's, scaled by attack passes per step where they
     differ from the measured runs'; and how it was found."""
-    measured = {m: (s / MEASURED_EPOCH_IMAGES, w) for m, (s, w) in GPU_EPOCH_S.items()}
+    measured = {m: (s / MEASURED_EPOCH_IMAGES, w, n) for m, (s, w, n) in GPU_EPOCH_S.items()}
     if device == "CPU":
-        measured = {m: (1 / rate, w) for m, (rate, w) in CPU_IMG_S.items()}
+        measured = {m: (1 / rate, w, n) for m, (rate, w, n) in CPU_IMG_S.items()}
     source = method if method in measured else REFERENCE_METHOD
-    seconds, where = measured[source]
-    if source == method and passes == REFERENCE_PASSES:
+    seconds, where, measured_passes = measured[source]
+    if source == method and passes == measured_passes:
         return seconds, [f"{device} measured ({where})"]
-    scaled = f"{device} scaled from {source}'s measured rate by passes per step ({passes}/{REFERENCE_PASSES}; {where})"
-    return seconds * passes / REFERENCE_PASSES, [scaled]
+    scaled = f"{device} scaled from {source}'s measured rate by passes per step ({passes}/{measured_passes}; {where})"
+    return seconds * passes / measured_passes, [scaled]
 
 
 def train_estimate(section: TrainParams, arch: str, params: Params, images: int) -> tuple[float, float, list[str]]:

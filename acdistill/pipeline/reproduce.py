@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from tabulate import tabulate
 
-from acdistill.config import FINETUNE, NAME, Params
+from acdistill.config import FINETUNE, NAME, Params, dotted_items
 from acdistill.errors import AcdistillError, unknown_name
 from acdistill.io import json_text, write_files
 from acdistill.methods import METHODS
@@ -234,12 +234,31 @@ def claim_verdict(first: Measured | None, second: Measured | None) -> tuple[str,
     return ("holds" if diff.estimate > 0 else "fails"), shown
 
 
-def budget_line(table: TableSpec, overrides: dict[str, Any]) -> str:
+def lowers(key: str, value: Any, presets: list[Params]) -> bool:
+    """Whether the override `key=value` makes a run smaller than some block or row of the presets (`presets`: the
+    blocks' params before the overrides): fewer epochs, a subset of the full data, fewer evaluated images. A value
+    that cannot be compared with the preset's (a range, an index file) counts as smaller."""
+    if key.rpartition(".")[2] not in SMALLER or value is None:
+        return False
+    before = []
+    for p in presets:
+        before.append(dotted_items(p.model_dump(mode="json")).get(key))
+        before += [point[key] for point in p.ablate.points if key in point]
+    numbers = (int, float)
+    return any(b is None or not isinstance(b, numbers) or not isinstance(value, numbers) or value < b for b in before)
+
+
+def presets_of(table_id: str, table: TableSpec) -> list[Params]:
+    """Every block's params as its file gives them, before any override."""
+    return [block_params(table_id, block) for block in table.blocks]
+
+
+def budget_line(table: TableSpec, overrides: dict[str, Any], presets: list[Params]) -> str:
     """The budget the run had: the table's, and every override (but ablate.jobs, which changes no result); "smaller
-    than the paper's" when one lowers epochs, a subset or the number of evaluated images below the preset's."""
+    than the paper's" when one lowers epochs, a subset or the number of evaluated images below a preset's."""
     changed = {k: v for k, v in overrides.items() if k != "ablate.jobs"}
     given = ", ".join(f"{k}={v}" for k, v in changed.items())
-    if any(k.rpartition(".")[2] in SMALLER and v is not None for k, v in changed.items()):
+    if any(lowers(k, v, presets) for k, v in changed.items()):
         return f"Budget: smaller than the paper's: {given} (the presets: {table.budget})"
     if changed:
         return f"Budget: {table.budget}; overrides: {given}"
@@ -357,7 +376,7 @@ def reproduce(
     for block in blocks:  # every teacher next: a zoo download that fails offline stops the run before any training
         fetch_block_teacher(block, data_dir, device)
     measured = {block.id: row_results(block, run_block(block, data_dir, device)) for block in blocks}
-    report = tabulate_table(table_id, table, measured, budget_line(table, overrides))
+    report = tabulate_table(table_id, table, measured, budget_line(table, overrides, presets_of(table_id, table)))
     report["overrides"] = {k: v for k, v in overrides.items() if k != "ablate.jobs"}
     out = root / f"{table_id}.json"
     write_files({out: json_text(report), out.with_suffix(".md"): markdown(report)})
@@ -372,7 +391,7 @@ def dry_run(table_id: str, rows: list[str] | None, overrides: dict[str, Any]) ->
     table, blocks = plan(table_id, rows, overrides)
     check_teachers(table_id, blocks)
     lines = [line for block in blocks for line in block_costs(block)]
-    show_costs(table, overrides, lines)
+    show_costs(table_id, table, overrides, lines)
     return lines
 
 
@@ -419,9 +438,9 @@ def block_costs(block: Block) -> list[dict[str, Any]]:
     return lines
 
 
-def show_costs(table: TableSpec, overrides: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+def show_costs(table_id: str, table: TableSpec, overrides: dict[str, Any], lines: list[dict[str, Any]]) -> None:
     """The dry run's table: each line's basis as measured/scaled with a numbered footnote saying from what."""
-    echo(f"{table.title}\n{budget_line(table, overrides)}\n")
+    echo(f"{table.title}\n{budget_line(table, overrides, presets_of(table_id, table))}\n")
     notes: list[str] = []
     shown = []
     for line in lines:
