@@ -13,6 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from acdistill.config import FINETUNE, Params, TrainParams
 from acdistill.data import DATASETS
+from acdistill.data.datasets import subset_indices
 from acdistill.methods import METHODS
 from acdistill.methods.base import Method
 from acdistill.models import create_model
@@ -74,9 +75,9 @@ class Estimate:
 
 def arch_ratio(arch: str, reference: str, params: Params) -> float | None:
     spec = DATASETS.get(params.data.dataset)
-    size, channels = getattr(spec, "image_size", 32), 3
-    a = forward_gflop(arch, spec.num_classes, size, channels)
-    b = forward_gflop(reference, spec.num_classes, size, channels)
+    # models see 3 channels whatever the files hold (grey images are repeated): data.datasets.to_model_layout
+    a = forward_gflop(arch, spec.num_classes, spec.image_size, 3)
+    b = forward_gflop(reference, spec.num_classes, spec.image_size, 3)
     return None if a is None or b is None else a / b
 
 
@@ -84,8 +85,9 @@ def seconds_per_image(device: str, method: str, passes: int) -> tuple[float, lis
     """Training seconds per image of `method` on `device` (GPU: the H100, a ResNet-18 student; CPU: the 2 cores, a
     ResNet-20 student): its measured rate, or the reference method's, scaled by attack passes per step where they
     differ from the measured runs'; and how it was found."""
-    measured = {m: (s / MEASURED_EPOCH_IMAGES, w, n) for m, (s, w, n) in GPU_EPOCH_S.items()}
-    if device == "CPU":
+    if device == "GPU":
+        measured = {m: (s / MEASURED_EPOCH_IMAGES, w, n) for m, (s, w, n) in GPU_EPOCH_S.items()}
+    else:
         measured = {m: (1 / rate, w, n) for m, (rate, w, n) in CPU_IMG_S.items()}
     source = method if method in measured else REFERENCE_METHOD
     seconds, where, measured_passes = measured[source]
@@ -128,9 +130,10 @@ def split_sizes(dataset: str) -> tuple[int, int]:
     return DATASETS.get(dataset).split_sizes or UNKNOWN_SPLIT_SIZES
 
 
-def subset_size(subset: Any) -> int | None:
-    """The number of images a data subset names, when it is a count."""
-    return subset if isinstance(subset, int) else None
+def subset_size(subset: int | str | None) -> int | None:
+    """The number of images a data subset names (a count, a range or an index file); None for the whole split."""
+    indices = subset_indices(subset)
+    return None if indices is None else len(indices)
 
 
 def train_images(p: Params) -> int:

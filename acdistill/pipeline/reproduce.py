@@ -83,24 +83,21 @@ def block_rows(params: Params) -> list[str]:
 
 
 def check_table(table_id: str, table: TableSpec, per_block: dict[str, Params]) -> None:
-    """Every cell and claim names a block of the table, a row of that block and an attack the block evaluates."""
-    for kind, items in (("cell", table.cells), ("claim", table.claims)):
-        for item in items:
-            if item.block not in per_block:
-                raise AcdistillError(f"{table_id}: {kind} {item}: {unknown_name('block', item.block, list(per_block))}")
-            params = per_block[item.block]
-            rows = block_rows(params)
-            for row in (item.row,) if kind == "cell" else (item.first, item.second):
-                if row not in rows:
-                    raise AcdistillError(f"{table_id}: block {item.block}: {unknown_name('row', row, rows)}")
-            measurable = getattr(item, "measurable", True)
-            if measurable and item.attack not in attacks_of_rows(
-                params, [item.row] if kind == "cell" else [item.first, item.second]
-            ):
-                raise AcdistillError(
-                    f"{table_id}: block {item.block}: attack '{item.attack}' is not in its eval.attacks "
-                    f"({', '.join(params.eval.attacks)})"
-                )
+    """Every cell and claim names a row of its block (TableSpec checked that the block is the table's) and an attack
+    those rows evaluate, unless the cell is not measurable."""
+    named = [(cell, [cell.row], cell.measurable) for cell in table.cells]
+    named += [(claim, [claim.first, claim.second], True) for claim in table.claims]
+    for item, item_rows, measurable in named:
+        params = per_block[item.block]
+        rows = block_rows(params)
+        for row in item_rows:
+            if row not in rows:
+                raise AcdistillError(f"{table_id}: block {item.block}: {unknown_name('row', row, rows)}")
+        if measurable and item.attack not in attacks_of_rows(params, item_rows):
+            raise AcdistillError(
+                f"{table_id}: block {item.block}: attack '{item.attack}' is not in its eval.attacks "
+                f"({', '.join(params.eval.attacks)})"
+            )
 
 
 def attacks_of_rows(params: Params, rows: list[str]) -> set[str]:
@@ -253,10 +250,15 @@ def presets_of(table_id: str, table: TableSpec) -> list[Params]:
     return [block_params(table_id, block) for block in table.blocks]
 
 
+def result_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides that can change a result: all but ablate.jobs (--jobs), which only schedules the runs."""
+    return {k: v for k, v in overrides.items() if k != "ablate.jobs"}
+
+
 def budget_line(table: TableSpec, overrides: dict[str, Any], presets: list[Params]) -> str:
-    """The budget the run had: the table's, and every override (but ablate.jobs, which changes no result); "smaller
-    than the paper's" when one lowers epochs, a subset or the number of evaluated images below a preset's."""
-    changed = {k: v for k, v in overrides.items() if k != "ablate.jobs"}
+    """The budget the run had: the table's, and every override that can change a result; "smaller than the
+    paper's" when one lowers epochs, a subset or the number of evaluated images below a preset's."""
+    changed = result_overrides(overrides)
     given = ", ".join(f"{k}={v}" for k, v in changed.items())
     if any(lowers(k, v, presets) for k, v in changed.items()):
         return f"Budget: smaller than the paper's: {given} (the presets: {table.budget})"
@@ -377,10 +379,10 @@ def reproduce(
         fetch_block_teacher(block, data_dir, device)
     measured = {block.id: row_results(block, run_block(block, data_dir, device)) for block in blocks}
     report = tabulate_table(table_id, table, measured, budget_line(table, overrides, presets_of(table_id, table)))
-    report["overrides"] = {k: v for k, v in overrides.items() if k != "ablate.jobs"}
-    out = root / f"{table_id}.json"
-    write_files({out: json_text(report), out.with_suffix(".md"): markdown(report)})
-    echo(markdown(report))
+    report["overrides"] = result_overrides(overrides)
+    out, page = root / f"{table_id}.json", markdown(report)
+    write_files({out: json_text(report), out.with_suffix(".md"): page})
+    echo(page)
     echo(f"wrote {out} and {out.with_suffix('.md')}")
     return report
 
